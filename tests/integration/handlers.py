@@ -1,0 +1,32 @@
+"""Custom code for the integration tests, steered by environment variables of the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def count_rows(rows: str) -> dict[str, Any]:
+    """Record the call (for exactly-once checks), sleep if asked, summarise the rows."""
+    marks = os.environ.get("TEST_MARK_DIR")
+    if marks:
+        first = json.loads(rows.splitlines()[0]) if rows.strip() else {}
+        (Path(marks) / f"{first.get('id', 'none')}.{uuid.uuid4().hex}").touch()
+    time.sleep(float(os.environ.get("TEST_SLEEP_SECONDS", "0")))
+    lines = [json.loads(line) for line in rows.splitlines() if line.strip()]
+    return {"rows": len(lines), "ids": [line.get("id") for line in lines]}
+
+
+def explode(rows: str) -> dict[str, Any]:
+    """Fail on inputs whose first value says so, succeed otherwise."""
+    if '"boom"' in rows:
+        raise RuntimeError("the custom code refused this input")
+    if '"hang"' in rows:
+        time.sleep(60)
+    if '"huge"' in rows:
+        return {"blob": "x" * 4096}
+    return {"rows": len(rows.splitlines())}

@@ -1,0 +1,141 @@
+"""Helpers for running the worker exactly as the image's CMD does: ``python -m worker``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A work queue with its DLQ and an input and output bucket, uniquely named."""
+
+    queue_url: str
+    dlq_url: str
+    input_bucket: str
+    output_bucket: str
+
+
+def make_stack(sqs: Any, s3: Any, visibility: int = 30, max_receive: int = 2) -> Stack:
+    """Create a fresh queue pair and buckets, as the Terraform stack would."""
+    suffix = uuid.uuid4().hex[:10]
+    dlq_url = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive})
+    queue_url = sqs.create_queue(
+        QueueName=f"work-{suffix}",
+        Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": redrive},
+    )["QueueUrl"]
+    stack = Stack(queue_url, dlq_url, f"in-{suffix}", f"out-{suffix}")
+    s3.create_bucket(Bucket=stack.input_bucket)
+    s3.create_bucket(Bucket=stack.output_bucket)
+    return stack
+
+
+def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
+    """Send message bodies in batches of 10."""
+    for start in range(0, len(bodies), 10):
+        entries = [
+            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
+        ]
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        assert not response.get("Failed"), response["Failed"]
+
+
+def worker_env(aws_env: dict[str, str], stack: Stack, **settings: str) -> dict[str, str]:
+    """The environment of one worker container: the job definition's variables."""
+    env = {
+        **os.environ,
+        **aws_env,
+        "SQS_QUEUE_URL": stack.queue_url,
+        "OUTPUT_BUCKET": stack.output_bucket,
+        "IDLE_EXIT_SECONDS": "2",
+        "RETRY_DELAY_SECONDS": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(settings)
+    return env
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m worker`` from the project root, its stdout going to ``log``."""
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=sink, stderr=sink
+        )
+
+
+def run_worker(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one worker to completion and return what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def log_events(text: str, event: str | None = None) -> list[dict[str, Any]]:
+    """Parse the worker's JSON log lines, optionally only those of one event."""
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [e for e in events if event is None or e["event"] == event]
+
+
+def wait_for_event(log: Path, event: str, timeout: float = 30) -> dict[str, Any]:
+    """Wait until the worker writing ``log`` has logged ``event``; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists():
+            found = log_events(log.read_text(errors="replace"), event)
+            if found:
+                return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no {event!r} event within {timeout} s; log: {log.read_text()[-2000:]}")
+
+
+def output_objects(s3: Any, bucket: str) -> dict[str, bytes]:
+    """Every stored result, by key."""
+    objects: dict[str, bytes] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for entry in page.get("Contents", []):
+            objects[entry["Key"]] = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
+    return objects
+
+
+def queue_depths(sqs: Any, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) messages on a queue."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def drain(sqs: Any, queue_url: str) -> list[str]:
+    """Receive and delete everything visible on a queue; return the bodies."""
+    bodies: list[str] = []
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

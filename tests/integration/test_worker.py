@@ -1,0 +1,399 @@
+"""The worker as the container runs it, against a real emulator over HTTP.
+
+Every test starts ``python -m worker`` as a subprocess with only environment variables, as
+the Batch job definition does, and checks what a user would check: what landed in S3, what
+is left on the queue and the dead-letter queue, and what the worker said.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import (
+    Stack,
+    drain,
+    log_events,
+    make_stack,
+    output_objects,
+    queue_depths,
+    run_worker,
+    send_all,
+    start_worker,
+    worker_env,
+)
+
+COUNT_ROWS = "tests.integration.handlers:count_rows"
+
+
+def put_sources(s3: Any, stack: Stack, count: int, prefix: str = "src/") -> list[str]:
+    """Upload ``count`` one-row CSV sources; return one seed message body for each."""
+    bodies = []
+    for index in range(count):
+        key = f"{prefix}item {index:04d}.csv"
+        etag = s3.put_object(
+            Bucket=stack.input_bucket, Key=key, Body=f"id,value\n{index},{index * 10}\n".encode()
+        )["ETag"]
+        bodies.append(json.dumps({"bucket": stack.input_bucket, "key": key, "etag": etag}))
+    return bodies
+
+
+def calls_by_id(marks: Path) -> Counter[str]:
+    """How many times the custom code ran for each item id."""
+    return Counter(path.name.split(".")[0] for path in marks.iterdir())
+
+
+def test_two_workers_store_every_item_exactly_once(tmp_path: Path, sqs, s3, aws_env) -> None:
+    stack = make_stack(sqs, s3)
+    send_all(sqs, stack.queue_url, put_sources(s3, stack, 200))
+    env = worker_env(aws_env, stack, HANDLER=COUNT_ROWS, WORKER_CONCURRENCY="4")
+    logs = [tmp_path / "worker-0.log", tmp_path / "worker-1.log"]
+    workers = [
+        start_worker({**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(i)}, log)
+        for i, log in enumerate(logs)
+    ]
+    assert [w.wait(timeout=240) for w in workers] == [0, 0]
+
+    outputs = output_objects(s3, stack.output_bucket)
+    assert len(outputs) == 200
+    ids = sorted(int(json.loads(body)["ids"][0]) for body in outputs.values())
+    assert ids == list(range(200))
+    assert all(json.loads(body)["rows"] == 1 for body in outputs.values())
+    summaries = [log_events(log.read_text(), "summary")[0] for log in logs]
+    assert sum(s["ok"] for s in summaries) == 200, "each result must be written exactly once"
+    assert all(s["ok"] > 0 for s in summaries), "both array children must share the work"
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)
+    assert queue_depths(sqs, stack.dlq_url) == (0, 0)
+    example = s3.head_object(Bucket=stack.output_bucket, Key=next(iter(outputs)))["Metadata"]
+    assert example["array-index"] in {"0", "1"}
+    assert example["source"].startswith(f"s3://{stack.input_bucket}/src/item%20")
+
+
+def test_sigterm_gives_back_unfinished_items_and_exits_zero(
+    tmp_path: Path, sqs, s3, aws_env
+) -> None:
+    stack = make_stack(sqs, s3)
+    send_all(sqs, stack.queue_url, put_sources(s3, stack, 3))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = worker_env(
+        aws_env,
+        stack,
+        HANDLER=COUNT_ROWS,
+        WORKER_CONCURRENCY="1",
+        TEST_MARK_DIR=str(marks),
+        TEST_SLEEP_SECONDS="5",
+        STOP_GRACE_SECONDS="1",
+    )
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    _wait_for_marks(marks, 1)
+    stopped_at = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - stopped_at < 4, "grace is 1 s; the item must not be awaited"
+
+    events = log_events(log.read_text())
+    released = [m for e in events if e["event"] == "released" for m in e["messages"]]
+    assert len(released) == 3
+    assert not output_objects(s3, stack.output_bucket)
+    assert queue_depths(sqs, stack.queue_url) == (3, 0), "given back at once, visibility 0"
+
+    finish = run_worker({**env, "TEST_SLEEP_SECONDS": "0"})
+    assert finish.returncode == 0, finish.stderr
+    assert len(output_objects(s3, stack.output_bucket)) == 3
+
+
+def test_sigterm_lets_a_running_item_finish_within_the_grace_period(
+    tmp_path: Path, sqs, s3, aws_env
+) -> None:
+    stack = make_stack(sqs, s3)
+    send_all(sqs, stack.queue_url, put_sources(s3, stack, 2))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = worker_env(
+        aws_env,
+        stack,
+        HANDLER=COUNT_ROWS,
+        WORKER_CONCURRENCY="1",
+        TEST_MARK_DIR=str(marks),
+        TEST_SLEEP_SECONDS="2",
+        STOP_GRACE_SECONDS="20",
+    )
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    _wait_for_marks(marks, 1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+
+    summary = log_events(log.read_text(), "summary")[0]
+    assert (summary["ok"], summary["released"]) == (1, 1)
+    assert summary["stop_reason"] == "SIGTERM"
+    assert len(output_objects(s3, stack.output_bucket)) == 1
+    assert queue_depths(sqs, stack.queue_url) == (1, 0)
+
+
+def test_sigkill_mid_item_is_redelivered_and_stored_once(tmp_path: Path, sqs, s3, aws_env) -> None:
+    stack = make_stack(sqs, s3, visibility=3)
+    send_all(sqs, stack.queue_url, put_sources(s3, stack, 1))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = worker_env(
+        aws_env, stack, HANDLER=COUNT_ROWS, TEST_MARK_DIR=str(marks), TEST_SLEEP_SECONDS="3"
+    )
+    worker = start_worker(env, tmp_path / "killed.log")
+    _wait_for_marks(marks, 1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+
+    retry = run_worker({**env, "TEST_SLEEP_SECONDS": "0", "IDLE_EXIT_SECONDS": "8"})
+    assert retry.returncode == 0, retry.stderr
+    item = log_events(retry.stdout, "item")
+    assert [(e["outcome"], e["attempt"]) for e in item] == [("ok", 2)]
+    assert len(output_objects(s3, stack.output_bucket)) == 1
+    assert calls_by_id(marks) == {"0": 2}
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)
+
+
+def test_item_longer_than_visibility_timeout_runs_once(tmp_path: Path, sqs, s3, aws_env) -> None:
+    stack = make_stack(sqs, s3, visibility=2)
+    send_all(sqs, stack.queue_url, put_sources(s3, stack, 1))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = worker_env(
+        aws_env,
+        stack,
+        HANDLER=COUNT_ROWS,
+        WORKER_CONCURRENCY="1",
+        TEST_MARK_DIR=str(marks),
+        TEST_SLEEP_SECONDS="7",
+        IDLE_EXIT_SECONDS="9",
+    )
+    workers = [start_worker(env, tmp_path / f"w{i}.log") for i in range(2)]
+    assert [w.wait(timeout=60) for w in workers] == [0, 0]
+
+    assert calls_by_id(marks) == {"0": 1}, "a heartbeat must keep the item from a second worker"
+    assert len(output_objects(s3, stack.output_bucket)) == 1
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)
+    calls = [log_events((tmp_path / f"w{i}.log").read_text(), "summary")[0] for i in range(2)]
+    assert any(s["calls"].get("sqs.ChangeMessageVisibilityBatch", 0) >= 2 for s in calls)
+
+
+def test_failures_end_in_the_dlq_while_good_items_are_served(
+    tmp_path: Path, sqs, s3, aws_env
+) -> None:
+    stack = make_stack(sqs, s3, max_receive=2)
+    good = put_sources(s3, stack, 10)
+    s3.put_object(Bucket=stack.input_bucket, Key="boom.csv", Body=b"id\nboom\n")
+    s3.put_object(Bucket=stack.input_bucket, Key="hang.csv", Body=b"id\nhang\n")
+    poison = {
+        "body is not JSON": "{not json",
+        "missing required field 'key'": json.dumps({"bucket": stack.input_bucket}),
+        "unknown field(s) colour": json.dumps({"bucket": "b", "key": "k", "colour": "red"}),
+        "unsupported message version 7": json.dumps({"version": 7, "bucket": "b", "key": "k"}),
+        "NoSuchKey": json.dumps({"bucket": stack.input_bucket, "key": "absent.csv"}),
+        "NoSuchBucket": json.dumps({"bucket": "no-such-bucket-here", "key": "a.csv"}),
+        "RuntimeError: the custom code refused": json.dumps(
+            {"bucket": stack.input_bucket, "key": "boom.csv"}
+        ),
+        "HANDLER_TIMEOUT=1": json.dumps({"bucket": stack.input_bucket, "key": "hang.csv"}),
+        "not OUTPUT_BUCKET nor in ALLOWED_OUTPUT_BUCKETS": json.dumps(
+            {
+                "SourceBucketName": stack.input_bucket,
+                "SourceKeyName": "src/item 0000.csv",
+                "DestBucketName": "someone-elses-bucket",
+            }
+        ),
+    }
+    bodies = good[:5] + list(poison.values()) + good[5:]
+    send_all(sqs, stack.queue_url, bodies)
+    env = worker_env(
+        aws_env,
+        stack,
+        HANDLER="tests.integration.handlers:explode",
+        HANDLER_TIMEOUT="1",
+        WORKER_CONCURRENCY="4",
+        IDLE_EXIT_SECONDS="4",
+    )
+    result = run_worker(env)
+    assert result.returncode == 0, result.stderr
+
+    assert len(output_objects(s3, stack.output_bucket)) == 10
+    assert sorted(drain(sqs, stack.dlq_url)) == sorted(poison.values())
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)
+    failures = [e for e in log_events(result.stdout, "item") if e["outcome"] == "failed"]
+    for reason in poison:
+        matching = [f for f in failures if reason in f["reason"]]
+        assert len(matching) == 2, f"expected 2 logged failures for {reason!r}"
+        assert matching[-1]["next"] == "dead-letter queue"
+
+
+def test_command_failures_are_logged_with_stderr_and_dead_lettered(
+    tmp_path: Path, sqs, s3, aws_env
+) -> None:
+    stack = make_stack(sqs, s3, max_receive=1)
+    good = put_sources(s3, stack, 2)
+    for name in ("boom", "garbage"):
+        s3.put_object(Bucket=stack.input_bucket, Key=f"{name}.csv", Body=f"id\n{name}\n".encode())
+    script = tmp_path / "job.sh"
+    script.write_text(
+        'input=$(cat)\ncase "$input" in\n'
+        '  *boom*) echo "cannot parse row 1" >&2; exit 3;;\n'
+        '  *garbage*) echo "this is not json";;\n'
+        "  *) echo '{\"ok\": true}';;\nesac\n"
+    )
+    env = worker_env(aws_env, stack, HANDLER_COMMAND=f"sh {script}", IDLE_EXIT_SECONDS="3")
+    bad = [
+        json.dumps({"bucket": stack.input_bucket, "key": f"{name}.csv"})
+        for name in ("boom", "garbage")
+    ]
+    send_all(sqs, stack.queue_url, good + bad)
+    result = run_worker(env)
+    assert result.returncode == 0, result.stderr
+
+    outputs = output_objects(s3, stack.output_bucket)
+    assert [json.loads(v) for v in outputs.values()] == [{"ok": True}, {"ok": True}]
+    reasons = [e["reason"] for e in log_events(result.stdout, "item") if e["outcome"] == "failed"]
+    assert any("exited with 3" in r and "cannot parse row 1" in r for r in reasons)
+    assert any("not JSON" in r for r in reasons)
+    assert sorted(drain(sqs, stack.dlq_url)) == sorted(bad)
+
+
+def test_spot_interruption_notice_stops_the_worker(tmp_path: Path, sqs, s3, aws_env) -> None:
+    stack = make_stack(sqs, s3)
+    send_all(sqs, stack.queue_url, put_sources(s3, stack, 3))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    imds = _FakeInstanceMetadata()
+    env = worker_env(
+        aws_env,
+        stack,
+        HANDLER=COUNT_ROWS,
+        WORKER_CONCURRENCY="1",
+        TEST_MARK_DIR=str(marks),
+        TEST_SLEEP_SECONDS="5",
+        STOP_GRACE_SECONDS="0.5",
+        SPOT_NOTICE_INTERVAL="0.2",
+        AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint,
+    )
+    env.pop("AWS_EC2_METADATA_DISABLED")
+    log = tmp_path / "worker.log"
+    try:
+        worker = start_worker(env, log)
+        _wait_for_marks(marks, 1)
+        imds.interrupt()
+        assert worker.wait(timeout=20) == 0
+    finally:
+        imds.close()
+
+    stopping = log_events(log.read_text(), "stopping")[0]
+    assert "spot interruption notice" in stopping["reason"]
+    assert imds.token_requests >= 1, "IMDSv2: a session token must be fetched first"
+    assert queue_depths(sqs, stack.queue_url) == (3, 0)
+
+
+def test_s3_event_notifications_feed_the_queue(tmp_path: Path, sqs, s3, aws_env) -> None:
+    stack = make_stack(sqs, s3)
+    key = "trip data/jan 2018+a.csv"
+    s3.put_object(Bucket=stack.input_bucket, Key=key, Body=b"id,value\n7,70\n")
+    created = {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": stack.input_bucket},
+                    "object": {"key": "trip+data/jan+2018%2Ba.csv", "size": 14},
+                },
+            }
+        ]
+    }
+    removed = json.loads(json.dumps(created))
+    removed["Records"][0]["eventName"] = "ObjectRemoved:Delete"
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": stack.input_bucket}
+    send_all(sqs, stack.queue_url, [json.dumps(m) for m in (test_event, created, removed)])
+    result = run_worker(worker_env(aws_env, stack, HANDLER=COUNT_ROWS))
+    assert result.returncode == 0, result.stderr
+
+    (output_key,) = output_objects(s3, stack.output_bucket)
+    assert output_key.startswith(f"results/{stack.input_bucket}/{key}.")
+    outcomes = sorted(e["outcome"] for e in log_events(result.stdout, "item"))
+    assert outcomes == ["ignored", "ignored", "ok"]
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)
+    assert queue_depths(sqs, stack.dlq_url) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"SQS_QUEUE_URL": ""}, "SQS_QUEUE_URL is not set"),
+        ({"HANDLER": "no_such_module:run"}, "cannot import no_such_module"),
+        ({"S3_QUERY_LIMIT": "ten thousand"}, "S3_QUERY_LIMIT must be"),
+    ],
+)
+def test_misconfiguration_exits_non_zero_with_one_sentence(
+    sqs, s3, aws_env, settings: dict[str, str], message: str
+) -> None:
+    stack = make_stack(sqs, s3)
+    result = run_worker(worker_env(aws_env, stack, **settings), timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _wait_for_marks(marks: Path, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(marks.iterdir())) < count:
+        assert time.monotonic() < deadline, "the custom code was never called"
+        time.sleep(0.05)
+
+
+class _FakeInstanceMetadata:
+    """IMDSv2 on loopback: a token endpoint and a spot/instance-action that can be armed."""
+
+    def __init__(self) -> None:
+        self.token_requests = 0
+        self._armed = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                fake.token_requests += 1
+                self._reply(200, b"token-123")
+
+            def do_GET(self) -> None:
+                authorised = self.headers.get("X-aws-ec2-metadata-token") == "token-123"
+                if not authorised:
+                    self._reply(401, b"")
+                elif self.path.endswith("/spot/instance-action") and fake._armed.is_set():
+                    self._reply(200, b'{"action": "terminate", "time": "2026-11-25T10:00:00Z"}')
+                else:
+                    self._reply(404, b"")
+
+            def _reply(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def interrupt(self) -> None:
+        self._armed.set()
+
+    def close(self) -> None:
+        self._server.shutdown()

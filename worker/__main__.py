@@ -1,0 +1,96 @@
+"""``python -m worker``: the image's default command, one per AWS Batch array child.
+
+Exit codes: 0 when the queue stayed empty or the worker was stopped (nothing is lost either
+way), 2 for a configuration error (one sentence on stderr), 3 when custom code hung in every
+thread (Batch's retry strategy then starts a fresh container).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from worker.config import Config, ConfigError, load_config
+from worker.handlers import load_handler
+from worker.inflight import InFlight
+from worker.logs import log
+from worker.loop import Worker
+from worker.metrics import CallCounter
+from worker.output import ResultStore
+from worker.process import Services
+from worker.stopping import SpotNoticeWatcher, StopSignal, install_signal_handlers
+
+EXIT_CONFIG = 2
+
+
+def queue_settings(sqs: Any, queue_url: str) -> tuple[int, int | None]:
+    """Read the queue's visibility timeout and maxReceiveCount (None without a DLQ)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+    )["Attributes"]
+    redrive = attributes.get("RedrivePolicy")
+    max_receive = int(json.loads(redrive)["maxReceiveCount"]) if redrive else None
+    return int(attributes.get("VisibilityTimeout", "30")), max_receive
+
+
+def build_worker(config: Config) -> Worker:
+    """Create the clients and collaborators; boto3 finds endpoints in AWS_ENDPOINT_URL*."""
+    counter = CallCounter()
+    boto_config = BotoConfig(
+        max_pool_connections=config.concurrency + 4,
+        retries={"mode": "standard", "max_attempts": 5},
+    )
+    sqs = counter.attach(boto3.client("sqs", config=boto_config))
+    s3 = counter.attach(boto3.client("s3", config=boto_config))
+    handler = load_handler(config)
+    visibility_timeout, max_receive_count = queue_settings(sqs, config.queue_url)
+    if max_receive_count is None:
+        log("warning", reason="queue has no dead-letter queue: failing items retry forever")
+    stop = StopSignal()
+    install_signal_handlers(stop)
+    SpotNoticeWatcher(stop, config.spot_notice_interval).start()
+    log(
+        "start",
+        queue=config.queue_url,
+        output=f"s3://{config.output_bucket}/{config.output_prefix}",
+        handler=handler.name,
+        engine=config.query_engine,
+        concurrency=config.concurrency,
+        visibility_timeout=visibility_timeout,
+        max_receive_count=max_receive_count,
+        job_id=config.job_id,
+        array_index=config.array_index,
+        pid=os.getpid(),
+    )
+    return Worker(
+        config=config,
+        sqs=sqs,
+        services=Services(s3=s3, store=ResultStore(s3, config.max_output_bytes), handler=handler),
+        inflight=InFlight(sqs, config.queue_url, visibility_timeout),
+        stop=stop,
+        counter=counter,
+        max_receive_count=max_receive_count,
+    )
+
+
+def main() -> int:
+    """Configure, run, and return the exit code."""
+    try:
+        config = load_config()
+        worker = build_worker(config)
+    except ConfigError as error:
+        print(f"worker: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    code = worker.run()
+    sys.stdout.flush()
+    # Threads of abandoned custom code must not keep the process alive.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The worker's configuration: environment variables, as in the Batch job definition.
+
+Everything is read once at start and checked, so that a misconfigured job fails in its first
+second with one clear sentence instead of sending every message to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+DEFAULT_OUTPUT_PREFIX = "results/"
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a runnable worker."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings; see the README's configuration table for each variable."""
+
+    queue_url: str
+    output_bucket: str
+    output_prefix: str = DEFAULT_OUTPUT_PREFIX
+    query_limit: int | None = None
+    query_engine: Literal["auto", "s3select", "local"] = "auto"
+    rows_format: Literal["json", "csv"] = "json"
+    handler: str | None = None
+    handler_command: str | None = None
+    handler_timeout: float = 900.0
+    retry_delay_seconds: float = 30.0
+    concurrency: int = 4
+    idle_exit_seconds: float = 60.0
+    stop_grace_seconds: float = 25.0
+    wait_time_seconds: int = 20
+    max_output_bytes: int = 5 * 1024**3
+    allowed_output_buckets: frozenset[str] = field(default_factory=frozenset)
+    spot_notice_interval: float = 5.0
+    job_id: str = "local"
+    array_index: int | None = None
+    attempt: int = 1
+
+    @property
+    def default_query(self) -> str:
+        """The query run when a message names none: the original job's ``select *``."""
+        limit = f" LIMIT {self.query_limit}" if self.query_limit is not None else ""
+        return f"SELECT * FROM S3Object s{limit}"
+
+    def output_bucket_allowed(self, bucket: str) -> bool:
+        """Whether a message may direct its output to ``bucket``."""
+        return bucket == self.output_bucket or bucket in self.allowed_output_buckets
+
+
+_LIMIT = re.compile(r"^\s*(?:LIMIT\s+)?(\d+)\s*$", re.IGNORECASE)
+
+
+def parse_query_limit(raw: str) -> int | None:
+    """Accept ``10000`` and `` LIMIT 10000`` (the original job definition's form)."""
+    if not raw.strip():
+        return None
+    match = _LIMIT.match(raw)
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError(
+            f"S3_QUERY_LIMIT must be a positive number of rows like 10000 or ' LIMIT 10000', "
+            f"got {raw!r}"
+        )
+    return int(match.group(1))
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the worker's environment; raise :class:`ConfigError` if unusable."""
+    env = os.environ if env is None else env
+    queue_url = env.get("SQS_QUEUE_URL", "").strip()
+    if not queue_url:
+        raise ConfigError("SQS_QUEUE_URL is not set: the worker needs the URL of its work queue")
+    output_bucket = env.get("OUTPUT_BUCKET", "").strip()
+    if not output_bucket:
+        raise ConfigError("OUTPUT_BUCKET is not set: the worker needs a bucket for its results")
+    handler = env.get("HANDLER", "").strip() or None
+    handler_command = env.get("HANDLER_COMMAND", "").strip() or None
+    if handler and handler_command:
+        raise ConfigError("set HANDLER or HANDLER_COMMAND, not both")
+    if (
+        handler
+        and handler != "rows-to-json"
+        and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", handler)
+    ):
+        raise ConfigError(f"HANDLER must look like package.module:function, got {handler!r}")
+    array_index = env.get("AWS_BATCH_JOB_ARRAY_INDEX", "").strip()
+    allowed = {b.strip() for b in env.get("ALLOWED_OUTPUT_BUCKETS", "").split(",") if b.strip()}
+    return Config(
+        queue_url=queue_url,
+        output_bucket=output_bucket,
+        output_prefix=env.get("OUTPUT_PREFIX", DEFAULT_OUTPUT_PREFIX),
+        query_limit=parse_query_limit(env.get("S3_QUERY_LIMIT", "")),
+        query_engine=_choice(env, "QUERY_ENGINE", ("auto", "s3select", "local")),  # type: ignore[arg-type]
+        rows_format=_choice(env, "ROWS_FORMAT", ("json", "csv")),  # type: ignore[arg-type]
+        handler=None if handler == "rows-to-json" else handler,
+        handler_command=handler_command,
+        handler_timeout=_number(env, "HANDLER_TIMEOUT", 900.0, 0.1),
+        retry_delay_seconds=_number(env, "RETRY_DELAY_SECONDS", 30.0, 0),
+        concurrency=int(_number(env, "WORKER_CONCURRENCY", 4, 1)),
+        idle_exit_seconds=_number(env, "IDLE_EXIT_SECONDS", 60.0, 0),
+        stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 25.0, 0),
+        wait_time_seconds=int(min(_number(env, "WAIT_TIME_SECONDS", 20, 0), 20)),
+        max_output_bytes=int(_number(env, "MAX_OUTPUT_BYTES", 5 * 1024**3, 1)),
+        allowed_output_buckets=frozenset(allowed),
+        spot_notice_interval=_number(env, "SPOT_NOTICE_INTERVAL", 5.0, 0.1),
+        job_id=env.get("AWS_BATCH_JOB_ID", "local"),
+        array_index=int(array_index) if array_index.isdigit() else None,
+        attempt=int(_number(env, "AWS_BATCH_JOB_ATTEMPT", 1, 1)),
+    )

@@ -1,0 +1,245 @@
+"""The message contract: what a queue message may say, parsed strictly into a work item.
+
+Three shapes are accepted, because three kinds of producer feed the queue:
+
+* BatchSpot's own (``invoke seed``): ``{"bucket": ..., "key": ...}`` plus optional fields;
+* S3 event notifications, so a bucket can feed the queue directly;
+* the original .NET task maker's ``{"SourceBucketName", "SourceKeyName", "DestBucketName"}``.
+
+Anything else is a :class:`MessageError` whose text says what is wrong, so the operator can
+fix the producer from one log line. Such a message can never succeed, so the worker releases
+it at once and it reaches the dead-letter queue after maxReceiveCount receives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+CONTRACT_VERSION = 1
+
+Compression = Literal["NONE", "GZIP", "BZIP2"]
+CsvHeader = Literal["USE", "IGNORE", "NONE"]
+JsonType = Literal["LINES", "DOCUMENT"]
+
+_COMPRESSION_SUFFIXES: dict[str, Compression] = {".gz": "GZIP", ".gzip": "GZIP", ".bz2": "BZIP2"}
+_JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+
+
+class MessageError(ValueError):
+    """A message that can never be processed: bad JSON, wrong shape, unknown field."""
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How the source object is encoded; mirrors S3 Select's InputSerialization."""
+
+    kind: Literal["CSV", "JSON"] = "CSV"
+    csv_header: CsvHeader = "USE"
+    delimiter: str = ","
+    quote: str = '"'
+    json_type: JsonType = "LINES"
+    compression: Compression = "NONE"
+
+    def to_s3select(self) -> dict[str, Any]:
+        """Return the ``InputSerialization`` argument of ``select_object_content``."""
+        if self.kind == "CSV":
+            body: dict[str, Any] = {
+                "CSV": {
+                    "FileHeaderInfo": self.csv_header,
+                    "FieldDelimiter": self.delimiter,
+                    "QuoteCharacter": self.quote,
+                    "AllowQuotedRecordDelimiter": True,
+                }
+            }
+        else:
+            body = {"JSON": {"Type": self.json_type}}
+        body["CompressionType"] = self.compression
+        return body
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of work: query one source object, run the custom code, store the result."""
+
+    bucket: str
+    key: str
+    input: InputFormat
+    query: str | None = None
+    etag: str | None = None
+    output_key: str | None = None
+    output_bucket: str | None = None
+    origin: Literal["batchspot", "s3-event", "original"] = "batchspot"
+
+    @property
+    def source(self) -> str:
+        """The source as an operator would type it (used in logs)."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class Ignorable:
+    """A message to acknowledge and drop, such as S3's ``s3:TestEvent``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Field:
+    types: tuple[type, ...]
+    required: bool = False
+    choices: tuple[str, ...] = field(default=())
+
+
+_INPUT_FIELDS = {
+    "format": _Field((str,), choices=("CSV", "JSON")),
+    "csv_header": _Field((str,), choices=("USE", "IGNORE", "NONE")),
+    "delimiter": _Field((str,)),
+    "quote": _Field((str,)),
+    "json_type": _Field((str,), choices=("LINES", "DOCUMENT")),
+    "compression": _Field((str,), choices=("NONE", "GZIP", "BZIP2")),
+}
+
+_BATCHSPOT_FIELDS = {
+    "version": _Field((int,)),
+    "bucket": _Field((str,), required=True),
+    "key": _Field((str,), required=True),
+    "etag": _Field((str,)),
+    "query": _Field((str,)),
+    "input": _Field((dict,)),
+    "output_key": _Field((str,)),
+}
+
+_ORIGINAL_FIELDS = {
+    "SourceBucketName": _Field((str,), required=True),
+    "SourceKeyName": _Field((str,), required=True),
+    "DestBucketName": _Field((str,)),
+}
+
+
+def parse_message(body: str) -> WorkItem | Ignorable:
+    """Parse one SQS message body; raise :class:`MessageError` with a clear reason."""
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, TypeError) as error:
+        raise MessageError(f"body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise MessageError(f"body must be a JSON object, got {type(document).__name__}")
+    if document.get("Event") == "s3:TestEvent":
+        return Ignorable("s3:TestEvent sent when the bucket notification was configured")
+    if "Records" in document:
+        return _parse_s3_event(document)
+    if "SourceBucketName" in document or "SourceKeyName" in document:
+        return _parse_original(document)
+    return _parse_batchspot(document)
+
+
+def _check_fields(document: dict[str, Any], spec: dict[str, _Field], where: str) -> None:
+    unknown = sorted(set(document) - set(spec))
+    if unknown:
+        raise MessageError(
+            f"unknown field(s) {', '.join(unknown)} in {where}; allowed: {', '.join(spec)}"
+        )
+    for name, rule in spec.items():
+        if name not in document:
+            if rule.required:
+                raise MessageError(f"missing required field {name!r} in {where}")
+            continue
+        value = document[name]
+        if isinstance(value, bool) or not isinstance(value, rule.types):
+            kind = "/".join(t.__name__ for t in rule.types)
+            raise MessageError(f"field {name!r} in {where} must be {kind}, got {value!r}")
+        if rule.choices and value not in rule.choices:
+            raise MessageError(
+                f"field {name!r} in {where} must be one of {', '.join(rule.choices)}, got {value!r}"
+            )
+        if rule.required and isinstance(value, str) and not value:
+            raise MessageError(f"field {name!r} in {where} must not be empty")
+
+
+def _parse_batchspot(document: dict[str, Any]) -> WorkItem:
+    _check_fields(document, _BATCHSPOT_FIELDS, "message")
+    version = document.get("version", CONTRACT_VERSION)
+    if version != CONTRACT_VERSION:
+        raise MessageError(
+            f"unsupported message version {version}; this worker understands {CONTRACT_VERSION}"
+        )
+    query = document.get("query")
+    if query is not None and not query.strip():
+        raise MessageError("field 'query' must not be blank")
+    return WorkItem(
+        bucket=document["bucket"],
+        key=document["key"],
+        input=parse_input_format(document.get("input"), document["key"]),
+        query=query,
+        etag=document.get("etag"),
+        output_key=document.get("output_key") or None,
+    )
+
+
+def _parse_original(document: dict[str, Any]) -> WorkItem:
+    _check_fields(document, _ORIGINAL_FIELDS, "original task-maker message")
+    key = document["SourceKeyName"]
+    return WorkItem(
+        bucket=document["SourceBucketName"],
+        key=key,
+        input=parse_input_format(None, key),
+        output_bucket=document.get("DestBucketName") or None,
+        origin="original",
+    )
+
+
+def _parse_s3_event(document: dict[str, Any]) -> WorkItem | Ignorable:
+    records = document["Records"]
+    if not isinstance(records, list) or len(records) != 1:
+        raise MessageError("S3 event notification must hold exactly one record in 'Records'")
+    record = records[0]
+    try:
+        event_name = record["eventName"]
+        bucket = record["s3"]["bucket"]["name"]
+        raw_key = record["s3"]["object"]["key"]
+    except (KeyError, TypeError) as error:
+        raise MessageError(f"S3 event record lacks {error}: not an S3 event notification") from None
+    if not str(event_name).startswith("ObjectCreated:"):
+        return Ignorable(f"S3 event {event_name} is not an object creation")
+    # S3 URL-encodes keys in notifications, with '+' for spaces.
+    key = unquote_plus(raw_key)
+    etag = record["s3"]["object"].get("eTag")
+    return WorkItem(
+        bucket=bucket,
+        key=key,
+        input=parse_input_format(None, key),
+        etag=etag,
+        origin="s3-event",
+    )
+
+
+def parse_input_format(spec: dict[str, Any] | None, key: str) -> InputFormat:
+    """Build the input format from a message's ``input`` field, defaulting from the key.
+
+    The defaults follow the suffix (``.json``/``.jsonl`` is JSON lines, ``.gz``/``.bz2`` is
+    compressed, anything else CSV with a header) because that is right for the common case
+    and a seeder should not have to say it.
+    """
+    spec = spec or {}
+    _check_fields(spec, _INPUT_FIELDS, "'input'")
+    lowered = key.lower()
+    compression: Compression = "NONE"
+    for suffix, kind in _COMPRESSION_SUFFIXES.items():
+        if lowered.endswith(suffix):
+            compression = kind
+            lowered = lowered[: -len(suffix)]
+    guessed_kind = "JSON" if lowered.endswith(_JSON_SUFFIXES) else "CSV"
+    for name in ("delimiter", "quote"):
+        if name in spec and len(spec[name]) != 1:
+            raise MessageError(f"field {name!r} in 'input' must be one character")
+    return InputFormat(
+        kind=spec.get("format", guessed_kind),
+        csv_header=spec.get("csv_header", "USE"),
+        delimiter=spec.get("delimiter", ","),
+        quote=spec.get("quote", '"'),
+        json_type=spec.get("json_type", "LINES"),
+        compression=spec.get("compression", compression),
+    )

@@ -1,0 +1,143 @@
+"""One message's life: parse, check, query, run the custom code, store, decide its fate.
+
+:func:`process_message` never raises: every failure becomes an :class:`Outcome` with a reason,
+so one bad input cannot stop the worker. What happens to the message (delete, give back now,
+give back later) is the loop's business; this module only says which.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.config import Config
+from worker.handlers import Handler, HandlerError
+from worker.keys import derive_output_key
+from worker.messages import Ignorable, MessageError, WorkItem, parse_message
+from worker.output import OutputTooLarge, ResultStore
+from worker.query import QueryError, QueryRequest, run_query
+
+OutcomeKind = Literal["ok", "already-done", "ignored", "failed"]
+
+
+@dataclass
+class Outcome:
+    """What became of one message, and the fields of its log line."""
+
+    kind: OutcomeKind
+    reason: str | None = None
+    # A failure that no retry can cure (malformed message) goes back at once, so it reaches
+    # the dead-letter queue after maxReceiveCount receives without waiting out a delay.
+    permanent: bool = False
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Services:
+    """The clients and collaborators one item needs."""
+
+    s3: Any
+    store: ResultStore
+    handler: Handler
+
+
+def process_message(body: str, attempt: int, config: Config, services: Services) -> Outcome:
+    """Process one message body; never raise."""
+    started = time.monotonic()
+    try:
+        parsed = parse_message(body)
+    except MessageError as error:
+        return Outcome("failed", f"malformed message: {error}", permanent=True)
+    if isinstance(parsed, Ignorable):
+        return Outcome("ignored", parsed.reason)
+    fields: dict[str, Any] = {"source": parsed.source}
+    try:
+        outcome = _process_item(parsed, attempt, config, services, fields)
+    except (QueryError, HandlerError, OutputTooLarge) as error:
+        outcome = Outcome("failed", str(error))
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        outcome = Outcome(
+            "failed",
+            f"{error.operation_name} failed: {details.get('Code')}: {details.get('Message')}",
+        )
+    except BotoCoreError as error:
+        outcome = Outcome("failed", f"AWS call failed: {error}")
+    except Exception as error:
+        outcome = Outcome("failed", f"unexpected {type(error).__name__}: {error}")
+    outcome.fields = {**fields, **outcome.fields}
+    outcome.fields["duration_ms"] = round((time.monotonic() - started) * 1000)
+    return outcome
+
+
+def _process_item(
+    item: WorkItem, attempt: int, config: Config, services: Services, fields: dict[str, Any]
+) -> Outcome:
+    bucket = item.output_bucket or config.output_bucket
+    if not config.output_bucket_allowed(bucket):
+        return Outcome(
+            "failed",
+            f"output bucket {bucket!r} is not OUTPUT_BUCKET nor in ALLOWED_OUTPUT_BUCKETS",
+            permanent=True,
+        )
+    etag = item.etag
+    if attempt > 1:
+        # A redelivery: the item may be done already (its worker vanished before the delete).
+        # Only here is the extra HEAD worth paying for.
+        etag = etag or _source_etag_if_readable(services.s3, item)
+        key = _output_key(item, etag, config) if etag else None
+        if key and services.store.exists(bucket, key):
+            return Outcome("already-done", fields={"output": f"s3://{bucket}/{key}"})
+    request = QueryRequest(
+        bucket=item.bucket,
+        key=item.key,
+        sql=item.query or config.default_query,
+        input=item.input,
+        rows_format=config.rows_format,
+    )
+    result = run_query(services.s3, request, config.query_engine)
+    fields["bytes_in"] = len(result.text)
+    fields["engine"] = result.engine
+    etag = etag or result.etag or _source_etag(services.s3, item)
+    key = _output_key(item, etag, config)
+    fields["output"] = f"s3://{bucket}/{key}"
+    handler_started = time.monotonic()
+    output = services.handler(result.text)
+    metadata = {
+        "source": quote(item.source, safe=":/"),
+        "source-etag": etag.strip('"'),
+        "job-id": config.job_id,
+        "array-index": "" if config.array_index is None else str(config.array_index),
+        "attempt": str(attempt),
+        "job-attempt": str(config.attempt),
+        "handler": services.handler.name,
+        "duration-ms": str(round((time.monotonic() - handler_started) * 1000)),
+    }
+    written, size = services.store.write(bucket, key, output.chunks(), metadata)
+    fields["bytes_out"] = size
+    return Outcome("ok" if written else "already-done")
+
+
+def _output_key(item: WorkItem, etag: str, config: Config) -> str:
+    if item.output_key:
+        return item.output_key
+    return derive_output_key(config.output_prefix, item.bucket, item.key, etag, item.query)
+
+
+def _source_etag(s3: Any, item: WorkItem) -> str:
+    return s3.head_object(Bucket=item.bucket, Key=item.key)["ETag"]
+
+
+def _source_etag_if_readable(s3: Any, item: WorkItem) -> str | None:
+    """Return the source's ETag, or None where HEAD cannot say why (a 404 has no body).
+
+    The query that follows then fails with the precise reason (NoSuchKey, NoSuchBucket).
+    """
+    try:
+        return _source_etag(s3, item)
+    except ClientError:
+        return None

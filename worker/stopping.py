@@ -1,0 +1,124 @@
+"""When to stop: SIGTERM/SIGINT, or the EC2 Spot two-minute interruption notice.
+
+Batch stops a job with SIGTERM (then SIGKILL after the ECS stop timeout); a reclaimed Spot host
+announces itself on the instance metadata service about two minutes ahead. Both set one event
+that the worker loop reads: take nothing new, finish what can finish, give back the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from types import FrameType
+
+from worker.logs import log
+
+IMDS_DEFAULT_ENDPOINT = "http://169.254.169.254/"
+IMDS_TIMEOUT = 1.0
+TOKEN_TTL_SECONDS = 21600
+
+
+class StopSignal:
+    """A once-set flag that records why and when the worker was asked to stop."""
+
+    def __init__(self) -> None:
+        """Start not stopped."""
+        self._event = threading.Event()
+        self.reason: str | None = None
+        self.at: float | None = None
+
+    def set(self, reason: str) -> None:
+        """Ask the worker to stop; the first reason is the one kept."""
+        if not self._event.is_set():
+            self.reason = reason
+            self.at = time.monotonic()
+            self._event.set()
+            log("stopping", reason=reason)
+
+    def is_set(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking early on a stop."""
+        return self._event.wait(timeout)
+
+
+def install_signal_handlers(stop: StopSignal) -> None:
+    """Turn SIGTERM and SIGINT into a graceful stop."""
+
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        stop.set(signal.Signals(number).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+class SpotNoticeWatcher:
+    """Polls IMDSv2 ``spot/instance-action`` and sets the stop signal when a notice appears.
+
+    The endpoint comes from botocore's own ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` and the watch
+    honours ``AWS_EC2_METADATA_DISABLED``; where there is no metadata service (Fargate, a
+    laptop), the first token request fails and the watch ends quietly after one log line.
+    """
+
+    def __init__(self, stop: StopSignal, interval: float) -> None:
+        """Watch for a notice every ``interval`` seconds once started."""
+        self._stop = stop
+        self._interval = interval
+        self._endpoint = os.environ.get(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_DEFAULT_ENDPOINT
+        ).rstrip("/")
+        self._thread = threading.Thread(target=self._run, name="spot-notice", daemon=True)
+
+    def start(self) -> None:
+        """Start watching, unless instance metadata is disabled."""
+        if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+            return
+        self._thread.start()
+
+    def _token(self) -> str:
+        request = urllib.request.Request(
+            f"{self._endpoint}/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_SECONDS)},
+        )
+        with urllib.request.urlopen(request, timeout=IMDS_TIMEOUT) as response:
+            return response.read().decode()
+
+    def _notice(self, token: str) -> dict[str, str] | None:
+        request = urllib.request.Request(
+            f"{self._endpoint}/latest/meta-data/spot/instance-action",
+            headers={"X-aws-ec2-metadata-token": token},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=IMDS_TIMEOUT) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:  # no interruption scheduled
+                return None
+            raise
+
+    def _run(self) -> None:
+        try:
+            token = self._token()
+        except OSError as error:
+            log("spot-notice-off", reason=f"no instance metadata service: {error}")
+            return
+        token_at = time.monotonic()
+        while not self._stop.wait(self._interval):
+            try:
+                if time.monotonic() - token_at > TOKEN_TTL_SECONDS / 2:
+                    token, token_at = self._token(), time.monotonic()
+                notice = self._notice(token)
+            except (OSError, ValueError) as error:
+                log("spot-notice-error", reason=str(error))
+                continue
+            if notice is not None:
+                self._stop.set(f"spot interruption notice: {json.dumps(notice)}")
+                return
