@@ -5,14 +5,394 @@
 
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from invoke import Context, task
 
 # --- tests and quality -------------------------------------------------------------------
+# Imports are local so that `invoke --list` stays fast and sections stay independent.
+
+
+def _exit_with_status(status: int) -> None:
+    """Make the task fail with the checked tool's own exit status."""
+    from invoke import Exit
+
+    if status:
+        raise Exit(code=status)
+
+
+@task(help={"pytest_args": 'extra pytest arguments in one string, e.g. "-x -k seed"'})
+def test(c: Context, pytest_args: str = "") -> None:
+    """Run the unit and integration suites (integration on a moto server it starts)."""
+    import shlex
+
+    from batchspot import checks
+
+    _exit_with_status(checks.run_tests(shlex.split(pytest_args)))
+
+
+@task(
+    help={
+        "pytest_args": 'extra pytest arguments in one string, e.g. "-x -k queue"',
+        "endpoint": "a LocalStack to use if it answers there (docker-compose publishes this)",
+    }
+)
+def test_local(c: Context, pytest_args: str = "", endpoint: str = "http://127.0.0.1:4566") -> None:
+    """Run the integration suite on LocalStack: the running one, else one started natively."""
+    import shlex
+
+    from invoke import Exit
+
+    from batchspot import checks
+    from batchspot.emulators import EmulatorError
+
+    try:
+        _exit_with_status(checks.run_tests_on_localstack(shlex.split(pytest_args), endpoint))
+    except EmulatorError as error:
+        raise Exit(f"invoke test-local: {error}", code=1) from None
+
+
+@task(help={"fix": "let ruff fix what it can and reformat, instead of only checking"})
+def lint(c: Context, fix: bool = False) -> None:
+    """Check the code with ruff's linter and formatter."""
+    from batchspot import checks
+
+    _exit_with_status(checks.run_lint(fix))
+
 
 # --- infrastructure (terraform) ----------------------------------------------------------
 
 # --- image (docker) ----------------------------------------------------------------------
 
+
+@task(help={"platform": "target platform of the image (Batch runs linux/amd64 unless Graviton)"})
+def build(c: Context, platform: str = "linux/amd64") -> None:
+    """Build the worker image with Docker, tagged with the git revision."""
+    from pathlib import Path
+
+    from batchspot import image, stack
+
+    with stack.reported(image.ImageError):
+        engine = image.engine()
+        context = Path(__file__).resolve().parent
+        tag = image.revision_tag(context)
+        print(f"built {image.build(engine, context, tag=tag, platform=platform)}")
+
+
+@task(
+    help={
+        "repository_url": "ECR repository (default: the stack's ecr_repository_url output)",
+        "latest": "also move the 'latest' tag the job definition runs by default "
+        "(--no-latest when the repository's tags are immutable)",
+    }
+)
+def push(c: Context, repository_url: str = "", latest: bool = True) -> None:
+    """Push the image built from this revision to ECR (login through boto3)."""
+    from pathlib import Path
+
+    from batchspot import image, stack
+
+    with stack.reported(image.ImageError):
+        engine = image.engine()
+        tag = image.revision_tag(Path(__file__).resolve().parent)
+        pushed = image.push(
+            engine,
+            stack.aws("ecr"),
+            repository_url=stack.value("ecr_repository_url", repository_url),
+            tag=tag,
+            also=("latest",) if latest else (),
+        )
+    for each in pushed:
+        print(f"pushed {each.image} {each.digest or ''}".rstrip())
+    print(f"to pin this revision: invoke deploy --var image_tag={tag}")
+
+
 # --- operations (seed, submit, status, logs, cost, redrive) ------------------------------
+# Every name defaults to the deployed stack's outputs; the --options override them.
+
+
+def _job_id(job_id: str, job_queue: str, name: str) -> str:
+    """Return the given job id, else the newest job called ``name`` on the job queue."""
+    from invoke import Exit
+
+    from batchspot import stack, status
+
+    if job_id:
+        return job_id
+    found = status.latest_job(stack.aws("batch"), stack.value("job_queue", job_queue), name)
+    if not found:
+        raise Exit(f"error: no job named {name!r} on the job queue: pass --job-id", 1)
+    return found
+
+
+@task(
+    help={
+        "prefix": "key prefix to list in the input bucket",
+        "suffix": "only keys ending in this, e.g. .csv",
+        "max_count": "send at most this many messages (0: all); counted after --skip-done",
+        "query": "S3 Select query every message carries (default: the worker's own)",
+        "skip_done": "skip sources whose result is already in the output bucket",
+        "dry_run": "list and count, print sample messages, send nothing",
+        "concurrency": "batches of 10 in flight at once",
+        "bucket": "input bucket (default: the stack's input_bucket)",
+        "queue_url": "work queue (default: the stack's queue_url)",
+        "output_bucket": "where results are, for --skip-done (default: the stack's)",
+        "output_prefix": "result key prefix, for --skip-done (default: the stack's, or results/)",
+    }
+)
+def seed(
+    c: Context,
+    prefix: str = "",
+    suffix: str = "",
+    max_count: int = 0,
+    query: str = "",
+    skip_done: bool = False,
+    dry_run: bool = False,
+    concurrency: int = 8,
+    bucket: str = "",
+    queue_url: str = "",
+    output_bucket: str = "",
+    output_prefix: str = "",
+) -> None:
+    """Queue one message per S3 object under a prefix; safe to re-run."""
+    from batchspot import seed as seeding
+    from batchspot import stack
+
+    with stack.reported(ValueError):
+        report = seeding.seed(
+            stack.aws("s3"),
+            stack.aws("sqs", pool=concurrency),
+            queue_url=stack.value("queue_url", queue_url),
+            bucket=stack.value("input_bucket", bucket),
+            prefix=prefix,
+            suffix=suffix,
+            max_count=max_count or None,
+            query=query or None,
+            skip_done=skip_done,
+            output_bucket=stack.value("output_bucket", output_bucket) if skip_done else None,
+            output_prefix=output_prefix
+            or stack.optional("output_prefix", seeding.DEFAULT_OUTPUT_PREFIX),
+            dry_run=dry_run,
+            concurrency=concurrency,
+        )
+    for sample in report.samples:
+        print(sample)
+    for failure in report.failures[:10]:
+        print(f"failed: {failure.code} {failure.message}: {failure.body}")
+    print(report.summary())
+
+
+@task(
+    iterable=["env"],
+    help={
+        "size": "children: a number (1 = a plain job, 2..10000 = an array job) or auto",
+        "per_worker": "with --size auto: queued messages per child",
+        "env": "KEY=VALUE added to the container's environment; repeat for more",
+        "name": "job name",
+        "job_queue": "Batch job queue (default: the stack's job_queue)",
+        "job_definition": "Batch job definition (default: the stack's job_definition)",
+        "queue_url": "work queue whose depth sizes --size auto (default: the stack's)",
+    },
+)
+def submit(
+    c: Context,
+    size: str = "auto",
+    per_worker: int = 100,
+    env: list[str] | None = None,
+    name: str = "batchspot",
+    job_queue: str = "",
+    job_definition: str = "",
+    queue_url: str = "",
+) -> None:
+    """Submit the workers as an array job sized from the queue (or --size)."""
+    from batchspot import stack
+    from batchspot import submit as submitting
+
+    batch = stack.aws("batch")
+    job_queue = stack.value("job_queue", job_queue)
+    job_definition = stack.value("job_definition", job_definition)
+    with stack.reported(submitting.SubmitError):
+        count = submitting.resolve_size(
+            size,
+            sqs=stack.aws("sqs"),
+            batch=batch,
+            queue_url=stack.value("queue_url", queue_url) if size == "auto" else "",
+            job_queue=job_queue,
+            job_definition=job_definition,
+            per_worker=per_worker,
+        )
+        job = submitting.submit(
+            batch,
+            job_queue=job_queue,
+            job_definition=job_definition,
+            size=count,
+            env=submitting.parse_env(env or []),
+            job_name=name,
+        )
+    print(job.summary())
+
+
+@task(
+    help={
+        "job_id": "job to show (default: the newest job called --name, if any)",
+        "watch": "redraw a progress bar with ETA until the job ends",
+        "interval": "seconds between reads with --watch",
+        "name": "job name to look for when --job-id is not given",
+        "queue_url": "work queue (default: the stack's queue_url)",
+        "dlq_url": "dead-letter queue (default: the stack's dlq_url)",
+        "job_queue": "Batch job queue (default: the stack's job_queue)",
+    }
+)
+def status(
+    c: Context,
+    job_id: str = "",
+    watch: bool = False,
+    interval: float = 10.0,
+    name: str = "batchspot",
+    queue_url: str = "",
+    dlq_url: str = "",
+    job_queue: str = "",
+) -> None:
+    """Show queue depths, dead letters and the job's children by status."""
+    from functools import partial
+
+    from batchspot import stack
+    from batchspot import status as reading
+
+    read = partial(
+        reading.snapshot,
+        stack.aws("sqs"),
+        stack.aws("batch"),
+        queue_url=stack.value("queue_url", queue_url),
+        dlq_url=stack.value("dlq_url", dlq_url),
+        job_id=job_id
+        or reading.latest_job(stack.aws("batch"), stack.value("job_queue", job_queue), name),
+    )
+    with stack.reported(LookupError):
+        print((reading.watch(read, interval) if watch else read()).render())
+
+
+@task(
+    help={
+        "job_id": "job whose logs to show (default: the newest job called --name)",
+        "index": "only this array child (-1: every child)",
+        "follow": "keep printing new lines until the job ends",
+        "name": "job name to look for when --job-id is not given",
+        "log_group": "CloudWatch log group (default: the stack's log_group)",
+        "job_queue": "Batch job queue (default: the stack's job_queue)",
+    }
+)
+def logs(
+    c: Context,
+    job_id: str = "",
+    index: int = -1,
+    follow: bool = False,
+    name: str = "batchspot",
+    log_group: str = "",
+    job_queue: str = "",
+) -> None:
+    """Print a job's CloudWatch Logs, all children or one, optionally following."""
+    from batchspot import logs as reading
+    from batchspot import stack
+
+    with stack.reported(LookupError):
+        reading.show_logs(
+            stack.aws("batch"),
+            stack.aws("logs"),
+            job_id=_job_id(job_id, job_queue, name),
+            log_group=stack.value("log_group", log_group),
+            index=None if index < 0 else index,
+            follow=follow,
+        )
+
+
+@task(
+    help={
+        "job_id": "finished job to price (default: the newest job called --name)",
+        "chart": "PNG file for the chart ('' for none)",
+        "instance_type": "for attempts whose instance AWS has forgotten (about 1 h after)",
+        "zone": "availability zone for those attempts",
+        "spot_price": "Spot $/h to use instead of the price history (0: look it up)",
+        "ondemand_price": "On-Demand $/h to use instead of the Pricing API (0: look it up)",
+        "seconds": "price a hypothetical run of this many seconds instead of a job",
+        "refresh_prices": "re-fetch the offline On-Demand table from the Pricing API and stop",
+        "name": "job name to look for when --job-id is not given",
+        "job_queue": "Batch job queue (default: the stack's job_queue)",
+    }
+)
+def cost(
+    c: Context,
+    job_id: str = "",
+    chart: str = "cost.png",
+    instance_type: str = "",
+    zone: str = "",
+    spot_price: float = 0.0,
+    ondemand_price: float = 0.0,
+    seconds: float = 0.0,
+    refresh_prices: bool = False,
+    name: str = "batchspot",
+    job_queue: str = "",
+) -> None:
+    """Compare a finished job's Spot cost with On-Demand, as a table and a PNG chart."""
+    from pathlib import Path
+
+    from batchspot import cost as costing
+    from batchspot import stack
+
+    # The Price List API lives in a few regions only; us-east-1 answers for all.
+    pricing = stack.aws("pricing", region="us-east-1", attempts=2)
+    region = stack.optional("region") or stack.aws("ec2").meta.region_name
+    table = Path(costing.__file__).parent / costing.PRICE_TABLE
+    if refresh_prices:
+        print(f"refreshed {costing.refresh_offline_table(pricing, region, table)} prices")
+        return
+    ondemand = costing.OnDemandPrices(pricing, region)
+    given = {
+        "instance_type": instance_type or None,
+        "zone": zone or None,
+        "spot_per_hour": spot_price or None,
+        "ondemand_per_hour": ondemand_price or None,
+    }
+    with stack.reported(LookupError):
+        if seconds:
+            if not instance_type:
+                raise LookupError("--seconds needs --instance-type")
+            report = costing.what_if(stack.aws("ec2"), ondemand, seconds=seconds, **given)
+        else:
+            report = costing.job_cost(
+                stack.aws("batch"),
+                stack.aws("ecs"),
+                stack.aws("ec2"),
+                ondemand,
+                job_id=_job_id(job_id, job_queue, name),
+                **given,
+            )
+    print(report.render())
+    if chart:
+        print(f"chart: {costing.write_chart(report.costs, Path(chart))}")
+
+
+@task(
+    help={
+        "max_messages": "move at most this many, by hand (0: all, by SQS's move task if any)",
+        "rate": "messages per second for SQS's move task (0: SQS's default)",
+        "queue_url": "work queue (default: the stack's queue_url)",
+        "dlq_url": "dead-letter queue (default: the stack's dlq_url)",
+    }
+)
+def redrive(
+    c: Context, max_messages: int = 0, rate: int = 0, queue_url: str = "", dlq_url: str = ""
+) -> None:
+    """Move dead-lettered messages back to the work queue, with counts."""
+    from batchspot import redrive as redriving
+    from batchspot import stack
+
+    report = redriving.redrive(
+        stack.aws("sqs", attempts=3),
+        dlq_url=stack.value("dlq_url", dlq_url),
+        queue_url=stack.value("queue_url", queue_url),
+        max_messages=max_messages or None,
+        rate_per_second=rate or None,
+    )
+    print(report.summary())
+
 
 # --- local pipeline, chaos and benchmarks ------------------------------------------------

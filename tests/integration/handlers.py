@@ -30,3 +30,9 @@ def explode(rows: str) -> dict[str, Any]:
     if '"huge"' in rows:
         return {"blob": "x" * 4096}
     return {"rows": len(rows.splitlines())}
+
+
+def large(rows: str) -> dict[str, Any]:
+    """Return a result of ``TEST_OUTPUT_MB`` megabytes, bigger than one upload part."""
+    size = int(float(os.environ.get("TEST_OUTPUT_MB", "20")) * 1024 * 1024)
+    return {"rows": rows, "padding": "x" * size}

@@ -332,6 +332,29 @@ def test_s3_event_notifications_feed_the_queue(tmp_path: Path, sqs, s3, aws_env)
     assert queue_depths(sqs, stack.dlq_url) == (0, 0)
 
 
+def test_large_output_streams_as_multipart_and_oversized_output_fails(
+    tmp_path: Path, sqs, s3, aws_env
+) -> None:
+    stack = make_stack(sqs, s3, max_receive=1)
+    bodies = put_sources(s3, stack, 1)
+    send_all(sqs, stack.queue_url, bodies)
+    env = worker_env(aws_env, stack, HANDLER="tests.integration.handlers:large")
+    stored = run_worker({**env, "TEST_OUTPUT_MB": "20"})
+    assert stored.returncode == 0, stored.stderr
+    (body,) = output_objects(s3, stack.output_bucket).values()
+    assert len(json.loads(body)["padding"]) == 20 * 1024 * 1024
+    summary = log_events(stored.stdout, "summary")[0]
+    assert summary["calls"]["s3.UploadPart"] == 3
+    assert summary["calls"].get("s3.PutObject", 0) == 0
+
+    send_all(sqs, stack.queue_url, [json.dumps({**json.loads(bodies[0]), "output_key": "x.json"})])
+    refused = run_worker({**env, "TEST_OUTPUT_MB": "2", "MAX_OUTPUT_BYTES": "1048576"})
+    (failure,) = log_events(refused.stdout, "item")
+    assert "exceeds MAX_OUTPUT_BYTES=1048576" in failure["reason"]
+    assert len(output_objects(s3, stack.output_bucket)) == 1
+    assert len(drain(sqs, stack.dlq_url)) == 1
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

@@ -51,7 +51,7 @@ def test_non_json_return_value_fails_the_item() -> None:
 def test_python_handler_past_its_timeout_is_abandoned() -> None:
     handler = PythonHandler("time:sleep", timeout=0.2)
     started = time.monotonic()
-    with pytest.raises(HandlerError, match="HANDLER_TIMEOUT=0.2"):
+    with pytest.raises(HandlerError, match=r"HANDLER_TIMEOUT=0\.2"):
         handler(2)  # type: ignore[arg-type]
     assert time.monotonic() - started < 1
     assert handler.abandoned == 1

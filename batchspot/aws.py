@@ -1,0 +1,62 @@
+"""boto3 clients with BatchSpot's retry policy, and the queue reads several tasks share.
+
+Every operator task builds its clients here so that throttling and transient errors are
+handled the same way everywhere, by botocore's own retry modes rather than hand-written
+loops. Endpoints come from boto3's standard ``AWS_ENDPOINT_URL`` variables, so the same code
+talks to AWS or to a local emulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+# "adaptive" adds client-side rate limiting on top of "standard" retries: right for tasks
+# that fan out many calls (seed, redrive) and harmless for the others.
+RETRY_MODE = "adaptive"
+MAX_ATTEMPTS = 8
+
+
+def client(
+    service: str, *, pool: int = 10, attempts: int = MAX_ATTEMPTS, region: str | None = None
+) -> Any:
+    """Return a boto3 client that retries throttling and 5xx, sized for ``pool`` threads."""
+    config = Config(
+        retries={"mode": RETRY_MODE, "max_attempts": attempts},
+        max_pool_connections=pool,
+    )
+    return boto3.client(service, config=config, region_name=region)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """SQS's approximate counts for one queue (they lag the truth by up to a minute)."""
+
+    visible: int
+    in_flight: int
+
+    @property
+    def total(self) -> int:
+        """Messages not yet deleted: waiting plus being worked on."""
+        return self.visible + self.in_flight
+
+
+def queue_counts(sqs: Any, queue_url: str) -> QueueCounts:
+    """Read a queue's visible and in-flight message counts."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return QueueCounts(
+        visible=int(attributes["ApproximateNumberOfMessages"]),
+        in_flight=int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def queue_arn(sqs: Any, queue_url: str) -> str:
+    """Return the ARN of the queue at ``queue_url``."""
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    return attributes["Attributes"]["QueueArn"]

@@ -1,0 +1,120 @@
+"""Show a job's CloudWatch Logs: every child of an array job, or one child by index.
+
+Batch names each attempt's log stream in the job description, so the streams are looked up
+rather than guessed; in follow mode they are looked up again on every poll, because a child's
+stream only exists once that child starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from batchspot.status import DONE_STATUSES
+
+DEFAULT_LOG_GROUP = "/aws/batch/job"
+DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 ids
+STREAMS_CHUNK = 100  # FilterLogEvents takes at most 100 stream names
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The log streams of a job, each labelled with the child it belongs to."""
+
+    labels: dict[str, str]  # stream name -> "child 3", or the job id for a single job
+    finished: bool
+
+
+def _describe(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(job_ids), DESCRIBE_CHUNK):
+        found += batch.describe_jobs(jobs=job_ids[start : start + DESCRIBE_CHUNK])["jobs"]
+    return found
+
+
+def job_streams(batch: Any, job_id: str, index: int | None = None) -> Streams:
+    """Find the log streams of ``job_id`` (all children) or of its child ``index``."""
+    target = f"{job_id}:{index}" if index is not None else job_id
+    jobs = _describe(batch, [target])
+    if not jobs:
+        raise LookupError(f"no Batch job {target!r}")
+    job = jobs[0]
+    size = job.get("arrayProperties", {}).get("size")
+    children = _describe(batch, [f"{job_id}:{i}" for i in range(size)]) if size else [job]
+    labels: dict[str, str] = {}
+    for child in children:
+        parent, _, child_index = child["jobId"].rpartition(":")  # children are "<job>:<index>"
+        label = f"child {child_index}" if parent else child["jobId"]
+        names = [a.get("container", {}).get("logStreamName") for a in child.get("attempts", [])]
+        names.append(child.get("container", {}).get("logStreamName"))
+        labels.update({name: label for name in names if name})
+    return Streams(labels=labels, finished=job["status"] in DONE_STATUSES)
+
+
+def fetch_events(
+    logs: Any, log_group: str, streams: list[str], start_ms: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the events of ``streams`` from ``start_ms`` on, oldest first."""
+    if not streams:  # no child has started yet
+        return
+    events: list[dict[str, Any]] = []
+    paginator = logs.get_paginator("filter_log_events")
+    for start in range(0, len(streams), STREAMS_CHUNK):
+        request: dict[str, Any] = {
+            "logGroupName": log_group,
+            "logStreamNames": streams[start : start + STREAMS_CHUNK],
+        }
+        if start_ms is not None:
+            request["startTime"] = start_ms
+        try:
+            for page in paginator.paginate(**request):
+                events += page.get("events", [])
+        except logs.exceptions.ResourceNotFoundException:
+            raise LookupError(
+                f"log group {log_group!r}, or a log stream of the job, does not exist (yet)"
+            ) from None
+    yield from sorted(events, key=lambda e: (e["timestamp"], e["eventId"]))
+
+
+def format_event(event: dict[str, Any], label: str) -> str:
+    """Return ``<UTC time> [<child>] <message>``."""
+    moment = datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S} [{label}] {event['message'].rstrip()}"
+
+
+def show_logs(
+    batch: Any,
+    logs: Any,
+    *,
+    job_id: str,
+    log_group: str = DEFAULT_LOG_GROUP,
+    index: int | None = None,
+    follow: bool = False,
+    interval: float = 5.0,
+    emit: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Print the job's log lines; with ``follow``, keep polling until the job has ended.
+
+    Returns the number of lines printed. Follow mode re-reads from the newest timestamp seen
+    and drops the events of that millisecond it already printed.
+    """
+    printed = 0
+    start_ms: int | None = None
+    printed_at_start: set[str] = set()  # ids of printed events stamped start_ms
+    while True:
+        streams = job_streams(batch, job_id, index)
+        for event in fetch_events(logs, log_group, sorted(streams.labels), start_ms):
+            if event["eventId"] in printed_at_start:
+                continue
+            if event["timestamp"] != start_ms:
+                start_ms, printed_at_start = event["timestamp"], set()
+            printed_at_start.add(event["eventId"])
+            emit(format_event(event, streams.labels.get(event.get("logStreamName", ""), "?")))
+            printed += 1
+        if not follow or streams.finished:
+            return printed
+        sleep(interval)

@@ -1,0 +1,142 @@
+"""Where a run stands: queue depths, dead letters, and the array job's children.
+
+SQS counts are approximate and lag by up to a minute; they are what AWS offers without
+receiving messages, and they are enough to see a run drain. ``watch`` turns successive
+snapshots into a progress bar whose ETA comes from the rate the queue drains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from batchspot.aws import QueueCounts, queue_counts
+
+DONE_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
+CHILD_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A Batch job's own status and, for an array job, its children counted by status."""
+
+    job_id: str
+    name: str
+    status: str
+    size: int
+    children: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job (every child, for an array job) has ended."""
+        return self.status in DONE_STATUSES
+
+    def render(self) -> str:
+        """Return one line: status and children per status."""
+        line = f"job {self.name} {self.job_id}: {self.status}"
+        if self.children:
+            counts = ", ".join(f"{s} {n}" for s, n in self.children.items() if n)
+            line += f"; {self.size} children: {counts or 'none reported yet'}"
+        return line
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything ``invoke status`` shows, read at one moment."""
+
+    queue: QueueCounts
+    dead_letters: QueueCounts | None
+    job: JobProgress | None
+
+    def render(self) -> str:
+        """Return the status as a few lines of text."""
+        lines = [f"queue: {self.queue.visible} visible, {self.queue.in_flight} in flight"]
+        if self.dead_letters is not None:
+            lines.append(f"dead-letter queue: {self.dead_letters.total} message(s)")
+        lines.append(self.job.render() if self.job else "job: none found")
+        return "\n".join(lines)
+
+
+def job_progress(batch: Any, job_id: str) -> JobProgress:
+    """Describe one job; for an array job, read its children's status summary."""
+    jobs = batch.describe_jobs(jobs=[job_id])["jobs"]
+    if not jobs:
+        raise LookupError(f"no Batch job {job_id!r} (jobs are kept about 7 days after they end)")
+    job = jobs[0]
+    array = job.get("arrayProperties", {})
+    summary = array.get("statusSummary", {})
+    return JobProgress(
+        job_id=job["jobId"],
+        name=job["jobName"],
+        status=job["status"],
+        size=array.get("size", 1),
+        children={status: summary.get(status, 0) for status in CHILD_STATUSES} if array else {},
+    )
+
+
+def latest_job(batch: Any, job_queue: str, job_name: str) -> str | None:
+    """Return the id of the newest job named ``job_name`` on ``job_queue``, if any.
+
+    A name filter makes ListJobs return jobs in every status, not only RUNNING ones.
+    """
+    paginator = batch.get_paginator("list_jobs")
+    pages = paginator.paginate(
+        jobQueue=job_queue, filters=[{"name": "JOB_NAME", "values": [job_name]}]
+    )
+    # Children ("<parent>:<index>") are not separate submissions.
+    jobs = [j for page in pages for j in page["jobSummaryList"] if ":" not in j["jobId"]]
+    return max(jobs, key=lambda j: j["createdAt"])["jobId"] if jobs else None
+
+
+def snapshot(
+    sqs: Any, batch: Any, *, queue_url: str, dlq_url: str | None, job_id: str | None
+) -> Snapshot:
+    """Read queue, dead-letter queue and job once."""
+    return Snapshot(
+        queue=queue_counts(sqs, queue_url),
+        dead_letters=queue_counts(sqs, dlq_url) if dlq_url else None,
+        job=job_progress(batch, job_id) if job_id else None,
+    )
+
+
+def is_complete(state: Snapshot) -> bool:
+    """Return whether the job has ended (or, with no job, whether the queue is empty)."""
+    return state.job.finished if state.job else state.queue.total == 0
+
+
+def watch(
+    read: Callable[[], Snapshot],
+    interval: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Snapshot:
+    """Redraw a progress bar from ``read()`` every ``interval`` seconds until complete.
+
+    The bar counts messages deleted since the watch began; its total grows if more are
+    seeded meanwhile. Messages moved to the dead-letter queue count as done (shown apart).
+    """
+    state = read()
+    total = state.queue.total
+    with tqdm(total=total, unit="msg", desc="done") as bar:
+        while True:
+            total = max(total, bar.n + state.queue.total)
+            bar.total = total
+            bar.update(max(0, total - state.queue.total - bar.n))
+            bar.set_postfix_str(_postfix(state), refresh=True)
+            if is_complete(state):
+                return state
+            sleep(interval)
+            state = read()
+
+
+def _postfix(state: Snapshot) -> str:
+    parts = [f"in flight {state.queue.in_flight}"]
+    if state.dead_letters is not None:
+        parts.append(f"DLQ {state.dead_letters.total}")
+    if state.job:
+        running = state.job.children.get("RUNNING", 0) if state.job.children else None
+        parts.append(state.job.status if running is None else f"children running {running}")
+    return ", ".join(parts)
