@@ -58,7 +58,84 @@ def lint(c: Context, fix: bool = False) -> None:
     _exit_with_status(checks.run_lint(fix))
 
 
+@task
+def lint_infra(c: Context) -> None:
+    """Check terraform/ and the Dockerfile: fmt, validate, checkov and hadolint."""
+    from batchspot import terraform
+
+    _exit_with_status(terraform.lint_infra())
+
+
 # --- infrastructure (terraform) ----------------------------------------------------------
+
+_TERRAFORM_HELP = {
+    "var_file": "a .tfvars file (see terraform/terraform.tfvars.example)",
+    "var": "name=value for one Terraform variable (JSON values typed: max_vcpus=256); repeat",
+    "local_endpoint": "apply to a local emulator at this URL (e.g. moto) instead of AWS",
+    "state_dir": "where outputs (and, with --local-endpoint, the state) are kept",
+}
+
+
+def _terraform_args(
+    var_file: str, var: list[str] | None, local_endpoint: str, state_dir: str
+) -> dict[str, object]:
+    """Translate the shared task options into batchspot.terraform keyword arguments."""
+    from pathlib import Path
+
+    from batchspot.terraform import parse_vars
+
+    return {
+        "var_file": var_file or None,
+        "variables": parse_vars(var or []),
+        "local_endpoint": local_endpoint or None,
+        "state_dir": Path(state_dir) if state_dir else None,
+    }
+
+
+@task(iterable=["var"], help=_TERRAFORM_HELP)
+def deploy(
+    c: Context,
+    var_file: str = "",
+    var: list[str] | None = None,
+    local_endpoint: str = "",
+    state_dir: str = "",
+) -> None:
+    """Apply the Terraform stack (one apply deploys it all) and save its outputs."""
+    from batchspot import terraform
+
+    outputs = terraform.deploy(**_terraform_args(var_file, var, local_endpoint, state_dir))
+    for name in sorted(outputs):
+        print(f"{name} = {outputs[name]}")
+
+
+@task(iterable=["var"], help=_TERRAFORM_HELP)
+def plan(
+    c: Context,
+    var_file: str = "",
+    var: list[str] | None = None,
+    local_endpoint: str = "",
+    state_dir: str = "",
+) -> None:
+    """Show what `invoke deploy` would change."""
+    from batchspot import terraform
+
+    changes = terraform.plan(**_terraform_args(var_file, var, local_endpoint, state_dir))
+    print("changes pending" if changes else "no changes")
+
+
+@task(iterable=["var"], help=_TERRAFORM_HELP)
+def destroy(
+    c: Context,
+    var_file: str = "",
+    var: list[str] | None = None,
+    local_endpoint: str = "",
+    state_dir: str = "",
+) -> None:
+    """Delete everything the stack created (buckets must be empty unless force_destroy)."""
+    from batchspot import terraform
+
+    terraform.destroy(**_terraform_args(var_file, var, local_endpoint, state_dir))
+
 
 # --- image (docker) ----------------------------------------------------------------------
 
@@ -396,3 +473,85 @@ def redrive(
 
 
 # --- local pipeline, chaos and benchmarks ------------------------------------------------
+
+
+@task(help={"size_mib": "size of the generated CSV source in MiB (1024 = the 1 GiB case)"})
+def bench_query(c: Context, size_mib: int = 1024) -> None:
+    """Local query engine on a large CSV: bytes read for LIMIT 10000, peak RSS, throughput."""
+    import sys
+
+    c.run(f"{sys.executable} bench/query_engine.py --size-mib {int(size_mib)}", pty=False)
+
+
+@task(
+    help={
+        "items": "good items to process (a few poison items are added on purpose)",
+        "workers": "worker processes (array slots) kept running",
+        "interval": "mean seconds between blows (each gap is 0.5x to 1.5x this)",
+        "seed": "random seed: the same seed strikes the same way",
+        "endpoint": "an emulator to use (default: LocalStack started natively here)",
+    }
+)
+def chaos(
+    c: Context,
+    items: int = 1000,
+    workers: int = 4,
+    interval: float = 2.0,
+    seed: int = 1,
+    endpoint: str = "",
+) -> None:
+    """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke."""
+    import time
+    from pathlib import Path
+
+    from invoke import Exit
+
+    from batchspot.chaos import ChaosSettings, run_chaos
+
+    settings = ChaosSettings(items=items, workers=workers, interval=interval, seed=seed)
+    runs = Path(__file__).resolve().parent / ".batchspot" / "chaos"
+    log_dir = runs / time.strftime("%Y%m%d-%H%M%S")
+    report = run_chaos(settings, log_dir, endpoint or None)
+    print(report.render())
+    print(f"worker logs: {log_dir}")
+    if not report.passed:
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "items": "items each contender processes (the same sources for both)",
+        "processes": "processes per contender (equal for both)",
+        "seed_objects": "objects to list and seed for the seeding figure (0 skips it)",
+        "query_mib": "size of the large object for the query engine's memory bench (0 skips it)",
+        "endpoint": "an emulator to use (default: LocalStack started natively here)",
+    }
+)
+def bench(
+    c: Context,
+    items: int = 1000,
+    processes: int = 2,
+    seed_objects: int = 100_000,
+    query_mib: int = 1024,
+    endpoint: str = "",
+) -> None:
+    """Benchmark the worker against the seed-style loop, seeding, and the query engine's memory."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from bench import worker_vs_loop
+
+    root = Path(__file__).resolve().parent
+    out = root / ".batchspot" / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    figures = worker_vs_loop.run(items, processes, seed_objects, out / "logs", endpoint or None)
+    if query_mib:
+        command = [sys.executable, "bench/query_engine.py", "--size-mib", str(query_mib)]
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
+        print(done.stdout.rsplit("\n{", 1)[0])  # its own table, then one JSON line
+        figures["query_engine"] = json.loads(done.stdout.strip().splitlines()[-1])
+    (out / "figures.json").write_text(json.dumps(figures, indent=2))
+    print(worker_vs_loop.table(figures))
+    print(f"figures: {out / 'figures.json'}")

@@ -79,7 +79,7 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
+    if not minimum <= value < float("inf"):  # also refuses nan and inf
         raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value
 
@@ -131,6 +131,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         allowed_output_buckets=frozenset(allowed),
         spot_notice_interval=_number(env, "SPOT_NOTICE_INTERVAL", 5.0, 0.1),
         job_id=env.get("AWS_BATCH_JOB_ID", "local"),
-        array_index=int(array_index) if array_index.isdigit() else None,
+        array_index=int(array_index) if array_index.isdecimal() else None,
         attempt=int(_number(env, "AWS_BATCH_JOB_ATTEMPT", 1, 1)),
     )

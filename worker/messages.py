@@ -123,7 +123,7 @@ def parse_message(body: str) -> WorkItem | Ignorable:
     """Parse one SQS message body; raise :class:`MessageError` with a clear reason."""
     try:
         document = json.loads(body)
-    except (json.JSONDecodeError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:  # huge ints, deep nesting
         raise MessageError(f"body is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise MessageError(f"body must be a JSON object, got {type(document).__name__}")

@@ -1,0 +1,96 @@
+"""The project's own checks behind ``invoke test``, ``invoke test-local`` and ``invoke lint``.
+
+Each returns the exit status of the tool it runs, so the task can pass it on unchanged.
+``test-local`` runs the integration suite against LocalStack instead of moto: the one already
+listening on the docker-compose port when there is one, else one started natively here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from batchspot.emulators import Emulator, EmulatorError, localstack_server
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / ".batchspot" / "logs"
+COMPOSE_ENDPOINT = "http://127.0.0.1:4566"  # docker-compose.localstack.yml publishes this
+NEEDED_SERVICES = ("sqs", "s3")
+NO_TESTS_COLLECTED = 5  # pytest's exit status when nothing matched
+
+
+def run_pytest(args: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Run pytest from the project root with this interpreter; return its exit status."""
+    command = [sys.executable, "-m", "pytest", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+
+
+def run_tests(args: Sequence[str] = ()) -> int:
+    """Run the unit and integration suites; the integration tests start their own moto."""
+    return run_pytest(args or ["tests"])
+
+
+def running_localstack(endpoint: str) -> Emulator | None:
+    """Return the LocalStack answering at ``endpoint``, or None if nothing answers there.
+
+    Raises :class:`EmulatorError` if it answers but does not offer SQS and S3, because
+    silently starting a second one would hide a misconfigured docker-compose file.
+    """
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2) as response:
+            services = json.load(response).get("services", {})
+    except (OSError, ValueError):
+        return None
+    missing = [s for s in NEEDED_SERVICES if services.get(s) not in ("available", "running")]
+    if missing:
+        raise EmulatorError(
+            f"the LocalStack at {endpoint} does not offer {', '.join(missing)}; "
+            "start it with SERVICES=sqs,s3 or stop it so a native one can be started"
+        )
+    return Emulator("localstack", endpoint)
+
+
+@contextlib.contextmanager
+def localstack(endpoint: str = COMPOSE_ENDPOINT) -> Iterator[Emulator]:
+    """Use the LocalStack at ``endpoint`` if it is up, else run one natively for the block."""
+    if emulator := running_localstack(endpoint):
+        print(f"using the LocalStack already running at {endpoint}", file=sys.stderr)
+        yield emulator
+        return
+    print(f"no LocalStack at {endpoint}; starting one natively", file=sys.stderr)
+    with localstack_server(LOG_DIR) as emulator:
+        yield emulator
+
+
+def run_tests_on_localstack(args: Sequence[str] = (), endpoint: str = COMPOSE_ENDPOINT) -> int:
+    """Run the integration suite on LocalStack, minus the tests that need moto's extras.
+
+    Raises :class:`EmulatorError` when no LocalStack can be reached or started, and treats
+    "no tests collected" as a failure, so this never reports success without having tested.
+    """
+    with localstack(endpoint) as emulator:
+        env = {
+            **os.environ,
+            "BATCHSPOT_TEST_EMULATOR": "localstack",
+            "BATCHSPOT_LOCALSTACK_ENDPOINT": emulator.endpoint,
+        }
+        status = run_pytest(["tests/integration", "-m", "not moto_only", "-rs", *args], env)
+    if status == NO_TESTS_COLLECTED:
+        raise EmulatorError("no integration tests ran against LocalStack (none were collected)")
+    return status
+
+
+def run_lint(fix: bool = False) -> int:
+    """Run ruff's linter, then its formatter in check mode (both fix things with ``fix``)."""
+    ruff = [sys.executable, "-m", "ruff"]
+    check = [*ruff, "check", *(["--fix"] if fix else []), "."]
+    fmt = [*ruff, "format", *([] if fix else ["--check"]), "."]
+    statuses = [subprocess.run(cmd, cwd=ROOT, check=False).returncode for cmd in (check, fmt)]
+    return max(statuses)

@@ -1,0 +1,1 @@
+"""Sample data and sample custom code for BatchSpot (see examples/README.md)."""

@@ -1,0 +1,1 @@
+"""Python custom code, plugged in with ``HANDLER=examples.handlers.<module>:<function>``."""

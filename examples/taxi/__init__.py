@@ -1,0 +1,1 @@
+"""A generated stand-in for the NYC taxi trip data the original batch job ran over."""

@@ -1,0 +1,98 @@
+"""Integration fixtures: one AWS emulator per session, reached over HTTP like real AWS.
+
+``BATCHSPOT_TEST_EMULATOR`` picks it: ``moto`` (default; hosts everything, S3 Select included)
+or ``localstack`` (faster SQS and S3, nothing else). For LocalStack,
+``BATCHSPOT_LOCALSTACK_ENDPOINT`` reuses a running one (docker-compose); otherwise one is
+started natively. Tests that need what only moto has are marked ``moto_only`` and skipped,
+with the reason, under LocalStack. A reused LocalStack keeps state between runs, so tests
+should name their queues and buckets uniquely.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from batchspot.emulators import EMULATOR_ENV, Emulator, localstack_server, moto_server
+
+HERE = Path(__file__).parent
+EMULATORS = ("moto", "localstack")
+
+
+def chosen_emulator() -> str:
+    """Return the emulator named by BATCHSPOT_TEST_EMULATOR, or stop the run if unknown."""
+    name = os.environ.get("BATCHSPOT_TEST_EMULATOR", "").strip().lower() or "moto"
+    if name not in EMULATORS:
+        pytest.exit(f"BATCHSPOT_TEST_EMULATOR must be moto or localstack, got {name!r}", 4)
+    return name
+
+
+def pytest_report_header() -> str:
+    """Say which emulator the integration tests will use, first thing in the output."""
+    name = chosen_emulator()
+    endpoint = os.environ.get("BATCHSPOT_LOCALSTACK_ENDPOINT", "started natively")
+    return f"integration emulator: {name}" + (f" ({endpoint})" if name == "localstack" else "")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark this folder's tests ``integration``; skip ``moto_only`` ones under LocalStack."""
+    skip = pytest.mark.skip(
+        reason="needs moto: LocalStack's free edition has no S3 Select, Batch, ECR or IAM"
+    )
+    localstack = chosen_emulator() == "localstack"
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+            if localstack and item.get_closest_marker("moto_only"):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The session's emulator; its log is kept under pytest's temporary directory."""
+    logs = tmp_path_factory.mktemp("emulator-logs")
+    if chosen_emulator() == "moto":
+        with moto_server(logs) as running:
+            yield running
+    elif endpoint := os.environ.get("BATCHSPOT_LOCALSTACK_ENDPOINT", "").strip().rstrip("/"):
+        yield Emulator("localstack", endpoint)
+    else:
+        with localstack_server(logs) as running:
+            yield running
+
+
+@pytest.fixture(scope="session")
+def aws_env(emulator: Emulator) -> dict[str, str]:
+    """Variables to add to a subprocess's environment so its boto3 uses only the emulator.
+
+    ``AWS_EC2_METADATA_DISABLED`` stops botocore from probing 169.254.169.254 for credentials
+    or region, which stalls for seconds off EC2 and could reach a real instance role on it.
+    """
+    return {**emulator.client_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def _client(service: str, emulator: Emulator) -> Any:
+    """Return a boto3 client with explicit emulator credentials, ignoring ~/.aws entirely."""
+    return boto3.session.Session(
+        aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=EMULATOR_ENV["AWS_SESSION_TOKEN"],
+        region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
+    ).client(service, endpoint_url=emulator.endpoint)
+
+
+@pytest.fixture(scope="session")
+def s3(emulator: Emulator) -> Any:
+    """A boto3 S3 client on the emulator."""
+    return _client("s3", emulator)
+
+
+@pytest.fixture(scope="session")
+def sqs(emulator: Emulator) -> Any:
+    """A boto3 SQS client on the emulator."""
+    return _client("sqs", emulator)
