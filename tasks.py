@@ -475,6 +475,29 @@ def redrive(
 # --- local pipeline, chaos and benchmarks ------------------------------------------------
 
 
+@task(
+    help={
+        "workers": "worker processes, run as the children of one array job",
+        "rows": "rows in each of the twelve generated monthly taxi CSVs",
+        "endpoint": "an emulator already running (moto, or LocalStack: queue and storage only); "
+        "default: moto's server started for the run",
+        "handler": "custom code as package.module:function (default: the built-in rows-to-json)",
+    }
+)
+def local(
+    c: Context, workers: int = 4, rows: int = 2000, endpoint: str = "", handler: str = ""
+) -> None:
+    """Run the whole pipeline on this machine: emulator, Terraform, sample data, seed, workers."""
+    from invoke import Exit
+
+    from batchspot.local import run_local
+
+    run = run_local(workers=workers, rows=rows, endpoint=endpoint or None, handler=handler or None)
+    print(run.summary())
+    if run.failed or run.dead_lettered or any(run.worker_exit_codes):
+        raise Exit("some items failed: see the worker logs above", code=1)
+
+
 @task(help={"size_mib": "size of the generated CSV source in MiB (1024 = the 1 GiB case)"})
 def bench_query(c: Context, size_mib: int = 1024) -> None:
     """Local query engine on a large CSV: bytes read for LIMIT 10000, peak RSS, throughput."""
@@ -522,6 +545,7 @@ def chaos(
     help={
         "items": "items each contender processes (the same sources for both)",
         "processes": "processes per contender (equal for both)",
+        "latency_ms": "comma list of delays added to every AWS call (a network's round trip)",
         "seed_objects": "objects to list and seed for the seeding figure (0 skips it)",
         "query_mib": "size of the large object for the query engine's memory bench (0 skips it)",
         "endpoint": "an emulator to use (default: LocalStack started natively here)",
@@ -531,6 +555,7 @@ def bench(
     c: Context,
     items: int = 1000,
     processes: int = 2,
+    latency_ms: str = "0,20",
     seed_objects: int = 100_000,
     query_mib: int = 1024,
     endpoint: str = "",
@@ -546,7 +571,10 @@ def bench(
 
     root = Path(__file__).resolve().parent
     out = root / ".batchspot" / "bench" / time.strftime("%Y%m%d-%H%M%S")
-    figures = worker_vs_loop.run(items, processes, seed_objects, out / "logs", endpoint or None)
+    latencies = tuple(float(ms) for ms in latency_ms.split(","))
+    figures = worker_vs_loop.run(
+        items, processes, latencies, seed_objects, out / "logs", endpoint or None
+    )
     if query_mib:
         command = [sys.executable, "bench/query_engine.py", "--size-mib", str(query_mib)]
         done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)

@@ -1,0 +1,141 @@
+# Roles: Batch's service role, the ECS instance role and its instance profile, a Spot Fleet role
+# only for BEST_FIT, the task execution role (image pull, logs) and the job role (the worker's
+# own permissions, least privilege). AWS managed policies are used only for the roles AWS
+# services assume to manage capacity, never for the worker.
+
+data "aws_partition" "current" {}
+
+locals {
+  managed_policy_prefix = "arn:${data.aws_partition.current.partition}:iam::aws:policy"
+  needs_spot_fleet_role = var.allocation_strategy == "BEST_FIT"
+  output_bucket_arns = [
+    for bucket in distinct(concat([var.output_bucket], var.allowed_output_buckets)) :
+    "arn:${data.aws_partition.current.partition}:s3:::${bucket}"
+  ]
+}
+
+data "aws_iam_policy_document" "assume" {
+  for_each = toset(["batch", "ec2", "ecs-tasks", "spotfleet"])
+
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["${each.key}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "batch_service" {
+  count = var.use_service_linked_role ? 0 : 1
+
+  name_prefix        = "${var.name}-batch-"
+  assume_role_policy = data.aws_iam_policy_document.assume["batch"].json
+}
+
+resource "aws_iam_role_policy_attachment" "batch_service" {
+  count = var.use_service_linked_role ? 0 : 1
+
+  role       = aws_iam_role.batch_service[0].name
+  policy_arn = "${local.managed_policy_prefix}/service-role/AWSBatchServiceRole"
+}
+
+# Without AmazonEC2ContainerServiceforEC2Role the ECS agent never registers and jobs stay RUNNABLE.
+resource "aws_iam_role" "ecs_instance" {
+  name_prefix        = "${var.name}-instance-"
+  assume_role_policy = data.aws_iam_policy_document.assume["ec2"].json
+}
+
+resource "aws_iam_role_policy_attachment" "ecs_instance" {
+  role       = aws_iam_role.ecs_instance.name
+  policy_arn = "${local.managed_policy_prefix}/service-role/AmazonEC2ContainerServiceforEC2Role"
+}
+
+# Batch's instance_role takes the instance PROFILE's ARN, not the role's.
+resource "aws_iam_instance_profile" "ecs_instance" {
+  name_prefix = "${var.name}-instance-"
+  role        = aws_iam_role.ecs_instance.name
+}
+
+resource "aws_iam_role" "spot_fleet" {
+  count = local.needs_spot_fleet_role ? 1 : 0
+
+  name_prefix        = "${var.name}-spotfleet-"
+  assume_role_policy = data.aws_iam_policy_document.assume["spotfleet"].json
+}
+
+resource "aws_iam_role_policy_attachment" "spot_fleet" {
+  count = local.needs_spot_fleet_role ? 1 : 0
+
+  role       = aws_iam_role.spot_fleet[0].name
+  policy_arn = "${local.managed_policy_prefix}/service-role/AmazonEC2SpotFleetTaggingRole"
+}
+
+resource "aws_iam_role" "execution" {
+  name_prefix        = "${var.name}-exec-"
+  assume_role_policy = data.aws_iam_policy_document.assume["ecs-tasks"].json
+}
+
+data "aws_iam_policy_document" "execution" {
+  statement {
+    sid       = "EcrLogin"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"] # GetAuthorizationToken has no resource-level permissions
+  }
+
+  dynamic "statement" {
+    for_each = var.ecr_repository_arn == null ? [] : [var.ecr_repository_arn]
+    content {
+      sid       = "PullWorkerImage"
+      actions   = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+      resources = [statement.value]
+    }
+  }
+
+  statement {
+    sid       = "WriteWorkerLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.worker.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "pull-image-and-log"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+resource "aws_iam_role" "job" {
+  name_prefix        = "${var.name}-job-"
+  assume_role_policy = data.aws_iam_policy_document.assume["ecs-tasks"].json
+}
+
+# Exactly what the worker calls. DeleteMessageBatch and ChangeMessageVisibilityBatch are
+# authorised by DeleteMessage and ChangeMessageVisibility; HeadObject and S3 Select by
+# GetObject. No ListBucket: the worker never lists, and without it a missing key reads as
+# AccessDenied instead of NoSuchKey, which the worker treats alike.
+data "aws_iam_policy_document" "job" {
+  statement {
+    sid       = "ConsumeWorkQueue"
+    actions   = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+    resources = [var.queue_arn]
+  }
+
+  statement {
+    sid       = "ReadInput"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.input_bucket_arn}/*"]
+  }
+
+  statement {
+    sid       = "WriteResults"
+    actions   = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
+    resources = [for arn in local.output_bucket_arns : "${arn}/${var.output_prefix}*"]
+  }
+}
+
+resource "aws_iam_role_policy" "job" {
+  name   = "worker"
+  role   = aws_iam_role.job.id
+  policy = data.aws_iam_policy_document.job.json
+}

@@ -1,0 +1,34 @@
+# The worker image's repository: scanned on push, old images expired.
+
+resource "aws_ecr_repository" "this" {
+  name                 = var.name
+  image_tag_mutability = var.immutable_tags ? "IMMUTABLE" : "MUTABLE"
+  force_delete         = var.force_delete
+
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+
+  encryption_configuration {
+    encryption_type = "AES256"
+  }
+
+  #checkov:skip=CKV_AWS_51:Tags stay mutable by default so `invoke push` can move `latest`; set immutable_tags = true with per-release tags.
+  #checkov:skip=CKV_AWS_136:AES256 (AWS-owned key) suffices for a worker image that holds no secrets; a CMK adds cost and key policy upkeep.
+}
+
+resource "aws_ecr_lifecycle_policy" "this" {
+  repository = aws_ecr_repository.this.name
+  policy = jsonencode({
+    rules = [{
+      rulePriority = 1
+      description  = "Keep the last ${var.keep_images} images"
+      selection = {
+        tagStatus   = "any"
+        countType   = "imageCountMoreThan"
+        countNumber = var.keep_images
+      }
+      action = { type = "expire" }
+    }]
+  })
+}

@@ -1,0 +1,37 @@
+variable "input_bucket_name" {
+  description = "Name of the bucket holding the source objects."
+  type        = string
+}
+
+variable "output_bucket_name" {
+  description = "Name of the bucket the workers write JSON results to."
+  type        = string
+}
+
+variable "output_expiration_days" {
+  description = "Delete results this many days after they are written; 0 keeps them forever."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.output_expiration_days >= 0 && floor(var.output_expiration_days) == var.output_expiration_days
+    error_message = "output_expiration_days must be a whole number of days, 0 to keep results."
+  }
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Delete overwritten or deleted object versions after this many days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.noncurrent_version_expiration_days >= 1
+    error_message = "noncurrent_version_expiration_days must be at least 1."
+  }
+}
+
+variable "force_destroy" {
+  description = "Let terraform destroy delete buckets that still hold objects (for throwaway stacks)."
+  type        = bool
+  default     = false
+}

@@ -1,0 +1,57 @@
+"""batchspot.terraform's own logic, without running Terraform: variables, override, work dir."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchspot import terraform as tf
+
+pytestmark = pytest.mark.terraform
+
+
+def test_cli_vars_are_typed_like_terraform_expects():
+    assert tf.parse_vars(["max_vcpus=256", 'instance_types=["c7i","m7i"]', "name=team-a"]) == {
+        "max_vcpus": 256,
+        "instance_types": ["c7i", "m7i"],
+        "name": "team-a",
+    }
+    assert tf.parse_vars(["s3_query_limit="]) == {"s3_query_limit": ""}
+
+
+def test_cli_vars_without_equals_are_refused():
+    with pytest.raises(ValueError, match="name=value"):
+        tf.parse_vars(["max_vcpus"])
+
+
+def test_override_points_every_service_of_the_stack_at_the_emulator():
+    text = tf.endpoint_override("http://127.0.0.1:5000")
+    for service in ("batch", "ec2", "ecr", "iam", "logs", "s3", "sqs", "sts", "cloudwatch"):
+        assert f'{service:<10} = "http://127.0.0.1:5000"' in text
+    assert (
+        "skip_credentials_validation = true" in text
+        and "s3_use_path_style           = true" in text
+    )
+
+
+def test_local_work_dir_is_a_fresh_copy_that_keeps_its_state(tmp_path):
+    workspace = tf.prepare_workspace("http://127.0.0.1:5000", tmp_path)
+    work = workspace.working_dir
+    assert (work / "main.tf").is_file() and (work / "modules/batch/main.tf").is_file()
+    assert (work / tf.OVERRIDE_FILE).is_file() and not (work / "tests").exists()
+    (work / "terraform.tfstate").write_text("{}")
+    (work / "stale.tf").write_text("# removed upstream")
+    tf.prepare_workspace("http://127.0.0.1:6000", tmp_path)
+    assert (work / "terraform.tfstate").read_text() == "{}"
+    assert not (work / "stale.tf").exists()
+    assert "127.0.0.1:6000" in (work / tf.OVERRIDE_FILE).read_text()
+
+
+def test_aws_target_runs_in_the_terraform_dir_without_override(tmp_path):
+    workspace = tf.prepare_workspace(None, tmp_path)
+    assert workspace.working_dir == tf.TERRAFORM_DIR
+    assert workspace.outputs_path == tmp_path / tf.OUTPUTS_FILE
+
+
+def test_read_outputs_explains_what_to_run_when_nothing_is_deployed(tmp_path):
+    with pytest.raises(FileNotFoundError, match="invoke deploy"):
+        tf.read_outputs(tmp_path)
