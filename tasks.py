@@ -512,6 +512,7 @@ def bench_query(c: Context, size_mib: int = 1024) -> None:
         "workers": "worker processes (array slots) kept running",
         "interval": "mean seconds between blows (each gap is 0.5x to 1.5x this)",
         "seed": "random seed: the same seed strikes the same way",
+        "work_ms": "milliseconds the sample custom code spends on each item",
         "endpoint": "an emulator to use (default: LocalStack started natively here)",
     }
 )
@@ -521,6 +522,7 @@ def chaos(
     workers: int = 4,
     interval: float = 2.0,
     seed: int = 1,
+    work_ms: int = 200,
     endpoint: str = "",
 ) -> None:
     """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke."""
@@ -531,7 +533,9 @@ def chaos(
 
     from batchspot.chaos import ChaosSettings, run_chaos
 
-    settings = ChaosSettings(items=items, workers=workers, interval=interval, seed=seed)
+    settings = ChaosSettings(
+        items=items, workers=workers, interval=interval, seed=seed, work_ms=work_ms
+    )
     runs = Path(__file__).resolve().parent / ".batchspot" / "chaos"
     log_dir = runs / time.strftime("%Y%m%d-%H%M%S")
     report = run_chaos(settings, log_dir, endpoint or None)

@@ -221,8 +221,9 @@ class _Runner:
 
 
 def _local_defaults(local_endpoint: str | None) -> dict[str, Any]:
-    # An emulator stack is throwaway: let destroy remove buckets and images that still hold data.
-    return {"force_destroy": True} if local_endpoint else {}
+    # An emulator stack is throwaway: let destroy remove buckets and images that still hold
+    # data. Emulators speak plain HTTP, which the TLS-only bucket policy would refuse.
+    return {"force_destroy": True, "deny_insecure_transport": False} if local_endpoint else {}
 
 
 @contextlib.contextmanager

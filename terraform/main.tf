@@ -34,10 +34,11 @@ module "network" {
 module "storage" {
   source = "./modules/storage"
 
-  input_bucket_name      = local.input_bucket_name
-  output_bucket_name     = local.output_bucket_name
-  output_expiration_days = var.output_expiration_days
-  force_destroy          = var.force_destroy
+  input_bucket_name       = local.input_bucket_name
+  output_bucket_name      = local.output_bucket_name
+  output_expiration_days  = var.output_expiration_days
+  force_destroy           = var.force_destroy
+  deny_insecure_transport = var.deny_insecure_transport
 }
 
 module "queue" {

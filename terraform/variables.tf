@@ -34,6 +34,12 @@ variable "force_destroy" {
   default     = false
 }
 
+variable "deny_insecure_transport" {
+  description = "Deny S3 requests made without TLS. Keep true on AWS; `invoke local` turns it off because the emulator speaks plain HTTP."
+  type        = bool
+  default     = true
+}
+
 # --- network ----------------------------------------------------------------------------------
 
 variable "subnet_ids" {

@@ -196,24 +196,36 @@ def _parse_s3_event(document: dict[str, Any]) -> WorkItem | Ignorable:
     if not isinstance(records, list) or len(records) != 1:
         raise MessageError("S3 event notification must hold exactly one record in 'Records'")
     record = records[0]
-    try:
-        event_name = record["eventName"]
-        bucket = record["s3"]["bucket"]["name"]
-        raw_key = record["s3"]["object"]["key"]
-    except (KeyError, TypeError) as error:
-        raise MessageError(f"S3 event record lacks {error}: not an S3 event notification") from None
-    if not str(event_name).startswith("ObjectCreated:"):
+    event_name = _event_field(record, "eventName")
+    if not event_name.startswith("ObjectCreated:"):
         return Ignorable(f"S3 event {event_name} is not an object creation")
+    bucket = _event_field(record, "s3", "bucket", "name")
     # S3 URL-encodes keys in notifications, with '+' for spaces.
-    key = unquote_plus(raw_key)
+    key = unquote_plus(_event_field(record, "s3", "object", "key"))
     etag = record["s3"]["object"].get("eTag")
+    if etag is not None and not isinstance(etag, str):
+        raise MessageError(f"S3 event record's s3.object.eTag must be a string, got {etag!r}")
     return WorkItem(
         bucket=bucket,
         key=key,
         input=parse_input_format(None, key),
-        etag=etag,
+        etag=etag or None,
         origin="s3-event",
     )
+
+
+def _event_field(record: Any, *path: str) -> str:
+    """Return the non-empty string at ``path`` in an S3 event record, or refuse the message."""
+    value = record
+    for step in path:
+        if not isinstance(value, dict) or step not in value:
+            raise MessageError(
+                f"S3 event record lacks {'.'.join(path)}: not an S3 event notification"
+            )
+        value = value[step]
+    if not isinstance(value, str) or not value:
+        raise MessageError(f"S3 event record's {'.'.join(path)} must be a non-empty string")
+    return value
 
 
 def parse_input_format(spec: dict[str, Any] | None, key: str) -> InputFormat:

@@ -139,7 +139,7 @@ def test_events_that_are_not_work_are_ignored(document: dict) -> None:
         (json.dumps({"Records": []}), "exactly one record"),
         (
             json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}),
-            "S3 event record lacks 's3'",
+            "S3 event record lacks s3.bucket.name",
         ),
         (json.dumps({"SourceBucketName": "b"}), "missing required field 'SourceKeyName'"),
         (

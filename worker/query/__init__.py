@@ -19,11 +19,15 @@ EngineName = Literal["auto", "s3select", "local"]
 
 
 class QueryError(Exception):
-    """This item's query failed (missing object, bad SQL, access denied); other items go on."""
+    """The item's query failed (missing object, bad SQL, access denied); other items go on."""
 
 
 class QueryRefused(QueryError):
     """S3 Select itself is unavailable here; ``auto`` switches to the local engine on this."""
+
+
+class QueryUnsupported(QueryError):
+    """The local engine cannot run this SQL (the message names the construct)."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,17 @@ class QueryResult:
     etag: str | None = None
 
 
-def run_query(s3: Any, request: QueryRequest, engine: EngineName = "s3select") -> QueryResult:
-    """Run ``request`` with the chosen engine; raise :class:`QueryError` on failure."""
-    from worker.query import s3select
+def run_query(s3: Any, request: QueryRequest, engine: EngineName = "auto") -> QueryResult:
+    """Run ``request`` with the chosen engine; raise :class:`QueryError` on failure.
 
-    return s3select.run(s3, request)
+    Safe to call from many threads at once: ``auto``'s process-wide decision is locked.
+    """
+    from worker.query import auto, local, s3select
+
+    if engine == "s3select":
+        return s3select.run(s3, request)
+    if engine == "local":
+        return local.run(s3, request)
+    if engine == "auto":
+        return auto.AUTO.run(s3, request)
+    raise QueryError(f"unknown query engine {engine!r}; use auto, s3select or local")

@@ -96,7 +96,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 }
 
 data "aws_iam_policy_document" "tls_only" {
-  for_each = aws_s3_bucket.this
+  for_each = var.deny_insecure_transport ? aws_s3_bucket.this : {}
 
   statement {
     sid     = "DenyInsecureTransport"
@@ -119,7 +119,7 @@ data "aws_iam_policy_document" "tls_only" {
 }
 
 resource "aws_s3_bucket_policy" "tls_only" {
-  for_each = aws_s3_bucket.this
+  for_each = var.deny_insecure_transport ? aws_s3_bucket.this : {}
 
   bucket = each.value.id
   policy = data.aws_iam_policy_document.tls_only[each.key].json

@@ -35,3 +35,9 @@ variable "force_destroy" {
   type        = bool
   default     = false
 }
+
+variable "deny_insecure_transport" {
+  description = "Deny every S3 request made without TLS (bucket policy). Off only for local emulators reached over plain HTTP."
+  type        = bool
+  default     = true
+}

@@ -1,0 +1,268 @@
+"""``invoke local``: the whole pipeline on one machine, for a new user with only Python.
+
+The same steps as on AWS, each through the same code: an AWS emulator stands in for the
+account (moto's server by default, started here; or a LocalStack named by ``endpoint``), the
+Terraform stack is applied to it (``deploy --local``), a generated sample of NYC-taxi-shaped
+CSVs is uploaded and seeded from a listing, and N worker processes run as the children of an
+array job would, with the job definition's own environment. The run ends with a summary and
+the results copied to a local folder (the emulator's state ends with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from batchspot import terraform
+from batchspot.aws import client, queue_counts
+from batchspot.cost import offline_table, run_cost, saving
+from batchspot.emulators import Emulator, moto_server
+from batchspot.seed import seed
+from examples.taxi.generate import upload_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / ".batchspot" / "local"
+SAMPLE_PREFIX = "trip data/"
+# Storage and queue are all LocalStack's free edition hosts; Batch, ECR and IAM need moto.
+LOCALSTACK_TARGETS = ("module.storage", "module.queue")
+# Priced for the estimate: the original write-up's instance type and its Spot price (an
+# emulator has no real Spot price history).
+ESTIMATE_INSTANCE_TYPE = "c4.4xlarge"
+SPOT_PER_HOUR = 0.2526
+
+
+@dataclass
+class LocalRun:
+    """What a local run did, for the closing summary."""
+
+    emulator: str
+    items: int = 0
+    ok: int = 0
+    already_done: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    seconds: float = 0.0
+    worker_seconds: float = 0.0
+    aws_calls: int = 0
+    results_dir: Path | None = None
+    results_uri: str = ""
+    hosted: str = ""
+    estimate: str = ""
+    worker_exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def calls_per_item(self) -> float | None:
+        """AWS calls the workers made per item settled."""
+        settled = self.ok + self.already_done + self.failed
+        return self.aws_calls / settled if settled else None
+
+    def summary(self) -> str:
+        """Return the lines printed at the end of ``invoke local``."""
+        per_item = f"{self.calls_per_item:.2f}" if self.calls_per_item else "n/a"
+        return "\n".join(
+            [
+                f"emulator:         {self.emulator} ({self.hosted})",
+                f"items:            {self.items} seeded, {self.ok} stored, "
+                f"{self.already_done} already done, {self.failed} failed attempts",
+                f"dead-letter:      {self.dead_lettered}",
+                f"wall time:        {self.seconds:.1f} s "
+                f"(workers busy {self.worker_seconds:.1f} s in all)",
+                f"AWS calls/item:   {per_item}",
+                f"results:          {self.results_uri} -> copied to {self.results_dir}",
+                f"on AWS:           {self.estimate}",
+            ]
+        )
+
+
+def is_localstack(endpoint: str) -> bool:
+    """Whether ``endpoint`` is a LocalStack (it answers its own health path)."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _emulator(endpoint: str | None, log_dir: Path) -> Iterator[Emulator]:
+    """Use the emulator at ``endpoint`` (it outlives the run), else run moto's for the run."""
+    if endpoint:
+        endpoint = endpoint.rstrip("/")
+        yield Emulator("localstack" if is_localstack(endpoint) else "moto", endpoint)
+        return
+    with moto_server(log_dir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _pointed_at(emulator: Emulator) -> Iterator[dict[str, str]]:
+    """Point this process's boto3 at the emulator for the block; yield the workers' env."""
+    env = {**emulator.client_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def job_environment(batch: Any, job_definition: str) -> dict[str, str]:
+    """Return the environment the job definition gives each container, as Batch would."""
+    definitions = batch.describe_job_definitions(jobDefinitions=[job_definition])["jobDefinitions"]
+    if not definitions:
+        raise RuntimeError(f"job definition {job_definition} not found on the emulator")
+    newest = max(definitions, key=lambda d: d["revision"])
+    return {e["name"]: e["value"] for e in newest["containerProperties"].get("environment", [])}
+
+
+def worker_environment(outputs: dict[str, Any], base: dict[str, str]) -> dict[str, str]:
+    """Return the container environment: the job definition's where the emulator hosts Batch."""
+    if outputs.get("job_definition"):
+        return {**base, **job_environment(client("batch"), outputs["job_definition"])}
+    return {
+        **base,
+        "SQS_QUEUE_URL": outputs["queue_url"],
+        "OUTPUT_BUCKET": outputs["output_bucket"],
+        "OUTPUT_PREFIX": outputs.get("output_prefix", "results/"),
+    }
+
+
+def run_local(
+    workers: int = 4,
+    rows: int = 2000,
+    endpoint: str | None = None,
+    handler: str | None = None,
+    state_dir: Path = STATE_DIR,
+) -> LocalRun:
+    """Run the whole pipeline against a local emulator; return what happened."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with _emulator(endpoint, state_dir / "logs") as emulator, _pointed_at(emulator) as aws_env:
+        run = LocalRun(emulator=f"{emulator.name} at {emulator.endpoint}")
+        targets = LOCALSTACK_TARGETS if emulator.name == "localstack" else ()
+        run.hosted = (
+            "queue and storage only: LocalStack's free edition has no Batch, ECR or IAM"
+            if targets
+            else "the whole stack"
+        )
+        print(f"deploying the Terraform stack to {emulator.endpoint} ({run.hosted}) ...")
+        outputs = terraform.deploy(
+            local_endpoint=emulator.endpoint,
+            state_dir=state_dir / emulator.name,
+            stream=False,
+            targets=targets,
+        )
+        s3, sqs = client("s3"), client("sqs")
+        keys = upload_dataset(s3, outputs["input_bucket"], rows=rows)
+        print(
+            f"uploaded {len(keys)} sample files to s3://{outputs['input_bucket']}/{SAMPLE_PREFIX}"
+        )
+        report = seed(
+            s3,
+            sqs,
+            queue_url=outputs["queue_url"],
+            bucket=outputs["input_bucket"],
+            prefix=SAMPLE_PREFIX,
+        )
+        run.items = report.sent
+        env = worker_environment(outputs, aws_env)
+        env.update({"IDLE_EXIT_SECONDS": "3", "PYTHONUNBUFFERED": "1"})
+        if handler:
+            env["HANDLER"] = handler
+        summaries = _run_workers(env, workers, run.items, outputs["queue_url"], state_dir, sqs)
+        for summary in summaries:
+            run.ok += summary.get("ok", 0)
+            run.already_done += summary.get("already_done", 0)
+            run.failed += summary.get("failed", 0)
+            run.aws_calls += summary.get("aws_calls", 0)
+            run.worker_seconds += summary.get("seconds", 0.0)
+        run.worker_exit_codes = [s.get("exit_code", -1) for s in summaries]
+        run.dead_lettered = queue_counts(sqs, outputs["dlq_url"]).total
+        prefix = outputs.get("output_prefix", "results/")
+        run.results_uri = f"s3://{outputs['output_bucket']}/{prefix}"
+        run.results_dir = _copy_results(s3, outputs["output_bucket"], prefix, state_dir / "results")
+        run.estimate = _estimate(run.worker_seconds)
+    run.seconds = time.monotonic() - started
+    return run
+
+
+def _run_workers(
+    env: dict[str, str], count: int, items: int, queue_url: str, state_dir: Path, sqs: Any
+) -> list[dict[str, Any]]:
+    """Start ``count`` workers as array children; show progress; return their summaries."""
+    job_id = f"local-{uuid.uuid4().hex[:8]}"
+    logs = [state_dir / "logs" / f"worker-{index}.log" for index in range(count)]
+    processes = []
+    for index, log in enumerate(logs):
+        child_env = {
+            **os.environ,
+            **env,
+            "AWS_BATCH_JOB_ID": f"{job_id}:{index}",
+            "AWS_BATCH_JOB_ARRAY_INDEX": str(index),
+        }
+        with log.open("wb") as sink:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "worker"],
+                    cwd=ROOT,
+                    env=child_env,
+                    stdout=sink,
+                    stderr=sink,
+                )
+            )
+    print(f"started {count} workers as array job {job_id}; logs in {logs[0].parent}")
+    with tqdm(total=items, unit="item", desc="processed") as bar:
+        while any(p.poll() is None for p in processes):
+            remaining = queue_counts(sqs, queue_url).total
+            bar.n = max(bar.n, items - remaining)
+            bar.refresh()
+            time.sleep(0.5)
+        bar.n = items - queue_counts(sqs, queue_url).total
+        bar.refresh()
+    return [_summary_of(log) for log in logs]
+
+
+def _summary_of(log: Path) -> dict[str, Any]:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith("{") and '"event": "summary"' in line:
+            return json.loads(line)
+    return {"exit_code": -1}
+
+
+def _copy_results(s3: Any, bucket: str, prefix: str, target: Path) -> Path:
+    """Copy the results out of the emulator, whose state ends with the run."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            path = target / entry["Key"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, entry["Key"], str(path))
+    return target
+
+
+def _estimate(worker_seconds: float) -> str:
+    """Price this run's busy worker time on the write-up's instance type, Spot vs On-Demand."""
+    ondemand_per_hour = offline_table()["regions"]["us-east-1"][ESTIMATE_INSTANCE_TYPE]
+    ondemand = run_cost(worker_seconds, ondemand_per_hour) or 0.0
+    spot = run_cost(worker_seconds, SPOT_PER_HOUR) or 0.0
+    return (
+        f"{worker_seconds:.0f} worker-seconds on a {ESTIMATE_INSTANCE_TYPE}: "
+        f"{ondemand:.5f} $ On-Demand ({ondemand_per_hour} $/h, offline table) vs "
+        f"{spot:.5f} $ Spot ({SPOT_PER_HOUR} $/h, the original write-up's), "
+        f"{saving(spot, ondemand):.0%} saved"
+    )
