@@ -482,17 +482,31 @@ def redrive(
         "endpoint": "an emulator already running (moto, or LocalStack: queue and storage only); "
         "default: moto's server started for the run",
         "handler": "custom code as package.module:function (default: the built-in rows-to-json)",
+        "state_dir": "where Terraform state, worker logs and copied results go",
     }
 )
 def local(
-    c: Context, workers: int = 4, rows: int = 2000, endpoint: str = "", handler: str = ""
+    c: Context,
+    workers: int = 4,
+    rows: int = 2000,
+    endpoint: str = "",
+    handler: str = "",
+    state_dir: str = ".batchspot/local",
 ) -> None:
     """Run the whole pipeline on this machine: emulator, Terraform, sample data, seed, workers."""
+    from pathlib import Path
+
     from invoke import Exit
 
     from batchspot.local import run_local
 
-    run = run_local(workers=workers, rows=rows, endpoint=endpoint or None, handler=handler or None)
+    run = run_local(
+        workers=workers,
+        rows=rows,
+        endpoint=endpoint or None,
+        handler=handler or None,
+        state_dir=Path(state_dir).resolve(),
+    )
     print(run.summary())
     if run.failed or run.dead_lettered or any(run.worker_exit_codes):
         raise Exit("some items failed: see the worker logs above", code=1)

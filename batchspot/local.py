@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -122,6 +123,19 @@ def _pointed_at(emulator: Emulator) -> Iterator[dict[str, str]]:
                 os.environ[name] = value
 
 
+def _stack_state_dir(state_dir: Path, emulator: Emulator, reuse: bool) -> Path:
+    """Terraform state for this emulator: kept for one that outlives runs, else fresh.
+
+    A moto started for the run is empty, so state left by an earlier run would describe
+    resources that no longer exist.
+    """
+    port = emulator.endpoint.rsplit(":", 1)[-1].strip("/")
+    path = state_dir / "stacks" / f"{emulator.name}-{port}"
+    if not reuse and path.exists():
+        shutil.rmtree(path)
+    return path
+
+
 def job_environment(batch: Any, job_definition: str) -> dict[str, str]:
     """Return the environment the job definition gives each container, as Batch would."""
     definitions = batch.describe_job_definitions(jobDefinitions=[job_definition])["jobDefinitions"]
@@ -164,7 +178,7 @@ def run_local(
         print(f"deploying the Terraform stack to {emulator.endpoint} ({run.hosted}) ...")
         outputs = terraform.deploy(
             local_endpoint=emulator.endpoint,
-            state_dir=state_dir / emulator.name,
+            state_dir=_stack_state_dir(state_dir, emulator, reuse=endpoint is not None),
             stream=False,
             targets=targets,
         )
@@ -207,6 +221,7 @@ def _run_workers(
 ) -> list[dict[str, Any]]:
     """Start ``count`` workers as array children; show progress; return their summaries."""
     job_id = f"local-{uuid.uuid4().hex[:8]}"
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     logs = [state_dir / "logs" / f"worker-{index}.log" for index in range(count)]
     processes = []
     for index, log in enumerate(logs):

@@ -1,0 +1,60 @@
+"""``invoke local`` end to end, as a new user runs it, checked in the emulator it used."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from examples.taxi.generate import month_csv
+from tests.integration.harness import ROOT, output_objects
+
+ROWS = 30
+
+
+@pytest.mark.moto_only
+def test_invoke_local_runs_the_whole_pipeline(tmp_path: Path, emulator, s3, sqs, aws_env) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "invoke", "local",
+            "--endpoint", emulator.endpoint,
+            "--workers", "3",
+            "--rows", str(ROWS),
+            "--state-dir", str(tmp_path),
+        ],
+        cwd=ROOT,
+        env={**aws_env, "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "items:            12 seeded, 12 stored" in result.stdout
+    assert "dead-letter:      0" in result.stdout
+    assert "% saved" in result.stdout
+
+    outputs = json.loads(
+        (tmp_path / "stacks" / next(iter(_stacks(tmp_path))) / "outputs.json").read_text()
+    )
+    stored = output_objects(s3, outputs["output_bucket"])
+    assert len(stored) == 12
+    for key, body in stored.items():
+        month = int(key.split("yellow_tripdata_2018-")[1][:2])
+        expected = list(csv.DictReader(io.StringIO(month_csv(month, ROWS))))
+        assert json.loads(body) == expected, f"{key} is not the rows of its source"
+    copied = sorted(p.name for p in (tmp_path / "results").rglob("*.json"))
+    assert copied == sorted(Path(k).name for k in stored)
+    for queue in ("queue_url", "dlq_url"):
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=outputs[queue], AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        assert attributes["ApproximateNumberOfMessages"] == "0"
+
+
+def _stacks(state_dir: Path) -> list[str]:
+    return [p.name for p in (state_dir / "stacks").iterdir()]
