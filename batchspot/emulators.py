@@ -238,12 +238,16 @@ def localstack_server(log_dir: Path, port: int | None = None) -> Iterator[Emulat
             **EMULATOR_ENV,
             "GATEWAY_LISTEN": f"{LOOPBACK}:{port}",
             "LOCALSTACK_HOST": f"{LOOPBACK}:{port}",
-            "SERVICES": "sqs,s3",
+            # sts and cloudwatch: `invoke local` applies the queue and storage modules here, and
+            # Terraform asks STS who it is; the queue module carries a CloudWatch alarm.
+            "SERVICES": "sqs,s3,sts,cloudwatch",
             "EAGER_SERVICE_LOADING": "1",
             "OVERRIDE_IN_DOCKER": "0",  # it would otherwise guess "in Docker" from /proc here
             "FILESYSTEM_ROOT": state,
             "DNS_ADDRESS": "0",  # no DNS server: it would want port 53
-            "SQS_ENDPOINT_STRATEGY": "path",  # queue URLs on the endpoint itself, no subdomains
+            # Queue URLs as http://host:port/<account>/<name>: no subdomains to resolve, and the
+            # form the Terraform provider accepts (it rejects the "path" strategy's /queue/...).
+            "SQS_ENDPOINT_STRATEGY": "off",
             "CUSTOM_SSL_CERT_PATH": str(install.cert),
             "DISABLE_EVENTS": "1",  # no analytics calls home
         }

@@ -36,7 +36,7 @@ from examples.taxi.generate import upload_dataset
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".batchspot" / "local"
 SAMPLE_PREFIX = "trip data/"
-# Storage and queue are all LocalStack's free edition hosts; Batch, ECR and IAM need moto.
+# Storage and queue are what the stack needs from LocalStack's free edition; it has no Batch or ECR.
 LOCALSTACK_TARGETS = ("module.storage", "module.queue")
 # Priced for the estimate: the original write-up's instance type and its Spot price (an
 # emulator has no real Spot price history).
@@ -171,7 +171,7 @@ def run_local(
         run = LocalRun(emulator=f"{emulator.name} at {emulator.endpoint}")
         targets = LOCALSTACK_TARGETS if emulator.name == "localstack" else ()
         run.hosted = (
-            "queue and storage only: LocalStack's free edition has no Batch, ECR or IAM"
+            "queue and storage only: LocalStack's free edition has no Batch or ECR"
             if targets
             else "the whole stack"
         )
