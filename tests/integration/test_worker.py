@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -80,22 +81,9 @@ def test_two_workers_store_every_item_exactly_once(tmp_path: Path, sqs, s3, aws_
 def test_sigterm_gives_back_unfinished_items_and_exits_zero(
     tmp_path: Path, sqs, s3, aws_env
 ) -> None:
-    stack = make_stack(sqs, s3)
-    send_all(sqs, stack.queue_url, put_sources(s3, stack, 3))
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    env = worker_env(
-        aws_env,
-        stack,
-        HANDLER=COUNT_ROWS,
-        WORKER_CONCURRENCY="1",
-        TEST_MARK_DIR=str(marks),
-        TEST_SLEEP_SECONDS="5",
-        STOP_GRACE_SECONDS="1",
+    stack, worker, log, env = _worker_busy_with_slow_items(
+        tmp_path, sqs, s3, aws_env, items=3, sleep="5", grace="1"
     )
-    log = tmp_path / "worker.log"
-    worker = start_worker(env, log)
-    _wait_for_marks(marks, 1)
     stopped_at = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
@@ -115,22 +103,9 @@ def test_sigterm_gives_back_unfinished_items_and_exits_zero(
 def test_sigterm_lets_a_running_item_finish_within_the_grace_period(
     tmp_path: Path, sqs, s3, aws_env
 ) -> None:
-    stack = make_stack(sqs, s3)
-    send_all(sqs, stack.queue_url, put_sources(s3, stack, 2))
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    env = worker_env(
-        aws_env,
-        stack,
-        HANDLER=COUNT_ROWS,
-        WORKER_CONCURRENCY="1",
-        TEST_MARK_DIR=str(marks),
-        TEST_SLEEP_SECONDS="2",
-        STOP_GRACE_SECONDS="20",
+    stack, worker, log, _ = _worker_busy_with_slow_items(
+        tmp_path, sqs, s3, aws_env, items=2, sleep="2", grace="20"
     )
-    log = tmp_path / "worker.log"
-    worker = start_worker(env, log)
-    _wait_for_marks(marks, 1)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
 
@@ -371,6 +346,29 @@ def test_misconfiguration_exits_non_zero_with_one_sentence(
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _worker_busy_with_slow_items(
+    tmp_path: Path, sqs, s3, aws_env, items: int, sleep: str, grace: str
+) -> tuple[Stack, subprocess.Popen[bytes], Path, dict[str, str]]:
+    """Start one single-threaded worker on slow items; return once the first one runs."""
+    stack = make_stack(sqs, s3)
+    send_all(sqs, stack.queue_url, put_sources(s3, stack, items))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = worker_env(
+        aws_env,
+        stack,
+        HANDLER=COUNT_ROWS,
+        WORKER_CONCURRENCY="1",
+        TEST_MARK_DIR=str(marks),
+        TEST_SLEEP_SECONDS=sleep,
+        STOP_GRACE_SECONDS=grace,
+    )
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    _wait_for_marks(marks, 1)
+    return stack, worker, log, env
 
 
 def _wait_for_marks(marks: Path, count: int, timeout: float = 30) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import threading
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
+from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.messages import InputFormat
 from worker.query import QueryError, QueryRefused, QueryRequest, run_query, s3select
 from worker.query.auto import LIMIT_PROBE, AutoEngine, same_rows
@@ -57,15 +56,7 @@ class FakeS3:
 
 @pytest.fixture(scope="module")
 def moto_s3():
-    with mock_aws():
-        client = boto3.client(
-            "s3",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=BUCKET)
-        client.put_object(Bucket=BUCKET, Key="rows.csv", Body=BODY)
+    with in_memory_bucket(BUCKET, {"rows.csv": BODY}) as client:
         yield client
 
 

@@ -7,10 +7,9 @@ import bz2
 import gzip
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.messages import InputFormat
 from worker.query import QueryError, QueryRequest, run_query
 
@@ -46,14 +45,7 @@ SUSAN = """{"name": "Susan Smith",
 
 @pytest.fixture(scope="module")
 def s3():
-    with mock_aws():
-        client = boto3.client(
-            "s3",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=BUCKET)
+    with in_memory_bucket(BUCKET) as client:
         yield client
 
 

@@ -11,12 +11,11 @@ import sqlite3
 import uuid
 from dataclasses import dataclass
 
-import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
+from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.messages import InputFormat
 from worker.query import QueryRequest, run_query
 
@@ -136,14 +135,7 @@ def same(left: object, right: object) -> bool:
 
 @pytest.fixture(scope="module")
 def s3():
-    with mock_aws():
-        client = boto3.client(
-            "s3",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=BUCKET)
+    with in_memory_bucket(BUCKET) as client:
         yield client
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.messages import InputFormat
 from worker.query import QueryError, QueryRequest, run_query
 from worker.query.local.reader import FIRST_RANGE, MAX_RANGE, RangedObject
@@ -16,16 +15,8 @@ ROW = "{:08d},some text that pads the row to about sixty bytes,{:06d}\n"
 
 @pytest.fixture(scope="module")
 def s3():
-    with mock_aws():
-        client = boto3.client(
-            "s3",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=BUCKET)
-        body = "id,text,n\n" + "".join(ROW.format(i, i % 997) for i in range(400_000))
-        client.put_object(Bucket=BUCKET, Key="big.csv", Body=body.encode())
+    body = "id,text,n\n" + "".join(ROW.format(i, i % 997) for i in range(400_000))
+    with in_memory_bucket(BUCKET, {"big.csv": body.encode()}) as client:
         yield client
 
 
