@@ -565,7 +565,7 @@ def chaos(
         "processes": "processes per contender (equal for both)",
         "latency_ms": "comma list of delays added to every AWS call (a network's round trip)",
         "seed_objects": "objects to list and seed for the seeding figure (0 skips it)",
-        "query_mib": "size of the large object for the query engine's memory bench (0 skips it)",
+        "large_mib": "size of the large source for the memory figures (0 skips them)",
         "endpoint": "an emulator to use (default: LocalStack started natively here)",
     }
 )
@@ -575,7 +575,7 @@ def bench(
     processes: int = 2,
     latency_ms: str = "0,20",
     seed_objects: int = 100_000,
-    query_mib: int = 1024,
+    large_mib: int = 1024,
     endpoint: str = "",
 ) -> None:
     """Benchmark the worker against the seed-style loop, seeding, and the query engine's memory."""
@@ -591,10 +591,10 @@ def bench(
     out = root / ".batchspot" / "bench" / time.strftime("%Y%m%d-%H%M%S")
     latencies = tuple(float(ms) for ms in latency_ms.split(","))
     figures = worker_vs_loop.run(
-        items, processes, latencies, seed_objects, out / "logs", endpoint or None
+        items, processes, latencies, seed_objects, large_mib, out / "logs", endpoint or None
     )
-    if query_mib:
-        command = [sys.executable, "bench/query_engine.py", "--size-mib", str(query_mib)]
+    if large_mib:
+        command = [sys.executable, "bench/query_engine.py", "--size-mib", str(large_mib)]
         done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
         print(done.stdout.rsplit("\n{", 1)[0])  # its own table, then one JSON line
         figures["query_engine"] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ from worker.messages import Ignorable, MessageError, WorkItem, parse_message
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# Any JSON value, including the large and deeply nested ones a broken producer could send.
+# Any JSON value; the huge and the deeply nested ones are written as text in `bodies` below.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: (
