@@ -11,11 +11,8 @@ the results copied to a local folder (the emulator's state ends with it).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -30,6 +27,7 @@ from batchspot import terraform
 from batchspot.aws import client, queue_counts
 from batchspot.cost import offline_table, run_cost, saving
 from batchspot.emulators import Emulator, moto_server
+from batchspot.fleet import Fleet
 from batchspot.seed import seed
 from examples.taxi.generate import upload_dataset
 
@@ -221,43 +219,22 @@ def _run_workers(
 ) -> list[dict[str, Any]]:
     """Start ``count`` workers as array children; show progress; return their summaries."""
     job_id = f"local-{uuid.uuid4().hex[:8]}"
-    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-    logs = [state_dir / "logs" / f"worker-{index}.log" for index in range(count)]
-    processes = []
-    for index, log in enumerate(logs):
-        child_env = {
-            **os.environ,
-            **env,
-            "AWS_BATCH_JOB_ID": f"{job_id}:{index}",
-            "AWS_BATCH_JOB_ARRAY_INDEX": str(index),
-        }
-        with log.open("wb") as sink:
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "worker"],
-                    cwd=ROOT,
-                    env=child_env,
-                    stdout=sink,
-                    stderr=sink,
-                )
-            )
-    print(f"started {count} workers as array job {job_id}; logs in {logs[0].parent}")
+    log_dir = state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fleet = Fleet({**os.environ, **env, "AWS_BATCH_JOB_ID": job_id}, log_dir)
+    for slot in range(count):
+        fleet.start(slot)
+    print(f"started {count} workers as array job {job_id}; logs in {log_dir}")
     with tqdm(total=items, unit="item", desc="processed") as bar:
-        while any(p.poll() is None for p in processes):
-            remaining = queue_counts(sqs, queue_url).total
-            bar.n = max(bar.n, items - remaining)
+        while fleet.running():
+            bar.n = max(bar.n, items - queue_counts(sqs, queue_url).total)
             bar.refresh()
             time.sleep(0.5)
         bar.n = items - queue_counts(sqs, queue_url).total
         bar.refresh()
-    return [_summary_of(log) for log in logs]
-
-
-def _summary_of(log: Path) -> dict[str, Any]:
-    for line in reversed(log.read_text(errors="replace").splitlines()):
-        if line.startswith("{") and '"event": "summary"' in line:
-            return json.loads(line)
-    return {"exit_code": -1}
+    summaries = [event for _, event in fleet.events("summary")]
+    missing = count - len(summaries)
+    return summaries + [{"exit_code": -1}] * missing
 
 
 def _copy_results(s3: Any, bucket: str, prefix: str, target: Path) -> Path:

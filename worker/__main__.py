@@ -10,20 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-
-from worker.config import Config, ConfigError, load_config
-from worker.handlers import load_handler
-from worker.inflight import InFlight
-from worker.logs import log
-from worker.loop import Worker
-from worker.metrics import CallCounter
-from worker.output import ResultStore
-from worker.process import Services
 from worker.stopping import SpotNoticeWatcher, StopSignal, install_signal_handlers
+
+if TYPE_CHECKING:
+    from worker.config import Config
+    from worker.loop import Worker
 
 EXIT_CONFIG = 2
 
@@ -38,8 +31,19 @@ def queue_settings(sqs: Any, queue_url: str) -> tuple[int, int | None]:
     return int(attributes.get("VisibilityTimeout", "30")), max_receive
 
 
-def build_worker(config: Config) -> Worker:
+def build_worker(config: Config, stop: StopSignal) -> Worker:
     """Create the clients and collaborators; boto3 finds endpoints in AWS_ENDPOINT_URL*."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    from worker.handlers import load_handler
+    from worker.inflight import InFlight
+    from worker.logs import log
+    from worker.loop import Worker
+    from worker.metrics import CallCounter
+    from worker.output import ResultStore
+    from worker.process import Services
+
     counter = CallCounter()
     boto_config = BotoConfig(
         max_pool_connections=config.concurrency + 4,
@@ -51,8 +55,6 @@ def build_worker(config: Config) -> Worker:
     visibility_timeout, max_receive_count = queue_settings(sqs, config.queue_url)
     if max_receive_count is None:
         log("warning", reason="queue has no dead-letter queue: failing items retry forever")
-    stop = StopSignal()
-    install_signal_handlers(stop)
     SpotNoticeWatcher(stop, config.spot_notice_interval).start()
     log(
         "start",
@@ -80,9 +82,15 @@ def build_worker(config: Config) -> Worker:
 
 def main() -> int:
     """Configure, run, and return the exit code."""
+    # Signal handlers come first: Batch may stop a child while it is still importing, and a
+    # SIGTERM must mean "exit 0, nothing held" then too. The heavy imports follow.
+    stop = StopSignal()
+    install_signal_handlers(stop)
+    from worker.config import ConfigError, load_config
+
     try:
         config = load_config()
-        worker = build_worker(config)
+        worker = build_worker(config, stop)
     except ConfigError as error:
         print(f"worker: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG

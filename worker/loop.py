@@ -138,9 +138,13 @@ class Worker:
         message_id = message["MessageId"]
         if self._stop.is_set():
             return  # left for _wind_down to give back
-        attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        outcome = process_message(message["Body"], attempt, self._config, self._services)
-        self._settle(message_id, attempt, outcome)
+        try:
+            attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            outcome = process_message(message["Body"], attempt, self._config, self._services)
+            self._settle(message_id, attempt, outcome)
+        except Exception as error:
+            log("item-error", message_id=message_id, reason=f"{type(error).__name__}: {error}")
+            self._inflight.release([message_id], self._retry_delay)
 
     def _settle(self, message_id: str, attempt: int, outcome: Outcome) -> None:
         if outcome.kind == "failed":
@@ -151,7 +155,9 @@ class Worker:
         else:
             settled = self._inflight.ack(message_id)
         if not settled:
-            return  # already given back while stopping; the next receiver owns it
+            # Given back while stopping: the next receiver owns the message. A result stored
+            # meanwhile stays (and is found by that receiver), so it is still logged.
+            outcome.fields["given_back_before_settling"] = True
         with self._tally_lock:
             name = outcome.kind.replace("-", "_")
             setattr(self.tally, name, getattr(self.tally, name) + 1)
