@@ -579,25 +579,15 @@ def bench(
     endpoint: str = "",
 ) -> None:
     """Benchmark the worker against the seed-style loop, seeding, and the query engine's memory."""
-    import json
-    import subprocess
-    import sys
     import time
     from pathlib import Path
 
     from bench import worker_vs_loop
 
-    root = Path(__file__).resolve().parent
-    out = root / ".batchspot" / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(__file__).resolve().parent / ".batchspot" / "bench" / time.strftime("%Y%m%d-%H%M%S")
     latencies = tuple(float(ms) for ms in latency_ms.split(","))
-    figures = worker_vs_loop.run(
-        items, processes, latencies, seed_objects, large_mib, out / "logs", endpoint or None
+    print(
+        worker_vs_loop.run_and_record(
+            items, processes, latencies, seed_objects, large_mib, out, endpoint or None
+        )
     )
-    if large_mib:
-        command = [sys.executable, "bench/query_engine.py", "--size-mib", str(large_mib)]
-        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
-        print(done.stdout.rsplit("\n{", 1)[0])  # its own table, then one JSON line
-        figures["query_engine"] = json.loads(done.stdout.strip().splitlines()[-1])
-    (out / "figures.json").write_text(json.dumps(figures, indent=2))
-    print(worker_vs_loop.table(figures))
-    print(f"figures: {out / 'figures.json'}")

@@ -9,8 +9,10 @@ Seeding: ``batchspot.seed`` over N listed objects, in calls per object and secon
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,6 +27,8 @@ from batchspot.fleet import Fleet, worker_env
 from bench import worker_memory
 from bench.latency import delayed
 from worker.metrics import CallCounter
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CONTENDERS = {
     "seed-style loop": (sys.executable, "-m", "bench.seed_loop"),
@@ -253,3 +257,25 @@ def table(figures: dict[str, Any]) -> str:
             f"item {large['item_ms']} ms"
         )
     return "\n".join(lines)
+
+
+def run_and_record(
+    items: int,
+    processes: int,
+    latencies_ms: tuple[float, ...],
+    seed_objects: int,
+    large_mib: int,
+    out: Path,
+    endpoint: str | None = None,
+) -> str:
+    """Run every benchmark, the query engine's too; write ``figures.json``; return the table."""
+    figures = run(items, processes, latencies_ms, seed_objects, large_mib, out / "logs", endpoint)
+    report = []
+    if large_mib:
+        command = [sys.executable, "bench/query_engine.py", "--size-mib", str(large_mib)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+        report.append(done.stdout.rsplit("\n{", 1)[0])  # its own table, then one JSON line
+        figures["query_engine"] = json.loads(done.stdout.strip().splitlines()[-1])
+    (out / "figures.json").write_text(json.dumps(figures, indent=2))
+    report += [table(figures), f"figures: {out / 'figures.json'}"]
+    return "\n".join(report)
