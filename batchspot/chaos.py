@@ -32,6 +32,7 @@ import boto3
 from botocore.config import Config
 
 from batchspot import sample_code, seed
+from batchspot.aws import queue_counts
 from batchspot.emulators import EMULATOR_ENV, Emulator, localstack_server
 from batchspot.fleet import Fleet, worker_env
 from worker.keys import derive_output_key
@@ -211,14 +212,8 @@ def seed_poison(s3: Any, sqs: Any, stack: _Stack) -> list[str]:
 
 def queue_depths(sqs: Any, queue_url: str) -> tuple[int, int]:
     """(visible, in flight) on a queue."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    counts = queue_counts(sqs, queue_url)
+    return counts.visible, counts.in_flight
 
 
 def storm(

@@ -18,7 +18,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +228,7 @@ def ondemand_from_api(pricing: Any, instance_type: str, region: str) -> float | 
 
 def offline_table() -> dict[str, Any]:
     """Load the bundled On-Demand price table (see its ``source`` and ``as_of`` fields)."""
-    return json.loads(resources.files("batchspot").joinpath(PRICE_TABLE).read_text())
+    return json.loads((Path(__file__).parent / PRICE_TABLE).read_text())
 
 
 class OnDemandPrices:

@@ -27,6 +27,7 @@ from batchspot import terraform
 from batchspot.aws import client, queue_counts
 from batchspot.cost import offline_table, run_cost, saving
 from batchspot.emulators import Emulator, moto_server
+from batchspot.environment import overridden
 from batchspot.fleet import Fleet
 from batchspot.seed import seed
 from examples.taxi.generate import upload_dataset
@@ -109,16 +110,8 @@ def _emulator(endpoint: str | None, log_dir: Path) -> Iterator[Emulator]:
 def _pointed_at(emulator: Emulator) -> Iterator[dict[str, str]]:
     """Point this process's boto3 at the emulator for the block; yield the workers' env."""
     env = {**emulator.client_env(), "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
+    with overridden(env):
         yield env
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _stack_state_dir(state_dir: Path, emulator: Emulator, reuse: bool) -> Path:

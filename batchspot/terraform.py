@@ -27,6 +27,8 @@ from typing import Any
 
 from python_terraform import IsFlagged, IsNotFlagged, Terraform
 
+from batchspot.environment import overridden
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM_DIR = REPO_ROOT / "terraform"
 DEFAULT_STATE_DIR = REPO_ROOT / ".batchspot"
@@ -152,16 +154,8 @@ def _terraform_env(state_dir: Path) -> Iterator[None]:
     config = cli_config(state_dir)
     if config is not None:
         settings["TF_CLI_CONFIG_FILE"] = str(config)
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
+    with overridden(settings):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _check(result: tuple[int, str | None, str | None], what: str) -> None:

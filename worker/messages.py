@@ -140,7 +140,8 @@ def _check_fields(document: dict[str, Any], spec: dict[str, _Field], where: str)
     unknown = sorted(set(document) - set(spec))
     if unknown:
         raise MessageError(
-            f"unknown field(s) {', '.join(unknown)} in {where}; allowed: {', '.join(spec)}"
+            f"unknown field(s) {', '.join(map(repr, unknown))} in {where}; "
+            f"allowed: {', '.join(spec)}"
         )
     for name, rule in spec.items():
         if name not in document:

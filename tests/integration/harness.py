@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchspot.aws import queue_counts
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,6 +43,18 @@ def make_stack(sqs: Any, s3: Any, visibility: int = 30, max_receive: int = 2) ->
     s3.create_bucket(Bucket=stack.input_bucket)
     s3.create_bucket(Bucket=stack.output_bucket)
     return stack
+
+
+def put_sources(s3: Any, stack: Stack, count: int, prefix: str = "src/") -> list[str]:
+    """Upload ``count`` one-row CSV sources; return one seed message body for each."""
+    bodies = []
+    for index in range(count):
+        key = f"{prefix}item {index:04d}.csv"
+        etag = s3.put_object(
+            Bucket=stack.input_bucket, Key=key, Body=f"id,value\n{index},{index * 10}\n".encode()
+        )["ETag"]
+        bodies.append(json.dumps({"bucket": stack.input_bucket, "key": key, "etag": etag}))
+    return bodies
 
 
 def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
@@ -117,14 +131,8 @@ def output_objects(s3: Any, bucket: str) -> dict[str, bytes]:
 
 def queue_depths(sqs: Any, queue_url: str) -> tuple[int, int]:
     """(visible, in flight) messages on a queue."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    counts = queue_counts(sqs, queue_url)
+    return counts.visible, counts.in_flight
 
 
 def drain(sqs: Any, queue_url: str) -> list[str]:

@@ -25,6 +25,7 @@ from tests.integration.harness import (
     log_events,
     make_stack,
     output_objects,
+    put_sources,
     queue_depths,
     run_worker,
     send_all,
@@ -112,18 +113,6 @@ POISONS = {
         {"QUERY_ENGINE": "local"},
     ),
 }
-
-
-def put_sources(s3: Any, stack: Stack, count: int) -> list[str]:
-    """Upload ``count`` one-row CSV sources; return one seed message body for each."""
-    bodies = []
-    for index in range(count):
-        key = f"src/item {index:04d}.csv"
-        etag = s3.put_object(
-            Bucket=stack.input_bucket, Key=key, Body=f"id,value\n{index},{index * 10}\n".encode()
-        )["ETag"]
-        bodies.append(json.dumps({"bucket": stack.input_bucket, "key": key, "etag": etag}))
-    return bodies
 
 
 def run_amid_healthy_traffic(

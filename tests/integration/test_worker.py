@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.integration.harness import (
     log_events,
     make_stack,
     output_objects,
+    put_sources,
     queue_depths,
     run_worker,
     send_all,
@@ -32,18 +32,6 @@ from tests.integration.harness import (
 )
 
 COUNT_ROWS = "tests.integration.handlers:count_rows"
-
-
-def put_sources(s3: Any, stack: Stack, count: int, prefix: str = "src/") -> list[str]:
-    """Upload ``count`` one-row CSV sources; return one seed message body for each."""
-    bodies = []
-    for index in range(count):
-        key = f"{prefix}item {index:04d}.csv"
-        etag = s3.put_object(
-            Bucket=stack.input_bucket, Key=key, Body=f"id,value\n{index},{index * 10}\n".encode()
-        )["ETag"]
-        bodies.append(json.dumps({"bucket": stack.input_bucket, "key": key, "etag": etag}))
-    return bodies
 
 
 def calls_by_id(marks: Path) -> Counter[str]:

@@ -120,7 +120,7 @@ def test_events_that_are_not_work_are_ignored(document: dict) -> None:
         (json.dumps({"key": "k"}), "missing required field 'bucket'"),
         (json.dumps({"bucket": "", "key": "k"}), "'bucket' in message must not be empty"),
         (json.dumps({"bucket": "b", "key": 3}), "field 'key' in message must be str"),
-        (json.dumps({"bucket": "b", "key": "k", "Bucket": "x"}), "unknown field(s) Bucket"),
+        (json.dumps({"bucket": "b", "key": "k", "Bucket": "x"}), "unknown field(s) 'Bucket'"),
         (json.dumps({"version": 2, "bucket": "b", "key": "k"}), "unsupported message version 2"),
         (
             json.dumps({"version": True, "bucket": "b", "key": "k"}),
@@ -134,7 +134,7 @@ def test_events_that_are_not_work_are_ignored(document: dict) -> None:
         (json.dumps({"bucket": "b", "key": "k", "input": {"delimiter": "||"}}), "one character"),
         (
             json.dumps({"bucket": "b", "key": "k", "input": {"gzip": True}}),
-            "unknown field(s) gzip in 'input'",
+            "unknown field(s) 'gzip' in 'input'",
         ),
         (json.dumps({"Records": []}), "exactly one record"),
         (
@@ -144,7 +144,7 @@ def test_events_that_are_not_work_are_ignored(document: dict) -> None:
         (json.dumps({"SourceBucketName": "b"}), "missing required field 'SourceKeyName'"),
         (
             json.dumps({"SourceBucketName": "b", "SourceKeyName": "k", "Extra": 1}),
-            "unknown field(s) Extra",
+            "unknown field(s) 'Extra'",
         ),
     ],
 )
