@@ -52,7 +52,7 @@ def running_localstack(endpoint: str) -> Emulator | None:
     if missing:
         raise EmulatorError(
             f"the LocalStack at {endpoint} does not offer {', '.join(missing)}; "
-            "start it with SERVICES=sqs,s3 or stop it so a native one can be started"
+            "start it with SERVICES=sqs,s3,sts,cloudwatch or stop it so a native one can be started"
         )
     return Emulator("localstack", endpoint)
 
