@@ -483,6 +483,7 @@ def redrive(
         "default: moto's server started for the run",
         "handler": "custom code as package.module:function (default: the built-in rows-to-json)",
         "state_dir": "where Terraform state, worker logs and copied results go",
+        "name": "prefix of every resource name, so runs can share a long-lived emulator",
     }
 )
 def local(
@@ -492,6 +493,7 @@ def local(
     endpoint: str = "",
     handler: str = "",
     state_dir: str = ".batchspot/local",
+    name: str = "batchspot",
 ) -> None:
     """Run the whole pipeline on this machine: emulator, Terraform, sample data, seed, workers."""
     from pathlib import Path
@@ -506,6 +508,7 @@ def local(
         endpoint=endpoint or None,
         handler=handler or None,
         state_dir=Path(state_dir).resolve(),
+        name=name,
     )
     print(run.summary())
     if run.failed or run.dead_lettered or any(run.worker_exit_codes):

@@ -114,14 +114,14 @@ def _pointed_at(emulator: Emulator) -> Iterator[dict[str, str]]:
         yield env
 
 
-def _stack_state_dir(state_dir: Path, emulator: Emulator, reuse: bool) -> Path:
+def _stack_state_dir(state_dir: Path, emulator: Emulator, name: str, reuse: bool) -> Path:
     """Terraform state for this emulator: kept for one that outlives runs, else fresh.
 
     A moto started for the run is empty, so state left by an earlier run would describe
     resources that no longer exist.
     """
     port = emulator.endpoint.rsplit(":", 1)[-1].strip("/")
-    path = state_dir / "stacks" / f"{emulator.name}-{port}"
+    path = state_dir / "stacks" / f"{emulator.name}-{port}-{name}"
     if not reuse and path.exists():
         shutil.rmtree(path)
     return path
@@ -154,8 +154,12 @@ def run_local(
     endpoint: str | None = None,
     handler: str | None = None,
     state_dir: Path = STATE_DIR,
+    name: str = "batchspot",
 ) -> LocalRun:
-    """Run the whole pipeline against a local emulator; return what happened."""
+    """Run the whole pipeline against a local emulator; return what happened.
+
+    ``name`` prefixes every resource, so several runs can share one long-lived emulator.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with _emulator(endpoint, state_dir / "logs") as emulator, _pointed_at(emulator) as aws_env:
@@ -168,8 +172,9 @@ def run_local(
         )
         print(f"deploying the Terraform stack to {emulator.endpoint} ({run.hosted}) ...")
         outputs = terraform.deploy(
+            variables={"name": name},
             local_endpoint=emulator.endpoint,
-            state_dir=_stack_state_dir(state_dir, emulator, reuse=endpoint is not None),
+            state_dir=_stack_state_dir(state_dir, emulator, name, reuse=endpoint is not None),
             stream=False,
             targets=targets,
         )
