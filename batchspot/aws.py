@@ -8,6 +8,7 @@ talks to AWS or to a local emulator.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +61,22 @@ def queue_arn(sqs: Any, queue_url: str) -> str:
     """Return the ARN of the queue at ``queue_url``."""
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
     return attributes["Attributes"]["QueueArn"]
+
+
+def create_queue_with_dlq(
+    sqs: Any, name: str, visibility_timeout: int, max_receive_count: int
+) -> tuple[str, str]:
+    """Create ``name`` and ``name``-dlq with the redrive the Terraform queue module sets up.
+
+    For runs that make their own queues on an emulator (chaos, tests); return both URLs.
+    """
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    redrive = {"deadLetterTargetArn": queue_arn(sqs, dlq_url), "maxReceiveCount": max_receive_count}
+    queue_url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    return queue_url, dlq_url

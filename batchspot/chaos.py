@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
 from batchspot import sample_code, seed
-from batchspot.aws import queue_counts
-from batchspot.emulators import EMULATOR_ENV, Emulator, localstack_server
+from batchspot.aws import create_queue_with_dlq, queue_counts
+from batchspot.emulators import Emulator, localstack_server
 from batchspot.fleet import Fleet, worker_env
 from worker.keys import derive_output_key
 
@@ -125,17 +124,8 @@ class _Stack:
 
 def clients(emulator: Emulator) -> tuple[Any, Any]:
     """S3 and SQS clients on the emulator, with its test credentials (never ~/.aws)."""
-    session = boto3.session.Session(
-        aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=EMULATOR_ENV["AWS_SESSION_TOKEN"],
-        region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
-    )
     config = Config(max_pool_connections=16)
-    return (
-        session.client("s3", endpoint_url=emulator.endpoint, config=config),
-        session.client("sqs", endpoint_url=emulator.endpoint, config=config),
-    )
+    return emulator.client("s3", config), emulator.client("sqs", config)
 
 
 @contextlib.contextmanager
@@ -151,18 +141,9 @@ def emulator_at(endpoint: str | None, log_dir: Path) -> Iterator[Emulator]:
 def create_stack(s3: Any, sqs: Any, settings: ChaosSettings) -> _Stack:
     """Create a queue with its DLQ, an input bucket and a *versioned* output bucket."""
     suffix = uuid.uuid4().hex[:10]
-    dlq_url = sqs.create_queue(QueueName=f"chaos-dlq-{suffix}")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
-    queue_url = sqs.create_queue(
-        QueueName=f"chaos-{suffix}",
-        Attributes={
-            "VisibilityTimeout": str(settings.visibility_timeout),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-    )["QueueUrl"]
+    queue_url, dlq_url = create_queue_with_dlq(
+        sqs, f"chaos-{suffix}", settings.visibility_timeout, settings.max_receive_count
+    )
     stack = _Stack(queue_url, dlq_url, f"chaos-in-{suffix}", f"chaos-out-{suffix}")
     s3.create_bucket(Bucket=stack.input_bucket)
     s3.create_bucket(Bucket=stack.output_bucket)

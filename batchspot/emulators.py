@@ -21,6 +21,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
 
 LOOPBACK = "127.0.0.1"
 STARTUP_SECONDS = 60.0
@@ -48,6 +52,16 @@ class Emulator:
     def client_env(self) -> dict[str, str]:
         """Environment variables that route every boto3 client to this emulator."""
         return {**EMULATOR_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def client(self, service: str, config: Config | None = None) -> Any:
+        """Return a boto3 client on this emulator with its test credentials (never ~/.aws)."""
+        session = boto3.session.Session(
+            aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=EMULATOR_ENV["AWS_SESSION_TOKEN"],
+            region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
+        )
+        return session.client(service, endpoint_url=self.endpoint, config=config)
 
 
 def free_port() -> int:

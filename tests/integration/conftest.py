@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from batchspot.emulators import EMULATOR_ENV, Emulator, localstack_server, moto_server
+from batchspot.emulators import Emulator, localstack_server, moto_server
 
 HERE = Path(__file__).parent
 EMULATORS = ("moto", "localstack")
@@ -76,23 +75,13 @@ def aws_env(emulator: Emulator) -> dict[str, str]:
     return {**emulator.client_env(), "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def _client(service: str, emulator: Emulator) -> Any:
-    """Return a boto3 client with explicit emulator credentials, ignoring ~/.aws entirely."""
-    return boto3.session.Session(
-        aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=EMULATOR_ENV["AWS_SESSION_TOKEN"],
-        region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
-    ).client(service, endpoint_url=emulator.endpoint)
-
-
 @pytest.fixture(scope="session")
 def s3(emulator: Emulator) -> Any:
     """A boto3 S3 client on the emulator."""
-    return _client("s3", emulator)
+    return emulator.client("s3")
 
 
 @pytest.fixture(scope="session")
 def sqs(emulator: Emulator) -> Any:
     """A boto3 SQS client on the emulator."""
-    return _client("sqs", emulator)
+    return emulator.client("sqs")

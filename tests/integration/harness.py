@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchspot.aws import queue_counts
+from batchspot.aws import create_queue_with_dlq, queue_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,15 +30,7 @@ class Stack:
 def make_stack(sqs: Any, s3: Any, visibility: int = 30, max_receive: int = 2) -> Stack:
     """Create a fresh queue pair and buckets, as the Terraform stack would."""
     suffix = uuid.uuid4().hex[:10]
-    dlq_url = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive})
-    queue_url = sqs.create_queue(
-        QueueName=f"work-{suffix}",
-        Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": redrive},
-    )["QueueUrl"]
+    queue_url, dlq_url = create_queue_with_dlq(sqs, f"work-{suffix}", visibility, max_receive)
     stack = Stack(queue_url, dlq_url, f"in-{suffix}", f"out-{suffix}")
     s3.create_bucket(Bucket=stack.input_bucket)
     s3.create_bucket(Bucket=stack.output_bucket)

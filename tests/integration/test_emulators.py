@@ -10,13 +10,11 @@ import socket
 import time
 import uuid
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from batchspot.checks import running_localstack
 from batchspot.emulators import (
-    EMULATOR_ENV,
     EmulatorError,
     ensure_localstack_venv,
     free_port,
@@ -34,12 +32,7 @@ def localstack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clients(localstack):
-    session = boto3.session.Session(
-        aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
-        region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
-    )
-    return {name: session.client(name, endpoint_url=localstack.endpoint) for name in ("s3", "sqs")}
+    return {name: localstack.client(name) for name in ("s3", "sqs")}
 
 
 def test_sqs_round_trip_on_a_queue_url_the_worker_can_reach(localstack, clients):
