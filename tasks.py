@@ -253,7 +253,8 @@ def seed(
     for sample in report.samples:
         print(sample)
     for failure in report.failures[:10]:
-        print(f"failed: {failure.code} {failure.message}: {failure.body}")
+        body = failure.body if len(failure.body) <= 200 else f"{failure.body[:200]}..."
+        print(f"failed: {failure.code} {failure.message}: {body}")
     print(report.summary())
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchspot.aws import queue_arn, queue_counts
+from worker.limits import MAX_BATCH_ENTRIES
 
-SQS_BATCH = 10
 RECEIVE_WAIT_SECONDS = 1  # a short long-poll: an empty answer then means the DLQ is drained
 MOVE_VISIBILITY_SECONDS = 60  # time to send and delete a received batch
 # What an endpoint answers when it lacks StartMessageMoveTask (moto answers a bare 500).
@@ -87,7 +87,9 @@ def move_by_hand(
     moved = failed = 0
     while max_messages is None or moved + failed < max_messages:
         wanted = (
-            SQS_BATCH if max_messages is None else min(SQS_BATCH, max_messages - moved - failed)
+            MAX_BATCH_ENTRIES
+            if max_messages is None
+            else min(MAX_BATCH_ENTRIES, max_messages - moved - failed)
         )
         messages = sqs.receive_message(
             QueueUrl=dlq_url,

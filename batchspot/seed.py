@@ -4,6 +4,10 @@ Re-running a seed is safe. Each message names a source version (bucket, key, ETa
 worker stores its result under a key derived from exactly that (``worker.keys``), written
 first-writer-wins; a duplicate message therefore costs one wasted read of the source, never a
 second result. ``skip_done`` avoids even that by listing the results already stored.
+
+SQS refuses a message over 1 MiB and a batch whose bodies total over 1 MiB (``worker.limits``);
+an emulator takes both. So a body over the limit is reported as a failure and never sent, and
+batches are cut by size as well as by count.
 """
 
 from __future__ import annotations
@@ -13,16 +17,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 from tqdm import tqdm
 
 from worker.config import DEFAULT_OUTPUT_PREFIX
-from worker.keys import derive_output_key
+from worker.keys import derive_output_key, output_key_prefix
+from worker.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, utf8_len
 from worker.messages import CONTRACT_VERSION
 
-SQS_BATCH = 10  # SendMessageBatch's hard limit
 ENTRY_ATTEMPTS = 5  # tries for entries SQS rejects inside an otherwise successful batch
 ENTRY_BACKOFF = 0.2  # seconds, doubled after each partial failure
 
@@ -83,9 +86,10 @@ def stored_results(
 ) -> set[str]:
     """Return the result keys already stored for sources under ``bucket``/``prefix``.
 
-    One listing call per 1,000 results, instead of one HEAD per source.
+    One listing call per 1,000 results, instead of one HEAD per source. The listing prefix is
+    the one every derived key shares, even a key shortened to fit S3's limit.
     """
-    listing_prefix = f"{output_prefix}{bucket}/{prefix}"
+    listing_prefix = output_key_prefix(output_prefix, bucket, prefix)
     paginator = s3.get_paginator("list_objects_v2")
     return {
         item["Key"]
@@ -105,6 +109,23 @@ def message_body(source: Source, query: str | None = None) -> str:
     if query:
         body["query"] = query
     return json.dumps(body, ensure_ascii=False)
+
+
+def oversized(body: str) -> Failure | None:
+    """Return the failure SQS would answer if ``body`` exceeds its 1 MiB limit, else None.
+
+    Checked before sending: SQS would refuse such a message, and within a batch it would also
+    push the batch over its total (``BatchRequestTooLong``), failing the other entries with it.
+    """
+    size = utf8_len(body)
+    if size <= MAX_MESSAGE_BYTES:
+        return None
+    return Failure(
+        body,
+        "MessageTooLong",
+        f"body is {size:,} bytes of UTF-8; SQS accepts at most {MAX_MESSAGE_BYTES:,} (1 MiB); "
+        "not sent",
+    )
 
 
 def send_batch(sqs: Any, queue_url: str, bodies: list[str]) -> tuple[int, list[Failure]]:
@@ -136,9 +157,18 @@ def send_batch(sqs: Any, queue_url: str, bodies: list[str]) -> tuple[int, list[F
     return sent, failures
 
 
-def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
+def _batches(bodies: Iterable[str]) -> Iterator[list[str]]:
+    """Group bodies into SendMessageBatch calls within SQS's entry count and total size."""
+    batch: list[str] = []
+    size = 0
+    for body in bodies:
+        body_size = utf8_len(body)
+        if batch and (len(batch) == MAX_BATCH_ENTRIES or size + body_size > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(body)
+        size += body_size
+    if batch:
         yield batch
 
 
@@ -149,7 +179,7 @@ def send_messages(
     concurrency: int,
     on_sent: Callable[[int], None],
 ) -> tuple[int, list[Failure]]:
-    """Send ``bodies`` in batches of ten, at most ``concurrency`` batches in flight.
+    """Send ``bodies`` in batches (ten, or fewer to stay within 1 MiB), ``concurrency`` in flight.
 
     The bodies are consumed lazily, so a listing of millions of keys is never held in memory.
     """
@@ -166,7 +196,7 @@ def send_messages(
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         in_flight: set[Future[tuple[int, list[Failure]]]] = set()
-        for batch in _batches(bodies, SQS_BATCH):
+        for batch in _batches(bodies):
             if len(in_flight) >= concurrency:
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 collect(done)
@@ -194,10 +224,17 @@ def seed(
     """List the sources, drop those already done if asked, and queue one message for each.
 
     ``max_count`` counts messages to send (after ``skip_done``), so repeating
-    ``--skip-done --max-count N`` queues the next N sources each time.
+    ``--skip-done --max-count N`` queues the next N sources each time. A body over SQS's limit
+    is a failure in the report, not a message, so it does not count.
     """
     if max_count is not None and max_count < 1:
         raise ValueError(f"max_count must be at least 1, got {max_count}")
+    if oversized(message_body(Source(bucket, "", ""), query)):
+        # Every message would fail, and the report would hold a copy of the query for each.
+        raise ValueError(
+            f"the query alone makes every message longer than SQS's {MAX_MESSAGE_BYTES:,}-byte "
+            "(1 MiB) limit; shorten the query"
+        )
     if skip_done and not output_bucket:
         raise ValueError("skip_done needs the output bucket to look for stored results")
     report = SeedReport(dry_run=dry_run)
@@ -217,7 +254,11 @@ def seed(
             ):
                 report.skipped_done += 1
                 continue
-            yield message_body(source, query)
+            body = message_body(source, query)
+            if failure := oversized(body):
+                report.failures.append(failure)
+                continue
+            yield body
             wanted += 1
             if wanted == max_count:
                 return
@@ -230,7 +271,6 @@ def seed(
         return report
     # tqdm draws only on a terminal (disable=None), so logs and tests stay clean.
     with tqdm(total=max_count, unit="msg", desc="seed", disable=None) as bar:
-        report.sent, report.failures = send_messages(
-            sqs, queue_url, bodies(), concurrency, bar.update
-        )
+        report.sent, failures = send_messages(sqs, queue_url, bodies(), concurrency, bar.update)
+    report.failures.extend(failures)
     return report

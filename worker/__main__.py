@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from worker.loop import Worker
 
 EXIT_CONFIG = 2
+CONNECT_TIMEOUT = 5
+# Every extension and delete goes through one heartbeat thread: its calls must fail fast
+# (and be retried on the next tick) rather than hang behind one stuck connection.
+HEARTBEAT_READ_TIMEOUT = 5
+HEARTBEAT_ATTEMPTS = 2
+# S3 and receives retry throttling (503 SlowDown, RequestThrottled) in botocore's adaptive
+# mode, which also slows this client's request rate while AWS pushes back. Up to 9 retries a
+# call, with exponential backoff capped at 20 s each, within the mode's retry quota.
+AWS_ATTEMPTS = 10
 
 
 def queue_settings(sqs: Any, queue_url: str) -> tuple[int, int | None]:
@@ -29,6 +38,35 @@ def queue_settings(sqs: Any, queue_url: str) -> tuple[int, int | None]:
     redrive = attributes.get("RedrivePolicy")
     max_receive = int(json.loads(redrive)["maxReceiveCount"]) if redrive else None
     return int(attributes.get("VisibilityTimeout", "30")), max_receive
+
+
+def check_output_writable(s3: Any, config: Config) -> None:
+    """Refuse to start when results could not be stored, instead of failing every item.
+
+    Starting and aborting a multipart upload under OUTPUT_PREFIX needs exactly the write
+    permission items need (s3:PutObject, s3:AbortMultipartUpload) and leaves no object,
+    where HeadBucket would need s3:ListBucket, which the job role does not have.
+    """
+    from botocore.exceptions import ClientError
+
+    from worker.config import ConfigError
+    from worker.errors import PERMANENT_WRITE_CODES, error_code
+
+    where = f"s3://{config.output_bucket}/{config.output_prefix}"
+    key = f"{config.output_prefix}.write-check/{config.job_id}-{os.getpid()}"
+    try:
+        upload = s3.create_multipart_upload(Bucket=config.output_bucket, Key=key)
+    except ClientError as error:
+        code = error_code(error)
+        if code == "NoSuchBucket":
+            raise ConfigError(f"OUTPUT_BUCKET {config.output_bucket!r} does not exist") from None
+        if code in PERMANENT_WRITE_CODES:
+            raise ConfigError(
+                f"results cannot be written to {where} ({code}): the job role needs "
+                f"s3:PutObject on {config.output_bucket}/{config.output_prefix}*"
+            ) from None
+        raise
+    s3.abort_multipart_upload(Bucket=config.output_bucket, Key=key, UploadId=upload["UploadId"])
 
 
 def build_worker(config: Config, stop: StopSignal) -> Worker:
@@ -47,12 +85,30 @@ def build_worker(config: Config, stop: StopSignal) -> Worker:
     counter = CallCounter()
     boto_config = BotoConfig(
         max_pool_connections=config.concurrency + 4,
-        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=60,
+        retries={"mode": "adaptive", "max_attempts": AWS_ATTEMPTS},
     )
-    sqs = counter.attach(boto3.client("sqs", config=boto_config))
+    sqs = counter.attach(
+        boto3.client(
+            "sqs", config=boto_config.merge(BotoConfig(read_timeout=config.wait_time_seconds + 10))
+        )
+    )
+    heartbeat_sqs = counter.attach(
+        boto3.client(
+            "sqs",
+            config=boto_config.merge(
+                BotoConfig(
+                    read_timeout=HEARTBEAT_READ_TIMEOUT,
+                    retries={"mode": "standard", "max_attempts": HEARTBEAT_ATTEMPTS},
+                )
+            ),
+        )
+    )
     s3 = counter.attach(boto3.client("s3", config=boto_config))
     handler = load_handler(config)
     visibility_timeout, max_receive_count = queue_settings(sqs, config.queue_url)
+    check_output_writable(s3, config)
     if max_receive_count is None:
         log("warning", reason="queue has no dead-letter queue: failing items retry forever")
     SpotNoticeWatcher(stop, config.spot_notice_interval).start()
@@ -73,10 +129,11 @@ def build_worker(config: Config, stop: StopSignal) -> Worker:
         config=config,
         sqs=sqs,
         services=Services(s3=s3, store=ResultStore(s3, config.max_output_bytes), handler=handler),
-        inflight=InFlight(sqs, config.queue_url, visibility_timeout),
+        inflight=InFlight(heartbeat_sqs, config.queue_url, visibility_timeout),
         stop=stop,
         counter=counter,
         max_receive_count=max_receive_count,
+        visibility_timeout=visibility_timeout,
     )
 
 

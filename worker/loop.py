@@ -1,14 +1,26 @@
 """The worker loop: receive in tens, process with bounded concurrency, settle every message.
 
-The loop receives 10 messages per call (long polling) whenever fewer items are pending than
-there are worker threads, so receives cost 0.1 call per item; the messages waiting their turn
-are held by the heartbeat like the running ones. It ends when the queue has stayed empty for
-``IDLE_EXIT_SECONDS`` or when asked to stop, and never loses a message on the way out: what is
-not finished within the grace period is given back at once.
+The loop receives up to ``PREFETCH_PER_SLOT`` messages per worker thread (long polling,
+at most 10 a call) whenever fewer items are pending than there are threads, so receives cost
+about 0.2 call per item; the messages waiting their turn are held by the heartbeat like the
+running ones. The prefetch is kept small because every message given back on a stop counts
+as one receive against the queue's maxReceiveCount.
+
+It never loses a message on the way out: what is not finished within the grace period is
+given back at once. And a run does not end with work stranded in the queue:
+
+* a worker does not leave while a message it gave back with a delay is still delayed: it
+  waits out the delay and polls for ``IDLE_EXIT_SECONDS`` more, so the retry finds a taker;
+* the sweeper (array child 0, or a job that is not an array) leaves only when the queue shows
+  nothing visible, in flight or delayed on two reads in a row, so messages whose worker
+  vanished (Spot reclaim, SIGKILL) are picked up when their visibility lapses. Its sweep is
+  capped at maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS): the longest a
+  message can take to go round that many times when nobody alive holds it.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -16,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.config import Config
-from worker.inflight import SQS_BATCH_MAX, InFlight
+from worker.inflight import InFlight
+from worker.limits import MAX_BATCH_ENTRIES
 from worker.logs import log
 from worker.metrics import CallCounter
 from worker.process import Outcome, Services, process_message
@@ -24,6 +37,16 @@ from worker.stopping import StopSignal
 
 EXIT_OK = 0
 EXIT_STUCK = 3
+PREFETCH_PER_SLOT = 2
+# A throttled item (AWS said slow down after botocore's own retries) runs again within its
+# receive after 5, 10 and 20 s (jittered), rather than spending a receive.
+THROTTLED_RERUNS = 3
+THROTTLED_BACKOFF = 5.0
+BACKLOG_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
 
 
 @dataclass
@@ -54,8 +77,13 @@ class Worker:
         stop: StopSignal,
         counter: CallCounter,
         max_receive_count: int | None,
+        visibility_timeout: int,
     ) -> None:
-        """Wire the loop to its collaborators (built by ``worker.__main__``)."""
+        """Wire the loop to its collaborators (built by ``worker.__main__``).
+
+        ``sqs`` is used for receives and the sweeper's queue reads; its read timeout must
+        exceed the long poll.
+        """
         self._config = config
         self._sqs = sqs
         self._services = services
@@ -64,6 +92,11 @@ class Worker:
         self._counter = counter
         self._max_receive_count = max_receive_count
         self._retry_delay = int(config.retry_delay_seconds)
+        self._sweep_cap = (max_receive_count or 1) * (visibility_timeout + self._retry_delay)
+        self._delayed_until = 0.0  # when the last message this worker delayed becomes visible
+        self._sweep_started: float | None = None
+        self._empty_reads = 0
+        self._unhealthy_logged = False
         self.tally = Tally()
         self._tally_lock = threading.Lock()
 
@@ -86,18 +119,25 @@ class Worker:
                 if len(pending) >= self._config.concurrency:
                     wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                     continue
+                if not self._heartbeat_holds():
+                    wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                    continue
                 if pending:
                     idle_since = time.monotonic()
-                idle_left = self._config.idle_exit_seconds - (time.monotonic() - idle_since)
-                if not pending and idle_left <= 0:
+                idle_from = max(idle_since, self._delayed_until)
+                idle_left = self._config.idle_exit_seconds - (time.monotonic() - idle_from)
+                if not pending and idle_left <= 0 and self._may_leave():
                     log("idle", seconds=self._config.idle_exit_seconds)
                     break
-                messages = self._receive(self._wait_time(idle_left, bool(pending)))
+                room = PREFETCH_PER_SLOT * self._config.concurrency - len(pending)
+                messages = self._receive(self._wait_time(idle_left, bool(pending)), room)
                 if self._stop.is_set():
                     self._give_back([m["MessageId"] for m in messages], "stopping")
                     break
                 if messages:
                     idle_since = time.monotonic()
+                    self._sweep_started = None
+                    self._empty_reads = 0
                 for message in messages:
                     pending[pool.submit(self._handle, message)] = message["MessageId"]
             if self._stop.is_set():
@@ -112,15 +152,56 @@ class Worker:
 
     def _wait_time(self, idle_left: float, busy: bool) -> int:
         """Long-poll as long as allowed, but not past the idle deadline when nothing runs."""
-        budget = self._config.idle_exit_seconds if busy else idle_left
+        budget = self._config.idle_exit_seconds if busy or idle_left <= 0 else idle_left
         return max(0, min(self._config.wait_time_seconds, int(budget + 0.999)))
 
-    def _receive(self, wait_seconds: int) -> list[dict[str, Any]]:
+    def _heartbeat_holds(self) -> bool:
+        """Whether the heartbeat keeps what is held; if not, take no new work for now."""
+        healthy = self._inflight.healthy
+        if healthy == self._unhealthy_logged:  # log each change once
+            self._unhealthy_logged = not healthy
+            log("heartbeat", healthy=healthy, taking_work=healthy)
+        return healthy
+
+    def _may_leave(self) -> bool:
+        """Whether an idle worker may exit now without stranding work in the queue.
+
+        Only the sweeper looks at the queue: the others leave, since the sweeper stays for
+        whatever their vanished peers left behind.
+        """
+        if self._config.array_index not in (None, 0):
+            return True
+        now = time.monotonic()
+        if self._sweep_started is None:
+            self._sweep_started = now
+        backlog = self._backlog()
+        self._empty_reads = self._empty_reads + 1 if backlog == 0 else 0
+        if self._empty_reads >= 2:
+            return True
+        if now - self._sweep_started >= self._sweep_cap:
+            log("sweep-cap", seconds=self._sweep_cap, backlog=backlog)
+            return True
+        if self._empty_reads == 0:
+            log("sweeping", backlog=backlog)
+        return False
+
+    def _backlog(self) -> int | None:
+        """Messages visible, in flight or delayed on the queue (approximate); None if unread."""
+        try:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self._config.queue_url, AttributeNames=list(BACKLOG_ATTRIBUTES)
+            )["Attributes"]
+        except Exception as error:
+            log("backlog-unread", reason=str(error))
+            return None
+        return sum(int(attributes.get(name, "0")) for name in BACKLOG_ATTRIBUTES)
+
+    def _receive(self, wait_seconds: int, room: int) -> list[dict[str, Any]]:
         received_at = time.monotonic()
         try:
             response = self._sqs.receive_message(
                 QueueUrl=self._config.queue_url,
-                MaxNumberOfMessages=SQS_BATCH_MAX,
+                MaxNumberOfMessages=max(1, min(MAX_BATCH_ENTRIES, room)),
                 WaitTimeSeconds=wait_seconds,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
@@ -141,16 +222,34 @@ class Worker:
         try:
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
             outcome = process_message(message["Body"], attempt, self._config, self._services)
+            for rerun in range(THROTTLED_RERUNS):
+                if not outcome.throttled:
+                    break
+                pause = THROTTLED_BACKOFF * 2**rerun * random.uniform(0.5, 1.0)
+                log("throttled", message_id=message_id, reason=outcome.reason, pause=pause)
+                if self._stop.wait(pause):
+                    return  # left for _wind_down to give back
+                outcome = process_message(message["Body"], attempt, self._config, self._services)
             self._settle(message_id, attempt, outcome)
         except Exception as error:
             log("item-error", message_id=message_id, reason=f"{type(error).__name__}: {error}")
-            self._inflight.release([message_id], self._retry_delay)
+            if self._inflight.release([message_id], self._retry_delay):
+                self._note_delay(self._retry_delay)
+
+    def _note_delay(self, delay: int) -> None:
+        """Remember when a message this worker gave back becomes visible, to stay for it."""
+        with self._tally_lock:
+            self._delayed_until = max(self._delayed_until, time.monotonic() + delay)
 
     def _settle(self, message_id: str, attempt: int, outcome: Outcome) -> None:
         if outcome.kind == "failed":
-            delay = 0 if outcome.permanent else self._retry_delay
-            settled = bool(self._inflight.release([message_id], delay))
             last = self._max_receive_count is not None and attempt >= self._max_receive_count
+            # The last failure goes back at once: SQS moves it to the dead-letter queue on the
+            # next receive, and nothing is gained by waiting for that.
+            delay = 0 if outcome.permanent or last else self._retry_delay
+            settled = bool(self._inflight.release([message_id], delay))
+            if settled:
+                self._note_delay(delay)
             outcome.fields["next"] = "dead-letter queue" if last else f"retry in {delay} s"
         else:
             settled = self._inflight.ack(message_id)

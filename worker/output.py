@@ -14,6 +14,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from worker.errors import error_code
+
 PART_BYTES = 8 * 1024 * 1024
 
 
@@ -21,12 +23,8 @@ class OutputTooLarge(Exception):
     """The custom code produced more than ``MAX_OUTPUT_BYTES``."""
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _is_precondition_failure(error: ClientError) -> bool:
-    return _error_code(error) in {"PreconditionFailed", "412"}
+    return error_code(error) in {"PreconditionFailed", "412"}
 
 
 class ResultStore:
@@ -37,13 +35,22 @@ class ResultStore:
         self._s3 = s3
         self._max_bytes = max_bytes
 
-    def exists(self, bucket: str, key: str) -> bool:
-        """Whether a result is already stored (checked on redelivery only, to save calls)."""
+    def exists(self, bucket: str, key: str) -> bool | None:
+        """Whether a result is already stored; None when S3 will not say.
+
+        Checked on redelivery only, to save calls. Without ``s3:ListBucket`` (the job role has
+        none) S3 answers HEAD of a missing key with 403, not 404 (HeadObject API reference), so
+        403 means "unknown": the caller goes on, and ``If-None-Match: *`` on the write still
+        refuses a second result.
+        """
         try:
             self._s3.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if _error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+            code = error_code(error)
+            if code in {"404", "NoSuchKey", "NotFound"}:
                 return False
+            if code in {"403", "AccessDenied", "Forbidden"}:
+                return None
             raise
         return True
 

@@ -15,13 +15,17 @@ from urllib.parse import quote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.config import Config
+from worker.errors import PERMANENT_WRITE_CODES, describe, error_code, is_throttling
 from worker.handlers import Handler, HandlerError
 from worker.keys import derive_output_key
+from worker.limits import fit_metadata
 from worker.messages import Ignorable, MessageError, WorkItem, parse_message
 from worker.output import OutputTooLarge, ResultStore
-from worker.query import QueryError, QueryRequest, run_query
+from worker.query import QueryError, QueryRequest, QueryThrottled, QueryUnsupported, run_query
 
 OutcomeKind = Literal["ok", "already-done", "ignored", "failed"]
+# The calls that store a result: their permission and key errors are the item's for good.
+_WRITES = frozenset({"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"})
 
 
 @dataclass
@@ -30,9 +34,13 @@ class Outcome:
 
     kind: OutcomeKind
     reason: str | None = None
-    # A failure that no retry can cure (malformed message) goes back at once, so it reaches
-    # the dead-letter queue after maxReceiveCount receives without waiting out a delay.
+    # A failure that no retry can cure (malformed message, a key S3 refuses, no permission to
+    # write) goes back at once, so it reaches the dead-letter queue after maxReceiveCount
+    # receives without waiting out a delay.
     permanent: bool = False
+    # AWS asked us to slow down: nothing is wrong with the item, so the loop runs it again
+    # within the same receive instead of spending one of its receives.
+    throttled: bool = False
     fields: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,14 +65,20 @@ def process_message(body: str, attempt: int, config: Config, services: Services)
     fields: dict[str, Any] = {"source": parsed.source}
     try:
         outcome = _process_item(parsed, attempt, config, services, fields)
+    except QueryUnsupported as error:
+        outcome = Outcome("failed", str(error), permanent=True)
     except (QueryError, HandlerError, OutputTooLarge) as error:
-        outcome = Outcome("failed", str(error))
+        outcome = Outcome("failed", str(error), throttled=isinstance(error, QueryThrottled))
     except ClientError as error:
-        details = error.response.get("Error", {})
         outcome = Outcome(
             "failed",
-            f"{error.operation_name} failed: {details.get('Code')}: {details.get('Message')}",
+            describe(error),
+            permanent=error.operation_name in _WRITES
+            and error_code(error) in PERMANENT_WRITE_CODES,
+            throttled=is_throttling(error),
         )
+    except OutputKeyError as error:
+        outcome = Outcome("failed", str(error), permanent=True)
     except BotoCoreError as error:
         outcome = Outcome("failed", f"AWS call failed: {error}")
     except Exception as error:
@@ -90,6 +104,8 @@ def _process_item(
         # Only here is the extra HEAD worth paying for.
         etag = etag or _source_etag_if_readable(services.s3, item)
         key = _output_key(item, etag, config) if etag else None
+        # None (S3 would not say: 403 without ListBucket) goes on like False; the write's
+        # If-None-Match still refuses a second result.
         if key and services.store.exists(bucket, key):
             return Outcome("already-done", fields={"output": f"s3://{bucket}/{key}"})
     request = QueryRequest(
@@ -102,7 +118,13 @@ def _process_item(
     result = run_query(services.s3, request, config.query_engine)
     fields["bytes_in"] = len(result.text)
     fields["engine"] = result.engine
-    etag = etag or result.etag or _source_etag(services.s3, item)
+    # Key the result by the version actually read: a source overwritten since it was queued
+    # must not have its new rows stored under the old version's key. The local engine knows
+    # the ETag it read (and holds it with If-Match across ranges); S3 Select reports none, so
+    # its source is asked after the read.
+    etag = result.etag or _source_etag(services.s3, item)
+    if item.etag and etag.strip('"') != item.etag.strip('"'):
+        fields["queued_etag"] = item.etag
     key = _output_key(item, etag, config)
     fields["output"] = f"s3://{bucket}/{key}"
     handler_started = time.monotonic()
@@ -117,15 +139,22 @@ def _process_item(
         "handler": services.handler.name,
         "duration-ms": str(round((time.monotonic() - handler_started) * 1000)),
     }
-    written, size = services.store.write(bucket, key, output.chunks(), metadata)
+    written, size = services.store.write(bucket, key, output.chunks(), fit_metadata(metadata))
     fields["bytes_out"] = size
     return Outcome("ok" if written else "already-done")
+
+
+class OutputKeyError(ValueError):
+    """No key S3 would accept can hold this item's result; no retry changes that."""
 
 
 def _output_key(item: WorkItem, etag: str, config: Config) -> str:
     if item.output_key:
         return item.output_key
-    return derive_output_key(config.output_prefix, item.bucket, item.key, etag, item.query)
+    try:
+        return derive_output_key(config.output_prefix, item.bucket, item.key, etag, item.query)
+    except ValueError as error:
+        raise OutputKeyError(str(error)) from None
 
 
 def _source_etag(s3: Any, item: WorkItem) -> str:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,14 @@ def log_events(text: str, event: str | None = None) -> list[dict[str, Any]]:
     """Parse the worker's JSON log lines, optionally only those of one event."""
     events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     return [e for e in events if event is None or e["event"] == event]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
 
 
 def wait_for_event(log: Path, event: str, timeout: float = 30) -> dict[str, Any]:

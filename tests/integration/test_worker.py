@@ -78,7 +78,9 @@ def test_sigterm_gives_back_unfinished_items_and_exits_zero(
 
     events = log_events(log.read_text())
     released = [m for e in events if e["event"] == "released" for m in e["messages"]]
-    assert len(released) == 3
+    # One thread holds at most two: the running item and one prefetched; the third stayed
+    # on the queue, so a stop costs it no receive.
+    assert len(released) == 2
     assert not output_objects(s3, stack.output_bucket)
     assert queue_depths(sqs, stack.queue_url) == (3, 0), "given back at once, visibility 0"
 

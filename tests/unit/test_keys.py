@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from worker.keys import derive_output_key
+import pytest
+
+from worker.keys import derive_output_key, fingerprint, output_key_prefix
 
 
 def test_same_source_version_same_key_whatever_the_quotes() -> None:
@@ -16,3 +18,63 @@ def test_new_version_or_own_query_gets_its_own_key() -> None:
     assert derive_output_key("r/", "in", "a.csv", "v2") != base
     assert derive_output_key("r/", "in", "a.csv", "v1", "SELECT s._1 FROM S3Object s") != base
     assert derive_output_key("r/", "other", "a.csv", "v1") != base
+
+
+# S3 keys are at most 1,024 bytes of UTF-8, prefix included ("Naming Amazon S3 objects",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html).
+HEAD = "results/in/"
+SUFFIX_BYTES = len(".0123456789abcdef.json")
+ROOM = 1024 - len(HEAD) - SUFFIX_BYTES  # bytes left for the source key: 991
+
+
+def readable_start(output_key: str) -> str:
+    """The part of a shortened output key taken from its source key."""
+    return output_key[len(HEAD) : -SUFFIX_BYTES].rsplit("-", 1)[0]
+
+
+@pytest.mark.parametrize("key", ["k" * ROOM, "é" * 495 + "k", "🙂" * 247 + "abc"])
+def test_a_key_of_exactly_1024_bytes_is_kept_whole(key):
+    assert len(key.encode()) == ROOM
+    output = derive_output_key("results/", "in", key, "v1")
+    assert len(output.encode()) == 1024
+    assert output == f"{HEAD}{key}.{fingerprint('v1')}.json"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "k" * (ROOM + 1),  # 1,025 bytes in all
+        "k" + "é" * 496,  # the cut falls inside an "é"
+        "abc" + "🙂" * 250,  # the cut falls inside an emoji
+        "🙂" * 256,  # S3's longest source key: 1,024 bytes
+    ],
+)
+def test_a_longer_key_is_shortened_to_1024_bytes_between_characters(key):
+    output = derive_output_key("results/", "in", key, "v1")
+    assert len(output.encode()) <= 1024
+    assert output.startswith(HEAD) and output.endswith(f".{fingerprint('v1')}.json")
+    start = readable_start(output)
+    assert key.startswith(start) and len(start.encode()) >= ROOM - 20
+    assert output == derive_output_key("results/", "in", key, '"v1"'), "deterministic"
+
+
+def test_long_keys_that_differ_only_at_the_end_get_different_outputs():
+    first = derive_output_key("results/", "in", "é" * 511 + "1", "v1")
+    second = derive_output_key("results/", "in", "é" * 511 + "2", "v1")
+    assert first != second
+
+
+def test_an_output_prefix_that_leaves_no_room_is_refused():
+    prefix = "p" * 990  # leaves 9 bytes for the source key: "a" fits, "a" * 100 cannot
+    assert derive_output_key(prefix, "in", "a", "v1").startswith(prefix)
+    with pytest.raises(ValueError, match="use a shorter output prefix"):
+        derive_output_key(prefix, "in", "a" * 100, "v1")
+
+
+@pytest.mark.parametrize("source_prefix", ["", "data/", "d/" + "é" * 600])
+def test_output_key_prefix_starts_every_output_key_under_the_source_prefix(source_prefix):
+    listing = output_key_prefix("results/", "in", source_prefix)
+    for rest in ("a.csv", "🙂" * 100, "x" * 2000):
+        key = (source_prefix + rest).encode()[:1024].decode(errors="ignore")
+        assert derive_output_key("results/", "in", key, "v1").startswith(listing)
+    assert listing.startswith(HEAD)

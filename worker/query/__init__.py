@@ -26,6 +26,10 @@ class QueryRefused(QueryError):
     """S3 Select itself is unavailable here; ``auto`` switches to the local engine on this."""
 
 
+class QueryThrottled(QueryError):
+    """S3 kept answering SlowDown past botocore's retries; the item itself is fine."""
+
+
 class QueryUnsupported(QueryError):
     """The local engine cannot run this SQL (the message names the construct)."""
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.query import QueryError, QueryRefused, QueryRequest, QueryResult
+from worker.errors import error_code, is_throttling
+from worker.query import QueryError, QueryRefused, QueryRequest, QueryResult, QueryThrottled
 from worker.query.limit import cap_records, declared_limit
 
 ENGINE = "s3select"
@@ -62,10 +63,12 @@ def select_text(s3: Any, request: QueryRequest) -> tuple[str, int]:
 
 def _classify(error: ClientError, request: QueryRequest) -> QueryError:
     details = error.response.get("Error", {})
-    code = str(details.get("Code", ""))
+    code = error_code(error)
     message = details.get("Message", str(error))
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     source = f"s3://{request.bucket}/{request.key}"
     if code in REFUSAL_CODES or status in REFUSAL_STATUSES:
         return QueryRefused(f"S3 Select is not available here: {code}: {message}")
+    if is_throttling(error):
+        return QueryThrottled(f"S3 Select on {source} was throttled: {code}: {message}")
     return QueryError(f"S3 Select on {source} failed: {code}: {message}")

@@ -23,8 +23,9 @@ from typing import Any
 import ijson
 from botocore.exceptions import ClientError
 
+from worker.errors import error_code, is_throttling
 from worker.messages import InputFormat
-from worker.query import QueryError
+from worker.query import QueryError, QueryThrottled
 
 FIRST_RANGE = 1 << 20
 MAX_RANGE = 8 << 20
@@ -86,9 +87,11 @@ class RangedObject(io.RawIOBase):
             response = self._s3.get_object(**request)
             body = response["Body"].read()
         except ClientError as error:
-            if self._offset == 0 and _code(error) == "InvalidRange":
+            if self._offset == 0 and error_code(error) == "InvalidRange":
                 self._size = 0  # S3 answers a range on an empty object with 416
                 return False
+            if is_throttling(error):
+                raise QueryThrottled(self._describe(error)) from None
             raise QueryError(self._describe(error)) from None
         match = _CONTENT_RANGE.fullmatch(response.get("ContentRange") or "")
         self._size = int(match.group(1)) if match else len(body)  # no range: the whole object
@@ -101,7 +104,7 @@ class RangedObject(io.RawIOBase):
 
     def _describe(self, error: ClientError) -> str:
         source = f"s3://{self._bucket}/{self._key}"
-        code = _code(error)
+        code = error_code(error)
         message = error.response.get("Error", {}).get("Message", "")
         if code in ("NoSuchKey", "404"):
             return f"{source} does not exist (NoSuchKey)"
@@ -112,10 +115,6 @@ class RangedObject(io.RawIOBase):
         if code in ("PreconditionFailed", "412"):
             return f"{source} was overwritten while it was being read; the retry reads it anew"
         return f"GetObject {source} failed: {code}: {message}"
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 @dataclass
