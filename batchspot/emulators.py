@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,17 +90,25 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> N
 
 
 @contextlib.contextmanager
-def moto_server(log_dir: Path, port: int | None = None) -> Iterator[Emulator]:
+def moto_server(
+    log_dir: Path, port: int | None = None, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Emulator]:
     """Run moto's server on loopback for the duration of the block.
 
     ``MOTO_IAM_LOAD_MANAGED_POLICIES`` lets the Terraform stack attach AWS managed policies
     such as AmazonEC2ContainerServiceforEC2Role; Batch is switched to run jobs without Docker,
-    as there is no Docker engine where this runs (jobs then succeed at once).
+    as there is no Docker engine where this runs (jobs then succeed at once). ``extra_env``
+    adds moto settings for one server, such as ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM.
     """
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"moto-{port}.log"
-    env = {**os.environ, **EMULATOR_ENV, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    env = {
+        **os.environ,
+        **EMULATOR_ENV,
+        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+        **(extra_env or {}),
+    }
     command = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -33,6 +33,18 @@ mock_provider "aws" {
   }
 }
 
+# The real provider, offline: it renders policy documents locally, so the job role's policy can be
+# checked as AWS will receive it (the mock above only invents a json string).
+provider "aws" {
+  alias                       = "offline"
+  region                      = "us-east-1"
+  access_key                  = "offline"
+  secret_key                  = "offline"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+}
+
 variables {
   name               = "batchspot"
   subnet_ids         = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
@@ -159,6 +171,10 @@ run "job_definition_runs_the_worker_with_its_environment" {
     error_message = "The worker must run as the job role."
   }
   assert {
+    condition     = jsondecode(aws_batch_job_definition.ec2.container_properties).linuxParameters.initProcessEnabled == true
+    error_message = "The container must run an init as PID 1, so processes orphaned by custom code are reaped."
+  }
+  assert {
     condition = (jsondecode(aws_batch_job_definition.ec2.container_properties).logConfiguration.logDriver == "awslogs"
     && jsondecode(aws_batch_job_definition.ec2.container_properties).logConfiguration.options["awslogs-group"] == aws_cloudwatch_log_group.worker.name)
     error_message = "Logs must go to the stack's log group through awslogs."
@@ -187,7 +203,7 @@ run "job_definition_runs_the_worker_with_its_environment" {
   }
 }
 
-run "job_role_grants_exactly_the_workers_calls" {
+run "job_role_policy_comes_from_the_worker_policy_module" {
   module {
     source = "./modules/batch"
   }
@@ -198,23 +214,8 @@ run "job_role_grants_exactly_the_workers_calls" {
   }
 
   assert {
-    condition = { for s in data.aws_iam_policy_document.job.statement : s.sid => s.actions } == {
-      ConsumeWorkQueue = toset(["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"])
-      ReadInput        = toset(["s3:GetObject"])
-      WriteResults     = toset(["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"])
-    }
-    error_message = "The job role must grant exactly the worker's SQS and S3 calls."
-  }
-  assert {
-    condition = { for s in data.aws_iam_policy_document.job.statement : s.sid => s.resources } == {
-      ConsumeWorkQueue = toset([var.queue_arn])
-      ReadInput        = toset(["${var.input_bucket_arn}/*"])
-      WriteResults = toset([
-        "arn:aws:s3:::batchspot-output-123456789012/results/*",
-        "arn:aws:s3:::batchspot-extra-results/results/*",
-      ])
-    }
-    error_message = "The job role must name only our queue, the input bucket and the output prefixes."
+    condition     = aws_iam_role_policy.job.role == aws_iam_role.job.id && aws_iam_role_policy.job.policy == module.worker_policy.json
+    error_message = "The job role's policy must be modules/worker_policy's document, the one the tests run the worker under."
   }
   assert {
     condition     = strcontains(jsondecode(aws_batch_job_definition.ec2.container_properties).environment[0].value, "batchspot-extra-results")
@@ -223,6 +224,46 @@ run "job_role_grants_exactly_the_workers_calls" {
   assert {
     condition     = one(data.aws_iam_policy_document.assume["ecs-tasks"].statement).principals == toset([{ type = "Service", identifiers = toset(["ecs-tasks.amazonaws.com"]) }])
     error_message = "Only ECS tasks may assume the job role."
+  }
+}
+
+run "job_role_grants_exactly_the_workers_calls" {
+  module {
+    source = "./modules/batch"
+  }
+  command   = plan
+  state_key = "offline" # its own empty state: nothing the mock created is refreshed from AWS
+
+  providers = {
+    aws = aws.offline
+  }
+
+  variables {
+    allowed_output_buckets = ["batchspot-extra-results", "batchspot-output-123456789012"]
+  }
+
+  assert {
+    condition = { for s in jsondecode(aws_iam_role_policy.job.policy).Statement : s.Sid => toset(flatten([s.Action])) } == {
+      ConsumeWorkQueue = toset(["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"])
+      ReadInput        = toset(["s3:GetObject"])
+      WriteResults     = toset(["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"])
+    }
+    error_message = "The job role must grant exactly the worker's SQS and S3 calls."
+  }
+  assert {
+    condition = { for s in jsondecode(aws_iam_role_policy.job.policy).Statement : s.Sid => toset(flatten([s.Resource])) } == {
+      ConsumeWorkQueue = toset([var.queue_arn])
+      ReadInput        = toset(["${var.input_bucket_arn}/*"])
+      WriteResults = toset([
+        "arn:aws:s3:::batchspot-output-123456789012/results/*",
+        "arn:aws:s3:::batchspot-extra-results/results/*",
+      ])
+    }
+    error_message = "The job role must name only our queue, the input bucket and the output prefixes (each bucket once)."
+  }
+  assert {
+    condition     = !contains(flatten([for s in jsondecode(aws_iam_role_policy.job.policy).Statement : s.Action]), "s3:ListBucket")
+    error_message = "The job role must not list: a prefix-scoped ListBucket would enumerate every result and still not turn a HEAD's 403 into 404."
   }
 }
 
@@ -256,6 +297,10 @@ run "fargate_spot_gets_its_own_queue_and_job_definition" {
   assert {
     condition     = aws_batch_job_definition.fargate_spot[0].platform_capabilities == toset(["FARGATE"])
     error_message = "The Fargate job definition must declare the FARGATE platform."
+  }
+  assert {
+    condition     = jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).linuxParameters.initProcessEnabled == true
+    error_message = "Fargate containers must run an init as PID 1 too."
   }
 }
 

@@ -85,3 +85,21 @@ def s3(emulator: Emulator) -> Any:
 def sqs(emulator: Emulator) -> Any:
     """A boto3 SQS client on the emulator."""
     return emulator.client("sqs")
+
+
+@pytest.fixture(scope="session")
+def worker_policy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The job role's policy exactly as Terraform renders it, for every stack of the tests.
+
+    The names are the patterns ``harness.make_stack`` draws from (``work-*``, ``in-*``,
+    ``out-*``), so one plan serves the whole session.
+    """
+    from batchspot.policy import render_worker_policy
+
+    return render_worker_policy(
+        queue_arn="arn:aws:sqs:us-east-1:123456789012:work-*",
+        input_bucket="in-*",
+        output_buckets=["out-*"],
+        output_prefix="results/",
+        work_dir=tmp_path_factory.mktemp("worker-policy"),
+    )

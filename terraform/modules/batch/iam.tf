@@ -8,10 +8,6 @@ data "aws_partition" "current" {}
 locals {
   managed_policy_prefix = "arn:${data.aws_partition.current.partition}:iam::aws:policy"
   needs_spot_fleet_role = var.allocation_strategy == "BEST_FIT"
-  output_bucket_arns = [
-    for bucket in distinct(concat([var.output_bucket], var.allowed_output_buckets)) :
-    "arn:${data.aws_partition.current.partition}:s3:::${bucket}"
-  ]
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -110,32 +106,19 @@ resource "aws_iam_role" "job" {
   assume_role_policy = data.aws_iam_policy_document.assume["ecs-tasks"].json
 }
 
-# Exactly what the worker calls. DeleteMessageBatch and ChangeMessageVisibilityBatch are
-# authorised by DeleteMessage and ChangeMessageVisibility; HeadObject and S3 Select by
-# GetObject. No ListBucket: the worker never lists, and without it a missing key reads as
-# AccessDenied instead of NoSuchKey, which the worker treats alike.
-data "aws_iam_policy_document" "job" {
-  statement {
-    sid       = "ConsumeWorkQueue"
-    actions   = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
-    resources = [var.queue_arn]
-  }
+# The worker's own permissions, in a module of their own so that tests run the worker under
+# exactly this document (modules/worker_policy explains what it grants and why no ListBucket).
+module "worker_policy" {
+  source = "../worker_policy"
 
-  statement {
-    sid       = "ReadInput"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.input_bucket_arn}/*"]
-  }
-
-  statement {
-    sid       = "WriteResults"
-    actions   = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
-    resources = [for arn in local.output_bucket_arns : "${arn}/${var.output_prefix}*"]
-  }
+  queue_arn        = var.queue_arn
+  input_bucket_arn = var.input_bucket_arn
+  output_buckets   = concat([var.output_bucket], var.allowed_output_buckets)
+  output_prefix    = var.output_prefix
 }
 
 resource "aws_iam_role_policy" "job" {
   name   = "worker"
   role   = aws_iam_role.job.id
-  policy = data.aws_iam_policy_document.job.json
+  policy = module.worker_policy.json
 }

@@ -22,6 +22,8 @@ locals {
       { type = "MEMORY", value = tostring(var.job_memory_mib) },
     ]
     environment = [for name, value in local.environment : { name = name, value = value } if value != ""]
+    # The custom code may leave orphaned processes; an init as PID 1 reaps them (no zombies).
+    linuxParameters = { initProcessEnabled = true }
     logConfiguration = {
       logDriver = "awslogs"
       options = {

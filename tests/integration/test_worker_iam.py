@@ -1,0 +1,221 @@
+"""The worker under exactly the IAM policy Terraform renders, on a moto server enforcing IAM.
+
+Every other integration test runs with moto's default of "allow everything", which would hide
+a policy that is missing an action the worker calls. Here moto runs with
+``INITIAL_NO_AUTH_ACTION_COUNT``: moto counts every request that reaches a service's IAM check
+(one per API call; /moto-api/ calls are not counted) in one process-wide counter, lets the first
+N through unchecked, and from then on requires each request to be SigV4-signed with an access
+key of an IAM user of the account and allowed by that user's policies. The free window creates
+an admin user and its key and nothing else; the admin then creates the queues, buckets and the
+worker user, whose policy is :func:`batchspot.policy.render_worker_policy`'s document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from batchspot.emulators import Emulator, moto_server
+from batchspot.policy import render_worker_policy
+from tests.integration.harness import (
+    Stack,
+    log_events,
+    make_stack,
+    put_sources,
+    queue_depths,
+    run_worker,
+    send_all,
+    worker_env,
+)
+
+pytestmark = pytest.mark.moto_only
+
+ADMIN_POLICY_ARN = "arn:aws:iam::aws:policy/AdministratorAccess"
+# The unchecked requests: create_user, attach_user_policy and create_access_key of the admin.
+FREE_REQUESTS = 3
+OUTPUT_PREFIX = "results/"
+ITEMS = 6
+# moto checks these calls against action names IAM does not have, where AWS authorises them by
+# the action they are keyed by here (SQS API reference: DeleteMessageBatch and
+# ChangeMessageVisibilityBatch need DeleteMessage and ChangeMessageVisibility; S3's
+# SelectObjectContent needs GetObject). Each alias is granted next to its action, on the same
+# resources, so moto enforces the rendered document as AWS would.
+# How a refusal reads anywhere in the worker's output: S3's and SQS's codes, botocore's text
+# and the worker's own wording ("access denied reading ...").
+DENIAL = re.compile(r"access ?denied|forbidden|not authori[sz]ed", re.IGNORECASE)
+MOTO_ACTION_ALIASES = {
+    "sqs:DeleteMessage": "sqs:DeleteMessageBatch",
+    "sqs:ChangeMessageVisibility": "sqs:ChangeMessageVisibilityBatch",
+    "s3:GetObject": "s3:SelectObject",
+}
+
+
+@dataclass(frozen=True)
+class Keys:
+    """An IAM user's access key on the enforcing moto server."""
+
+    access_key_id: str
+    secret_access_key: str
+
+    def client(self, moto: Emulator, service: str) -> Any:
+        """A client signing as this user (no session token: moto would look for STS keys)."""
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name="us-east-1",
+        )
+        return session.client(service, endpoint_url=moto.endpoint)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The enforcing server, its two users, and the stack the worker drains."""
+
+    moto: Emulator
+    admin: Keys
+    worker: Keys
+    stack: Stack
+
+
+def user_keys(iam: Any, user: str) -> Keys:
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return Keys(key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def with_moto_aliases(document: dict[str, Any]) -> dict[str, Any]:
+    """The rendered document plus, in each statement, moto's names for what it allows."""
+    statements = []
+    for statement in document["Statement"]:
+        actions = statement["Action"]
+        actions = [actions] if isinstance(actions, str) else list(actions)
+        aliases = [MOTO_ACTION_ALIASES[a] for a in actions if a in MOTO_ACTION_ALIASES]
+        statements.append({**statement, "Action": actions + aliases})
+    return {**document, "Statement": statements}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """A moto server of its own (enforcement is process-wide), set up by the admin user."""
+    if shutil.which("terraform") is None:
+        pytest.skip("terraform is not installed: the worker's policy is rendered by it")
+    logs = tmp_path_factory.mktemp("moto-iam-logs")
+    extra_env = {"INITIAL_NO_AUTH_ACTION_COUNT": str(FREE_REQUESTS)}
+    with moto_server(logs, extra_env=extra_env) as moto:
+        unchecked = moto.client("iam")
+        unchecked.create_user(UserName="admin")
+        unchecked.attach_user_policy(UserName="admin", PolicyArn=ADMIN_POLICY_ARN)
+        admin = user_keys(unchecked, "admin")
+
+        sqs, s3, iam = (admin.client(moto, service) for service in ("sqs", "s3", "iam"))
+        stack = make_stack(sqs, s3, max_receive=5)
+        attributes = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])
+        policy = render_worker_policy(
+            attributes["Attributes"]["QueueArn"],
+            stack.input_bucket,
+            [stack.output_bucket],
+            OUTPUT_PREFIX,
+            tmp_path_factory.mktemp("worker-policy"),
+        )
+        iam.create_user(UserName="worker")
+        iam.put_user_policy(
+            UserName="worker",
+            PolicyName="worker",
+            PolicyDocument=json.dumps(with_moto_aliases(policy)),
+        )
+        yield Setup(moto, admin, user_keys(iam, "worker"), stack)
+
+
+def refusal(call: Any, **kwargs: Any) -> ClientError:
+    """The error of a call expected to be refused."""
+    with pytest.raises(ClientError) as refused:
+        call(**kwargs)
+    return refused.value
+
+
+def test_iam_is_enforced_and_the_worker_user_is_limited(setup: Setup) -> None:
+    # The free window is spent: the emulator's shared test key belongs to no IAM user.
+    unknown_key = refusal(setup.moto.client("iam").list_users)
+    assert unknown_key.response["Error"]["Code"] == "InvalidClientTokenId"
+    s3 = setup.worker.client(setup.moto, "s3")
+    bucket = setup.stack.output_bucket
+    listing = refusal(s3.list_objects_v2, Bucket=bucket, Prefix=OUTPUT_PREFIX)
+    assert listing.response["Error"]["Code"] == "AccessDenied"
+    outside = refusal(s3.put_object, Bucket=bucket, Key="elsewhere/x", Body=b"")
+    assert outside.response["Error"]["Code"] == "AccessDenied"
+    sqs = setup.worker.client(setup.moto, "sqs")
+    sending = refusal(sqs.send_message, QueueUrl=setup.stack.queue_url, MessageBody="{}")
+    # moto answers SQS's JSON protocol with an XML error, which botocore leaves in the message.
+    assert "not authorized to perform: sqs:SendMessage" in str(sending)
+
+
+def test_worker_stores_every_item_and_settles_redeliveries(setup: Setup) -> None:
+    sqs, s3 = (setup.admin.client(setup.moto, service) for service in ("sqs", "s3"))
+    stack = setup.stack
+    bodies = put_sources(s3, stack, ITEMS)
+    send_all(sqs, stack.queue_url, bodies)
+    env = worker_env(
+        {
+            "AWS_ENDPOINT_URL": setup.moto.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": setup.worker.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": setup.worker.secret_access_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+        stack,
+        HANDLER="tests.integration.handlers:count_rows",
+        OUTPUT_PREFIX=OUTPUT_PREFIX,
+    )
+    env.pop("AWS_SESSION_TOKEN", None)
+
+    first = run_worker(env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert not DENIAL.search(first.stdout + first.stderr), first.stdout[-3000:]
+    assert [e["outcome"] for e in log_events(first.stdout, "item")] == ["ok"] * ITEMS
+    stored = results(s3, stack)
+    assert len(stored) == ITEMS
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)
+
+    # Redeliveries: the same messages again, each received once and let go, so the worker's
+    # receive is attempt 2 and starts with a HEAD of the stored result.
+    send_all(sqs, stack.queue_url, bodies)
+    release_after_one_receive(sqs, stack.queue_url, ITEMS)
+    second = run_worker(env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert not DENIAL.search(second.stdout + second.stderr), second.stdout[-3000:]
+    items = log_events(second.stdout, "item")
+    assert [(e["outcome"], e["attempt"]) for e in items] == [("already-done", 2)] * ITEMS
+    calls = log_events(second.stdout, "summary")[0]["calls"]
+    assert calls.get("s3.HeadObject", 0) >= ITEMS
+    assert calls.get("s3.PutObject", 0) == 0, "a result that exists must not be written again"
+    assert results(s3, stack) == stored
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)
+    assert queue_depths(sqs, stack.dlq_url) == (0, 0)
+
+
+def results(s3: Any, stack: Stack) -> dict[str, tuple[str, Any]]:
+    """Every stored result's ETag and time of writing, by key, as the admin lists them."""
+    listed = s3.list_objects_v2(Bucket=stack.output_bucket, Prefix=OUTPUT_PREFIX)
+    return {e["Key"]: (e["ETag"], e["LastModified"]) for e in listed.get("Contents", [])}
+
+
+def release_after_one_receive(sqs: Any, queue_url: str, count: int) -> None:
+    """Receive ``count`` messages once each and make them visible again at once."""
+    handles: list[str] = []
+    for _ in range(count + 5):
+        if len(handles) == count:
+            break
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=count - len(handles), WaitTimeSeconds=1
+        ).get("Messages", [])
+        handles += [m["ReceiptHandle"] for m in messages]
+    assert len(handles) == count, f"received {len(handles)} of {count} messages"
+    for handle in handles:
+        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
