@@ -7,6 +7,7 @@ thread (Batch's retry strategy then starts a fresh container).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -25,9 +26,11 @@ CONNECT_TIMEOUT = 5
 HEARTBEAT_READ_TIMEOUT = 5
 HEARTBEAT_ATTEMPTS = 2
 # S3 and receives retry throttling (503 SlowDown, RequestThrottled) in botocore's adaptive
-# mode, which also slows this client's request rate while AWS pushes back. Up to 9 retries a
-# call, with exponential backoff capped at 20 s each, within the mode's retry quota.
-AWS_ATTEMPTS = 10
+# mode, which also slows this client's request rate while AWS pushes back: 10 attempts a call
+# (9 retries), with exponential backoff capped at 20 s each, within the mode's retry quota.
+# These are defaults for botocore's own AWS_RETRY_MODE and AWS_MAX_ATTEMPTS (total attempts),
+# so an operator tunes them the way any boto3 program is tuned.
+RETRY_DEFAULTS = {"AWS_RETRY_MODE": "adaptive", "AWS_MAX_ATTEMPTS": "10"}
 
 
 def queue_settings(sqs: Any, queue_url: str) -> tuple[int, int | None]:
@@ -50,7 +53,8 @@ def check_output_writable(s3: Any, config: Config) -> None:
     from botocore.exceptions import ClientError
 
     from worker.config import ConfigError
-    from worker.errors import PERMANENT_WRITE_CODES, error_code
+    from worker.errors import PERMANENT_WRITE_CODES, describe, error_code
+    from worker.logs import log
 
     where = f"s3://{config.output_bucket}/{config.output_prefix}"
     key = f"{config.output_prefix}.write-check/{config.job_id}-{os.getpid()}"
@@ -65,8 +69,11 @@ def check_output_writable(s3: Any, config: Config) -> None:
                 f"results cannot be written to {where} ({code}): the job role needs "
                 f"s3:PutObject on {config.output_bucket}/{config.output_prefix}*"
             ) from None
-        raise
-    s3.abort_multipart_upload(Bucket=config.output_bucket, Key=key, UploadId=upload["UploadId"])
+        # Throttling or an S3 hiccup says nothing about the bucket: items will find out.
+        log("output-check-skipped", reason=describe(error))
+        return
+    with contextlib.suppress(ClientError):  # an upload left behind is cleaned by the lifecycle
+        s3.abort_multipart_upload(Bucket=config.output_bucket, Key=key, UploadId=upload["UploadId"])
 
 
 def build_worker(config: Config, stop: StopSignal) -> Worker:
@@ -82,12 +89,13 @@ def build_worker(config: Config, stop: StopSignal) -> Worker:
     from worker.output import ResultStore
     from worker.process import Services
 
+    for name, value in RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     counter = CallCounter()
     boto_config = BotoConfig(
         max_pool_connections=config.concurrency + 4,
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=60,
-        retries={"mode": "adaptive", "max_attempts": AWS_ATTEMPTS},
     )
     sqs = counter.attach(
         boto3.client(
@@ -100,7 +108,7 @@ def build_worker(config: Config, stop: StopSignal) -> Worker:
             config=boto_config.merge(
                 BotoConfig(
                     read_timeout=HEARTBEAT_READ_TIMEOUT,
-                    retries={"mode": "standard", "max_attempts": HEARTBEAT_ATTEMPTS},
+                    retries={"mode": "standard", "total_max_attempts": HEARTBEAT_ATTEMPTS},
                 )
             ),
         )

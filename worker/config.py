@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 DEFAULT_OUTPUT_PREFIX = "results/"
+MAX_ITEM_SECONDS = 12 * 3600 - 60
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,7 @@ class Config:
     handler: str | None = None
     handler_command: str | None = None
     handler_timeout: float = 900.0
+    item_timeout: float = 2 * 900.0
     retry_delay_seconds: float = 30.0
     concurrency: int = 4
     idle_exit_seconds: float = 60.0
@@ -49,6 +51,15 @@ class Config:
         """The query run when a message names none: the original job's ``select *``."""
         limit = f" LIMIT {self.query_limit}" if self.query_limit is not None else ""
         return f"SELECT * FROM S3Object s{limit}"
+
+    @property
+    def settle_margin(self) -> float:
+        """Seconds before an item's deadline by which its work must stop.
+
+        The heartbeat never keeps a message past the deadline, so the item's failure must be
+        reported (and the message given back) while the message is still ours.
+        """
+        return min(5.0, self.item_timeout / 10)
 
     def output_bucket_allowed(self, bucket: str) -> bool:
         """Whether a message may direct its output to ``bucket``."""
@@ -110,6 +121,21 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", handler)
     ):
         raise ConfigError(f"HANDLER must look like package.module:function, got {handler!r}")
+    handler_timeout = _number(env, "HANDLER_TIMEOUT", 900.0, 0.1)
+    # The item's deadline covers query, custom code and store; by default the custom code's
+    # own limit again for the reading and the writing around it. SQS keeps a message for at
+    # most 12 hours after its receive, so no deadline may pass that.
+    item_timeout = _number(env, "ITEM_TIMEOUT_SECONDS", 2 * handler_timeout, 1)
+    if item_timeout > MAX_ITEM_SECONDS:
+        raise ConfigError(
+            f"ITEM_TIMEOUT_SECONDS must be at most {MAX_ITEM_SECONDS} (SQS keeps a message "
+            f"invisible for at most 12 hours), got {item_timeout:g}"
+            + (
+                "; it defaults to twice HANDLER_TIMEOUT"
+                if "ITEM_TIMEOUT_SECONDS" not in env
+                else ""
+            )
+        )
     array_index = env.get("AWS_BATCH_JOB_ARRAY_INDEX", "").strip()
     allowed = {b.strip() for b in env.get("ALLOWED_OUTPUT_BUCKETS", "").split(",") if b.strip()}
     return Config(
@@ -121,7 +147,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         rows_format=_choice(env, "ROWS_FORMAT", ("json", "csv")),  # type: ignore[arg-type]
         handler=None if handler == "rows-to-json" else handler,
         handler_command=handler_command,
-        handler_timeout=_number(env, "HANDLER_TIMEOUT", 900.0, 0.1),
+        handler_timeout=handler_timeout,
+        item_timeout=item_timeout,
         retry_delay_seconds=_number(env, "RETRY_DELAY_SECONDS", 30.0, 0),
         concurrency=int(_number(env, "WORKER_CONCURRENCY", 4, 1)),
         idle_exit_seconds=_number(env, "IDLE_EXIT_SECONDS", 60.0, 0),

@@ -48,7 +48,7 @@ GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "Invalid
 @dataclass
 class _Held:
     receipt_handle: str
-    received_at: float
+    deadline: float
     visible_until: float
 
 
@@ -84,10 +84,26 @@ class InFlight:
         """Start the heartbeat thread."""
         self._thread.start()
 
-    def hold(self, message_id: str, receipt_handle: str, received_at: float) -> None:
-        """Track a message received at ``received_at`` (taken before the receive call)."""
+    def hold(
+        self, message_id: str, receipt_handle: str, received_at: float, deadline: float
+    ) -> None:
+        """Track a message received at ``received_at`` (taken before the receive call).
+
+        Its visibility is never extended past ``deadline`` (the item's), nor past SQS's 12
+        hours after the receive: an item that overruns is then retried elsewhere, not held.
+        """
+        deadline = min(deadline, received_at + MAX_VISIBILITY_SECONDS)
         with self._lock:
-            self._held[message_id] = _Held(receipt_handle, received_at, received_at + self._timeout)
+            self._held[message_id] = _Held(
+                receipt_handle, deadline, min(deadline, received_at + self._timeout)
+            )
+
+    def limit(self, message_id: str, deadline: float) -> None:
+        """Extend the message's visibility no further than ``deadline`` from now on."""
+        with self._lock:
+            held = self._held.get(message_id)
+            if held is not None:
+                held.deadline = min(held.deadline, deadline)
 
     def __len__(self) -> int:
         """How many messages are held."""
@@ -200,22 +216,24 @@ class InFlight:
         with self._lock:
             ack_due = self._first_ack_at is not None and now - self._first_ack_at >= ACK_DELAY
             lapsing = [
-                (message_id, held)
+                (message_id, held, seconds)
                 for message_id, held in self._held.items()
                 if held.visible_until - now < self._timeout / 2
-                and now - held.received_at < MAX_VISIBILITY_SECONDS - self._timeout
+                # whole seconds, as SQS takes them, and never past the item's deadline
+                and (seconds := min(self._timeout, int(held.deadline - now))) >= 1
+                and now + seconds - held.visible_until >= 1
             ]
         if ack_due:
             self.flush_acks()
         for batch in _batches(lapsing):
             extended = self._change_visibility(
-                [(message_id, held.receipt_handle) for message_id, held in batch],
-                [self._timeout] * len(batch),
+                [(message_id, held.receipt_handle) for message_id, held, _ in batch],
+                [seconds for _, _, seconds in batch],
             )
             with self._lock:
-                for message_id, held in batch:
+                for message_id, held, seconds in batch:
                     if message_id in extended and self._held.get(message_id) is held:
-                        held.visible_until = now + self._timeout
+                        held.visible_until = now + seconds
 
     def _change_visibility(self, batch: list[tuple[str, str]], seconds: list[int]) -> set[str]:
         """Change up to 10 messages' visibility; return the ids SQS accepted.

@@ -14,11 +14,14 @@ too. A source key too long to fit is shortened: its start, then a hash of the wh
 from __future__ import annotations
 
 import hashlib
+import re
 
 from worker.limits import MAX_KEY_BYTES, SHORTENED_MIN_BYTES, shorten, truncate_utf8, utf8_len
 
 _FINGERPRINT_CHARS = 16
 _SUFFIX_BYTES = len(f".{'0' * _FINGERPRINT_CHARS}.json")  # what follows the source key
+_DERIVED_SUFFIX = re.compile(rf"\.[0-9a-f]{{{_FINGERPRINT_CHARS}}}\.json$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def fingerprint(etag: str, query: str | None = None) -> str:
@@ -60,3 +63,29 @@ def output_key_prefix(prefix: str, bucket: str, source_prefix: str) -> str:
     """
     head = f"{prefix}{bucket}/"
     return head + truncate_utf8(source_prefix, max(_room(head) - SHORTENED_MIN_BYTES, 0))
+
+
+def check_output_key(key: str, prefix: str) -> None:
+    """Refuse a message's own ``output_key`` unless it is a safe key under ``prefix``.
+
+    A message must not choose where outside the results prefix it writes, nor take the key
+    another item's result is derived to (a name ending ``.<fingerprint>.json``), nor hand S3 a
+    key it refuses or that tools resolve elsewhere (``..``, a leading ``/``, control
+    characters). Raise ValueError saying which rule the key breaks.
+    """
+    if not key.startswith(prefix):
+        raise ValueError(f"output_key must lie under OUTPUT_PREFIX {prefix!r}")
+    if utf8_len(key) > MAX_KEY_BYTES:
+        raise ValueError(
+            f"output_key is {utf8_len(key)} bytes of UTF-8; S3 accepts at most {MAX_KEY_BYTES}"
+        )
+    if key.startswith("/"):
+        raise ValueError("output_key must not start with '/'")
+    if ".." in key.split("/"):
+        raise ValueError("output_key must not have a '..' segment")
+    if _CONTROL.search(key):
+        raise ValueError("output_key must not contain control characters")
+    if _DERIVED_SUFFIX.search(key):
+        raise ValueError(
+            "output_key must not end like a derived result key (.<16 hex digits>.json)"
+        )

@@ -99,6 +99,12 @@ class Worker:
         self._unhealthy_logged = False
         self.tally = Tally()
         self._tally_lock = threading.Lock()
+        # Items running now, by message id: their deadline and receive count. An item the
+        # watchdog settled at its deadline goes to ``_expired``, so that its thread, should it
+        # ever return, does not settle it a second time.
+        self._running: dict[str, tuple[float, int]] = {}
+        self._settling: set[str] = set()
+        self._expired: set[str] = set()
 
     def run(self) -> int:
         """Run until idle or stopped; return the process exit code."""
@@ -110,9 +116,13 @@ class Worker:
         pool = ThreadPoolExecutor(self._config.concurrency, thread_name_prefix="item")
         try:
             while not self._stop.is_set():
-                pending = {f: m for f, m in pending.items() if not f.done()}
-                if self._handler_abandoned() >= self._config.concurrency:
-                    log("stuck", reason="custom code hung past HANDLER_TIMEOUT in every slot")
+                stuck = self._expire_overdue()
+                # Items failed at their deadline no longer count, even if their thread runs on.
+                pending = {
+                    f: m for f, m in pending.items() if not f.done() and not self._expired_id(m)
+                }
+                if self._handler_abandoned() + stuck >= self._config.concurrency:
+                    log("stuck", reason="items hung past their deadline in every slot")
                     self._stop.set("custom code hung in every worker thread")
                     exit_code = EXIT_STUCK
                     break
@@ -211,7 +221,10 @@ class Worker:
             return []
         messages = response.get("Messages", [])
         for message in messages:
-            self._inflight.hold(message["MessageId"], message["ReceiptHandle"], received_at)
+            # Until its item starts, a prefetched message is held for as long as SQS allows.
+            self._inflight.hold(
+                message["MessageId"], message["ReceiptHandle"], received_at, float("inf")
+            )
         return messages
 
     def _handle(self, message: dict[str, Any]) -> None:
@@ -221,27 +234,86 @@ class Worker:
             return  # left for _wind_down to give back
         try:
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-            outcome = process_message(message["Body"], attempt, self._config, self._services)
+            deadline = time.monotonic() + self._config.item_timeout
+            with self._tally_lock:
+                self._running[message_id] = (deadline, attempt)
+            self._inflight.limit(message_id, deadline)
+            work_until = deadline - self._config.settle_margin
+            outcome = self._process(message, attempt, work_until)
             for rerun in range(THROTTLED_RERUNS):
-                if not outcome.throttled:
-                    break
                 pause = THROTTLED_BACKOFF * 2**rerun * random.uniform(0.5, 1.0)
+                if not outcome.throttled or time.monotonic() + pause >= work_until:
+                    break
                 log("throttled", message_id=message_id, reason=outcome.reason, pause=pause)
                 if self._stop.wait(pause):
                     return  # left for _wind_down to give back
-                outcome = process_message(message["Body"], attempt, self._config, self._services)
+                outcome = self._process(message, attempt, work_until)
             self._settle(message_id, attempt, outcome)
         except Exception as error:
             log("item-error", message_id=message_id, reason=f"{type(error).__name__}: {error}")
+            with self._tally_lock:
+                self._running.pop(message_id, None)
             if self._inflight.release([message_id], self._retry_delay):
                 self._note_delay(self._retry_delay)
+
+    def _process(self, message: dict[str, Any], attempt: int, work_until: float) -> Outcome:
+        return process_message(
+            message["Body"], attempt, self._config, self._services, deadline=work_until
+        )
+
+    def _expire_overdue(self) -> int:
+        """Fail the items past their deadline whose threads have not returned; count them.
+
+        Their heartbeat has already stopped (it never extends past the deadline). Giving the
+        message back here decides its fate now, by its receive count, whatever the thread does
+        later; the thread itself cannot be killed, so it is counted as stuck until it returns.
+        """
+        # Halfway through the settle margin: the work should have stopped, and the message is
+        # still ours to give back.
+        now = time.monotonic() + self._config.settle_margin / 2
+        overdue = []
+        with self._tally_lock:
+            for message_id, (deadline, attempt) in self._running.items():
+                if now < deadline:
+                    continue
+                if message_id not in self._expired and message_id not in self._settling:
+                    self._expired.add(message_id)
+                    overdue.append((message_id, attempt))
+            stuck = sum(1 for message_id in self._running if message_id in self._expired)
+        for message_id, attempt in overdue:
+            reason = (
+                f"item passed its deadline (ITEM_TIMEOUT_SECONDS={self._config.item_timeout:g})"
+            )
+            self._settle(message_id, attempt, Outcome("failed", reason), watchdog=True)
+        return stuck
+
+    def _expired_id(self, message_id: str) -> bool:
+        with self._tally_lock:
+            return message_id in self._expired
 
     def _note_delay(self, delay: int) -> None:
         """Remember when a message this worker gave back becomes visible, to stay for it."""
         with self._tally_lock:
             self._delayed_until = max(self._delayed_until, time.monotonic() + delay)
 
-    def _settle(self, message_id: str, attempt: int, outcome: Outcome) -> None:
+    def _settle(
+        self, message_id: str, attempt: int, outcome: Outcome, watchdog: bool = False
+    ) -> None:
+        with self._tally_lock:
+            if not watchdog:
+                self._running.pop(message_id, None)
+                if message_id in self._expired:
+                    self._expired.discard(message_id)
+                    log("late-finish", message_id=message_id, outcome=outcome.kind)
+                    return
+                self._settling.add(message_id)
+        try:
+            self._decide(message_id, attempt, outcome)
+        finally:
+            with self._tally_lock:
+                self._settling.discard(message_id)
+
+    def _decide(self, message_id: str, attempt: int, outcome: Outcome) -> None:
         if outcome.kind == "failed":
             last = self._max_receive_count is not None and attempt >= self._max_receive_count
             # The last failure goes back at once: SQS moves it to the dead-letter queue on the

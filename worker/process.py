@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from worker.config import Config
 from worker.errors import PERMANENT_WRITE_CODES, describe, error_code, is_throttling
 from worker.handlers import Handler, HandlerError
-from worker.keys import derive_output_key
+from worker.keys import check_output_key, derive_output_key
 from worker.limits import fit_metadata
 from worker.messages import Ignorable, MessageError, WorkItem, parse_message
 from worker.output import OutputTooLarge, ResultStore
@@ -53,8 +53,14 @@ class Services:
     handler: Handler
 
 
-def process_message(body: str, attempt: int, config: Config, services: Services) -> Outcome:
-    """Process one message body; never raise."""
+def process_message(
+    body: str, attempt: int, config: Config, services: Services, deadline: float | None = None
+) -> Outcome:
+    """Process one message body; never raise.
+
+    ``deadline`` (a ``time.monotonic()`` value) is when the item's work must have stopped;
+    the query engine checks it between records and the custom code is cut off at it.
+    """
     started = time.monotonic()
     try:
         parsed = parse_message(body)
@@ -64,10 +70,10 @@ def process_message(body: str, attempt: int, config: Config, services: Services)
         return Outcome("ignored", parsed.reason)
     fields: dict[str, Any] = {"source": parsed.source}
     try:
-        outcome = _process_item(parsed, attempt, config, services, fields)
+        outcome = _process_item(parsed, attempt, config, services, fields, deadline)
     except QueryUnsupported as error:
         outcome = Outcome("failed", str(error), permanent=True)
-    except (QueryError, HandlerError, OutputTooLarge) as error:
+    except (QueryError, HandlerError, OutputTooLarge, ItemTimeout) as error:
         outcome = Outcome("failed", str(error), throttled=isinstance(error, QueryThrottled))
     except ClientError as error:
         outcome = Outcome(
@@ -89,7 +95,12 @@ def process_message(body: str, attempt: int, config: Config, services: Services)
 
 
 def _process_item(
-    item: WorkItem, attempt: int, config: Config, services: Services, fields: dict[str, Any]
+    item: WorkItem,
+    attempt: int,
+    config: Config,
+    services: Services,
+    fields: dict[str, Any],
+    deadline: float | None,
 ) -> Outcome:
     bucket = item.output_bucket or config.output_bucket
     if not config.output_bucket_allowed(bucket):
@@ -98,6 +109,11 @@ def _process_item(
             f"output bucket {bucket!r} is not OUTPUT_BUCKET nor in ALLOWED_OUTPUT_BUCKETS",
             permanent=True,
         )
+    if item.output_key:
+        try:
+            check_output_key(item.output_key, config.output_prefix)
+        except ValueError as error:
+            return Outcome("failed", f"refused output_key: {error}", permanent=True)
     etag = item.etag
     if attempt > 1:
         # A redelivery: the item may be done already (its worker vanished before the delete).
@@ -139,9 +155,17 @@ def _process_item(
         "handler": services.handler.name,
         "duration-ms": str(round((time.monotonic() - handler_started) * 1000)),
     }
+    if deadline is not None and time.monotonic() > deadline:
+        # The item was already failed at its deadline and its message given back: a result
+        # stored now would make it both stored and retried (or dead-lettered).
+        raise ItemTimeout("the custom code returned after the item's deadline; not stored")
     written, size = services.store.write(bucket, key, output.chunks(), fit_metadata(metadata))
     fields["bytes_out"] = size
     return Outcome("ok" if written else "already-done")
+
+
+class ItemTimeout(Exception):
+    """The item's work ran past ITEM_TIMEOUT_SECONDS."""
 
 
 class OutputKeyError(ValueError):
@@ -150,7 +174,7 @@ class OutputKeyError(ValueError):
 
 def _output_key(item: WorkItem, etag: str, config: Config) -> str:
     if item.output_key:
-        return item.output_key
+        return item.output_key  # checked on arrival
     try:
         return derive_output_key(config.output_prefix, item.bucket, item.key, etag, item.query)
     except ValueError as error:

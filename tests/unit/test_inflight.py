@@ -24,10 +24,13 @@ class ScriptedSqs:
         self.visibility_replies: list[Any] = []
         self.delete_replies: list[Any] = []
         self.visibility_calls: list[list[str]] = []
+        self.visible_until: list[float] = []
         self.delete_calls: list[list[str]] = []
         self._changed = threading.Condition()
 
     def change_message_visibility_batch(self, QueueUrl: str, Entries: list[dict]) -> dict:
+        now = time.monotonic()
+        self.visible_until.extend(now + entry["VisibilityTimeout"] for entry in Entries)
         return self._answer(self.visibility_calls, self.visibility_replies, Entries)
 
     def delete_message_batch(self, QueueUrl: str, Entries: list[dict]) -> dict:
@@ -52,10 +55,10 @@ class ScriptedSqs:
             assert self._changed.wait_for(condition, timeout), "SQS was not called as expected"
 
 
-def lapsing(inflight: InFlight, *message_ids: str) -> None:
+def lapsing(inflight: InFlight, *message_ids: str, deadline: float = float("inf")) -> None:
     """Hold messages received a whole timeout ago, so the next beat must extend them."""
     for message_id in message_ids:
-        inflight.hold(message_id, f"handle-{message_id}", time.monotonic() - 60)
+        inflight.hold(message_id, f"handle-{message_id}", time.monotonic() - 60, deadline)
 
 
 def test_a_failed_extension_call_is_retried_on_the_next_tick() -> None:
@@ -121,7 +124,7 @@ def test_deletes_that_fail_are_sent_again_but_not_for_gone_messages() -> None:
     ]
     inflight = InFlight(sqs, QUEUE, visibility_timeout=30)
     for message_id in ("m1", "m2", "m3"):
-        inflight.hold(message_id, f"handle-{message_id}", time.monotonic())
+        inflight.hold(message_id, f"handle-{message_id}", time.monotonic(), float("inf"))
         inflight.ack(message_id)
     inflight.close()
     assert sqs.delete_calls == [
@@ -129,3 +132,27 @@ def test_deletes_that_fail_are_sent_again_but_not_for_gone_messages() -> None:
         ["handle-m1"],
         ["handle-m1"],
     ]
+
+
+def test_visibility_is_never_extended_past_the_items_deadline() -> None:
+    sqs = ScriptedSqs()
+    inflight = InFlight(sqs, QUEUE, visibility_timeout=30)
+    deadline = time.monotonic() + 3
+    lapsing(inflight, "m1", deadline=deadline)
+    inflight.start()
+    sqs.wait_for(lambda: len(sqs.visibility_calls) >= 1)
+    time.sleep(1)  # further ticks, with the deadline closer
+    inflight.close()
+    assert sqs.visible_until and all(until <= deadline for until in sqs.visible_until)
+
+
+def test_a_prefetched_message_is_held_no_longer_than_sqs_allows() -> None:
+    """SQS refuses visibility beyond 12 hours after the receive (ChangeMessageVisibility)."""
+    sqs = ScriptedSqs()
+    inflight = InFlight(sqs, QUEUE, visibility_timeout=30)
+    received = time.monotonic() - 12 * 3600 + 10  # 10 s of SQS's 12 hours left
+    inflight.hold("m1", "handle-m1", received, float("inf"))
+    inflight.start()
+    sqs.wait_for(lambda: len(sqs.visibility_calls) >= 1)
+    inflight.close()
+    assert sqs.visible_until[0] <= received + 12 * 3600

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from worker.keys import derive_output_key, fingerprint, output_key_prefix
+from worker.keys import check_output_key, derive_output_key, fingerprint, output_key_prefix
 
 
 def test_same_source_version_same_key_whatever_the_quotes() -> None:
@@ -78,3 +80,28 @@ def test_output_key_prefix_starts_every_output_key_under_the_source_prefix(sourc
         key = (source_prefix + rest).encode()[:1024].decode(errors="ignore")
         assert derive_output_key("results/", "in", key, "v1").startswith(listing)
     assert listing.startswith(HEAD)
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [
+        ("elsewhere/out.json", "under OUTPUT_PREFIX"),
+        ("/results/out.json", "under OUTPUT_PREFIX"),
+        ("results/../secrets/out.json", "'..' segment"),
+        ("results/a/..", "'..' segment"),
+        ("results/line\nbreak.json", "control characters"),
+        ("results/bell\x07.json", "control characters"),
+        ("results/" + "k" * 1017, "at most 1024"),
+        ("results/in/a.csv.0123456789abcdef.json", "derived result key"),
+    ],
+)
+def test_a_messages_output_key_is_refused_unless_safe(key: str, rule: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(rule)):
+        check_output_key(key, "results/")
+
+
+def test_safe_output_keys_pass_including_a_leading_slash_rule_without_prefix() -> None:
+    check_output_key("results/team a/report..v2.json", "results/")
+    check_output_key("results/" + "k" * 1016, "results/")
+    with pytest.raises(ValueError, match="must not start with '/'"):
+        check_output_key("/abs.json", "")

@@ -1,0 +1,147 @@
+"""Hostile inputs amid healthy traffic: none may hold a worker hostage (issue 11).
+
+Each test seeds healthy items plus hostile ones into a queue whose maxReceiveCount is 1, runs
+one ``python -m worker`` (as the image does) and passes only if:
+
+* every healthy item is stored;
+* every hostile item is settled (stored, or dead-lettered with its reason) within its deadline;
+* the worker's peak RSS (VmHWM, read from /proc while it runs) stays at or below 128 MiB;
+* nothing is written outside the results prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchspot.emulators import Emulator
+from batchspot.fleet import Fleet, worker_env
+from tests.integration.harness import (
+    Stack,
+    drain,
+    log_events,
+    make_stack,
+    output_objects,
+    put_sources,
+    queue_depths,
+    send_all,
+)
+
+EXPLODE = "tests.integration.handlers:explode"
+HEALTHY = 5
+PEAK_RSS_LIMIT_KIB = 128 * 1024
+
+
+@dataclass
+class Run:
+    """What one worker run did with healthy and hostile items."""
+
+    sqs: Any
+    stack: Stack
+    items: list[dict[str, Any]]
+    outputs: dict[str, bytes]
+    dead_letters: list[str]
+    peak_rss_kib: int
+    exit_code: int
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [e for e in self.items if e["outcome"] == "failed"]
+
+
+def hostile_source(s3: Any, stack: Stack, key: str, body: bytes, **message: Any) -> str:
+    """Upload one hostile source; return its message body."""
+    s3.put_object(Bucket=stack.input_bucket, Key=key, Body=body)
+    return json.dumps({"bucket": stack.input_bucket, "key": key, **message})
+
+
+@pytest.fixture
+def stack(sqs, s3) -> Stack:
+    """A fresh queue (maxReceiveCount 1: a failure is dead-lettered at once) and buckets."""
+    return make_stack(sqs, s3, max_receive=1)
+
+
+@pytest.fixture
+def hostile_run(tmp_path: Path, emulator: Emulator, sqs, s3, stack: Stack) -> Iterator[Any]:
+    """Run one worker over healthy items plus the given hostile message bodies."""
+
+    def run(hostile: list[str], **settings: str) -> Run:
+        healthy = put_sources(s3, stack, HEALTHY)
+        send_all(sqs, stack.queue_url, healthy[:2] + hostile + healthy[2:])
+        env = worker_env(
+            emulator,
+            stack.queue_url,
+            stack.output_bucket,
+            IDLE_EXIT_SECONDS="1",
+            RETRY_DELAY_SECONDS="0",
+            **settings,
+        )
+        fleet = Fleet(env, tmp_path)
+        child = fleet.start(0)
+        try:
+            assert fleet.wait(timeout=180), "the worker did not finish"
+        finally:
+            fleet.kill_all()
+        text = child.log.read_text(errors="replace")
+        return Run(
+            sqs=sqs,
+            stack=stack,
+            items=log_events(text, "item"),
+            outputs=output_objects(s3, stack.output_bucket),
+            dead_letters=drain(sqs, stack.dlq_url),
+            peak_rss_kib=child.peak_rss_kib or 0,
+            exit_code=child.exit_code or 0,
+        )
+
+    yield run
+
+
+def assert_contained(run: Run, hostile: int, deadline_seconds: float | None = None) -> None:
+    """The four promises of this suite, for ``hostile`` hostile items in ``run``."""
+    assert sum(1 for e in run.items if e["outcome"] == "ok") == HEALTHY, run.items
+    assert len(run.outputs) == HEALTHY
+    assert all(key.startswith("results/") for key in run.outputs), list(run.outputs)
+    assert len(run.failed()) == hostile and len(run.dead_letters) == hostile
+    assert queue_depths(run.sqs, run.stack.queue_url) == (0, 0)
+    if deadline_seconds is not None:
+        assert all(e.get("duration_ms", 0) <= deadline_seconds * 1000 for e in run.failed())
+    assert 0 < run.peak_rss_kib <= PEAK_RSS_LIMIT_KIB, f"peak RSS {run.peak_rss_kib} KiB"
+
+
+def test_each_kind_of_bad_output_key_is_refused_for_good(hostile_run) -> None:
+    bad_keys = {
+        "outside the prefix": "elsewhere/result.json",
+        "absolute": "/results/result.json",
+        "dot-dot": "results/../elsewhere/result.json",
+        "control character": "results/evil\r\nkey.json",
+        "over 1024 bytes": "results/" + "k" * 1100,
+        "another item's derived key": "results/in/a.csv.0123456789abcdef.json",
+    }
+    bodies = [
+        json.dumps({"bucket": "any", "key": f"{name}.csv", "output_key": key})
+        for name, key in bad_keys.items()
+    ]
+    run = hostile_run(bodies, HANDLER=EXPLODE)
+    assert_contained(run, hostile=len(bad_keys))
+    for event in run.failed():
+        assert event["reason"].startswith("refused output_key: output_key ")
+        assert event["next"] == "dead-letter queue"
+
+
+def test_custom_code_that_hangs_is_cut_off_at_the_items_deadline(hostile_run, s3, stack):
+    """HANDLER_TIMEOUT is 100 s, but the whole item may take only ITEM_TIMEOUT_SECONDS."""
+    hang = hostile_source(s3, stack, "hang.csv", b"value\nhang\n")
+    run = hostile_run(
+        [hang],
+        HANDLER=EXPLODE,
+        HANDLER_TIMEOUT="100",
+        ITEM_TIMEOUT_SECONDS="4",
+        WORKER_CONCURRENCY="2",
+    )
+    assert_contained(run, hostile=1, deadline_seconds=4)
+    (failed,) = run.failed()
+    assert "deadline" in failed["reason"]
