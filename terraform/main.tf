@@ -9,15 +9,17 @@ locals {
   image              = coalesce(var.image, "${module.registry.repository_url}:${var.image_tag}")
 
   worker_environment = {
-    S3_QUERY_LIMIT     = var.s3_query_limit
-    QUERY_ENGINE       = var.query_engine
-    ROWS_FORMAT        = var.rows_format
-    HANDLER            = var.handler
-    HANDLER_COMMAND    = var.handler_command
-    HANDLER_TIMEOUT    = tostring(var.handler_timeout_seconds)
-    WORKER_CONCURRENCY = tostring(var.worker_concurrency)
-    IDLE_EXIT_SECONDS  = tostring(var.idle_exit_seconds)
-    STOP_GRACE_SECONDS = tostring(var.stop_grace_seconds)
+    S3_QUERY_LIMIT  = var.s3_query_limit
+    QUERY_ENGINE    = var.query_engine
+    ROWS_FORMAT     = var.rows_format
+    HANDLER         = var.handler
+    HANDLER_COMMAND = var.handler_command
+    HANDLER_TIMEOUT = tostring(var.handler_timeout_seconds)
+    # Empty values are left out of the job definition: the worker's default then applies.
+    ITEM_TIMEOUT_SECONDS = var.item_timeout_seconds == null ? "" : tostring(var.item_timeout_seconds)
+    WORKER_CONCURRENCY   = tostring(var.worker_concurrency)
+    IDLE_EXIT_SECONDS    = tostring(var.idle_exit_seconds)
+    STOP_GRACE_SECONDS   = tostring(var.stop_grace_seconds)
   }
 }
 

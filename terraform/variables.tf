@@ -95,9 +95,9 @@ variable "visibility_timeout_seconds" {
 }
 
 variable "max_receive_count" {
-  description = "Deliveries of a work item before it moves to the dead-letter queue."
+  description = "Deliveries of a work item before it moves to the dead-letter queue. Every message a stopped worker gives back (it holds at most 2 x worker_concurrency) counts as one, so the default lets a healthy item survive 5 stops; permanent failures skip the retry delay."
   type        = number
-  default     = 3
+  default     = 6
 }
 
 variable "message_retention_seconds" {
@@ -307,6 +307,17 @@ variable "handler_timeout_seconds" {
   validation {
     condition     = var.handler_timeout_seconds > 0
     error_message = "handler_timeout_seconds must be positive."
+  }
+}
+
+variable "item_timeout_seconds" {
+  description = "ITEM_TIMEOUT_SECONDS: one deadline for an item's query, custom code and store; the heartbeat never holds a message past it. Null: twice handler_timeout_seconds."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.item_timeout_seconds == null || try(var.item_timeout_seconds >= 1 && var.item_timeout_seconds <= 43140, false)
+    error_message = "item_timeout_seconds must be between 1 and 43140 (SQS keeps a message invisible for at most 12 hours)."
   }
 }
 

@@ -17,7 +17,7 @@ variable "visibility_timeout_seconds" {
 variable "max_receive_count" {
   description = "Deliveries of one message before it moves to the dead-letter queue."
   type        = number
-  default     = 3
+  default     = 6
 
   validation {
     condition     = var.max_receive_count >= 1 && var.max_receive_count <= 1000
