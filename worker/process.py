@@ -144,7 +144,7 @@ def _process_item(
     key = _output_key(item, etag, config)
     fields["output"] = f"s3://{bucket}/{key}"
     handler_started = time.monotonic()
-    output = services.handler(result.text)
+    output = services.handler(result.text, deadline)
     metadata = {
         "source": quote(item.source, safe=":/"),
         "source-etag": etag.strip('"'),
