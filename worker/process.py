@@ -152,7 +152,8 @@ def _process_item(
         "array-index": "" if config.array_index is None else str(config.array_index),
         "attempt": str(attempt),
         "job-attempt": str(config.attempt),
-        "handler": services.handler.name,
+        # A command line may hold newlines and non-ASCII: HTTP headers take neither.
+        "handler": quote(services.handler.name, safe=":/ "),
         "duration-ms": str(round((time.monotonic() - handler_started) * 1000)),
     }
     if deadline is not None and time.monotonic() > deadline:

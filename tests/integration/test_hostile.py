@@ -12,6 +12,7 @@ one ``python -m worker`` (as the image does) and passes only if:
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class Run:
     dead_letters: list[str]
     peak_rss_kib: int
     exit_code: int
+    log_lines: list[str]
 
     def failed(self) -> list[dict[str, Any]]:
         return [e for e in self.items if e["outcome"] == "failed"]
@@ -95,6 +97,7 @@ def hostile_run(tmp_path: Path, emulator: Emulator, sqs, s3, stack: Stack) -> It
             dead_letters=drain(sqs, stack.dlq_url),
             peak_rss_kib=child.peak_rss_kib or 0,
             exit_code=child.exit_code or 0,
+            log_lines=text.splitlines(),
         )
 
     yield run
@@ -145,3 +148,52 @@ def test_custom_code_that_hangs_is_cut_off_at_the_items_deadline(hostile_run, s3
     assert_contained(run, hostile=1, deadline_seconds=4)
     (failed,) = run.failed()
     assert "deadline" in failed["reason"]
+
+
+# Custom code that leaves processes behind, or floods stderr, when its input says so; each
+# leftover writes its pid to $TEST_MARK_DIR first, so the test can ask whether it still lives.
+LEAVES_PROCESSES = r"""
+rows=$(cat)
+case "$rows" in
+  *daemon*) sh -c 'echo $$ > "$TEST_MARK_DIR/daemon.pid"; exec sleep 60' & ;;
+  *setsid*) setsid sh -c 'echo $$ > "$TEST_MARK_DIR/setsid.pid"; exec sleep 60' & ;;
+  *stderr*) head -c 100000000 /dev/zero >&2 ;;
+esac
+while [ "${rows#*daemon}" != "$rows" ] && [ ! -s "$TEST_MARK_DIR/daemon.pid" ]; do :; done
+while [ "${rows#*setsid}" != "$rows" ] && [ ! -s "$TEST_MARK_DIR/setsid.pid" ]; do :; done
+echo '{"done": true}'
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone: it runs nothing and holds no pipe)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_custom_code_cannot_outlive_its_item_nor_flood_the_host(
+    tmp_path: Path, hostile_run, s3, stack
+) -> None:
+    """A daemon child, a setsid grandchild and 100 MB of stderr, each its own item."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hostile = [
+        hostile_source(s3, stack, f"{kind}.csv", f"value\n{kind}\n".encode())
+        for kind in ("daemon", "setsid", "stderr")
+    ]
+    run = hostile_run(
+        hostile,
+        HANDLER_COMMAND=f"sh -c {shlex.quote(LEAVES_PROCESSES)}",
+        TEST_MARK_DIR=str(marks),
+    )
+    assert sum(1 for e in run.items if e["outcome"] == "ok") == HEALTHY + 3
+    assert len(run.outputs) == HEALTHY + 3 and not run.dead_letters
+    assert all(json.loads(body) == {"done": True} for body in run.outputs.values())
+    pids = {path.stem: int(path.read_text()) for path in marks.glob("*.pid")}
+    assert set(pids) == {"daemon", "setsid"}
+    assert not [kind for kind, pid in pids.items() if alive(pid)], "left running after the item"
+    assert 0 < run.peak_rss_kib <= PEAK_RSS_LIMIT_KIB, f"peak RSS {run.peak_rss_kib} KiB"
+    assert all(len(line) < 16 * 1024 for line in run.log_lines), "Docker splits longer lines"
