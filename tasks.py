@@ -529,9 +529,13 @@ def bench_query(c: Context, size_mib: int = 1024) -> None:
         "items": "good items to process (a few poison items are added on purpose)",
         "workers": "worker processes (array slots) kept running",
         "interval": "mean seconds between blows (each gap is 0.5x to 1.5x this)",
-        "seed": "random seed: the same seed strikes the same way",
+        "seed": "random seed: the same seed strikes the same way (and faults with --aws-rules)",
         "work_ms": "milliseconds the sample custom code spends on each item",
         "endpoint": "an emulator to use (default: LocalStack started natively here)",
+        "aws_rules": "workers reach the emulator through the AWS rules layer (403s, faults)",
+        "s3_slowdown_rate": "with --aws-rules: share of S3 requests answered 503 SlowDown",
+        "sqs_throttle_rate": "with --aws-rules: share of SQS requests answered throttled",
+        "visibility_entry_failure_rate": "with --aws-rules: share of visibility entries failed",
     }
 )
 def chaos(
@@ -542,8 +546,15 @@ def chaos(
     seed: int = 1,
     work_ms: int = 200,
     endpoint: str = "",
+    aws_rules: bool = False,
+    s3_slowdown_rate: str = "",
+    sqs_throttle_rate: str = "",
+    visibility_entry_failure_rate: str = "",
 ) -> None:
-    """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke."""
+    """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke.
+
+    Fault rates left out keep ChaosSettings' defaults, so they are written in one place.
+    """
     import time
     from pathlib import Path
 
@@ -551,8 +562,19 @@ def chaos(
 
     from batchspot.chaos import ChaosSettings, run_chaos
 
+    given = {
+        "s3_slowdown_rate": s3_slowdown_rate,
+        "sqs_throttle_rate": sqs_throttle_rate,
+        "visibility_entry_failure_rate": visibility_entry_failure_rate,
+    }
     settings = ChaosSettings(
-        items=items, workers=workers, interval=interval, seed=seed, work_ms=work_ms
+        items=items,
+        workers=workers,
+        interval=interval,
+        seed=seed,
+        work_ms=work_ms,
+        aws_rules=aws_rules,
+        **{name: float(rate) for name, rate in given.items() if rate},
     )
     runs = Path(__file__).resolve().parent / ".batchspot" / "chaos"
     log_dir = runs / time.strftime("%Y%m%d-%H%M%S")

@@ -38,22 +38,28 @@ class QueueCounts:
 
     visible: int
     in_flight: int
+    delayed: int  # sent with a delay and not yet visible: neither waiting nor being worked on
 
     @property
     def total(self) -> int:
-        """Messages not yet deleted: waiting plus being worked on."""
-        return self.visible + self.in_flight
+        """Messages not yet deleted: waiting, being worked on, or delayed."""
+        return self.visible + self.in_flight + self.delayed
 
 
 def queue_counts(sqs: Any, queue_url: str) -> QueueCounts:
-    """Read a queue's visible and in-flight message counts."""
+    """Read a queue's visible, in-flight and delayed message counts."""
     attributes = sqs.get_queue_attributes(
         QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
     )["Attributes"]
     return QueueCounts(
         visible=int(attributes["ApproximateNumberOfMessages"]),
         in_flight=int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        delayed=int(attributes["ApproximateNumberOfMessagesDelayed"]),
     )
 
 

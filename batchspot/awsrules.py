@@ -44,6 +44,7 @@ import http.client
 import json
 import random
 import re
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -409,6 +410,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, layer: RulesLayer) -> None:
         super().__init__((LOOPBACK, 0), _Handler)
         self.layer = layer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client hangs up mid-request (a SIGKILLed worker does)."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

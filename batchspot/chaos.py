@@ -1,16 +1,25 @@
 """``invoke chaos``: drain a queue while workers are killed at random, then prove nothing broke.
 
 Spot's promise is only as good as the worst moment a host can vanish, so the driver picks that
-moment at random, many times: every few seconds it SIGKILLs (host gone) or SIGTERMs (Batch or
-ECS draining the host) a random worker and starts a new one in its slot, as Batch retries a
-reclaimed array child. When the queue is empty it checks what a user would:
+moment at random, many times: every few seconds, while the queue still shows visible messages,
+it SIGKILLs (host gone) or SIGTERMs (Batch or ECS draining the host) a random worker. A struck
+slot gets its next attempt once its child has exited, as Batch retries a reclaimed array child;
+a child that left by itself stays gone, as on Batch, so work the fleet would strand shows. The
+driver then waits for every worker to leave by itself and checks what a user would:
 
 * no item lost: every good source has its result;
-* no duplicate: each result was written once, counted as object *versions* (the output bucket is
-  versioned, so an overwrite could not hide) and as ``ok`` log lines, killed workers included;
+* none stored twice: each result was written once, counted as object *versions* (the output
+  bucket is versioned, so an overwrite could not hide) and as ``ok`` log lines, killed workers
+  included;
 * every result equals what the custom code returns for its source;
-* the queue is empty, and the dead-letter queue holds exactly the poison seeded on purpose;
-* every worker SIGTERMed after its start exited 0.
+* nothing stranded: no message visible, in flight or delayed once every worker has left;
+* the dead-letter queue holds exactly the poison seeded on purpose, no healthy item;
+* every worker SIGTERMed after its start, and every worker that left by itself, exited 0.
+
+With ``aws_rules`` the workers (not the driver, which seeds and checks on the emulator itself)
+talk to AWS through the rules layer (``batchspot.awsrules``): S3 answers 403 for missing keys
+as the job-role policy Terraform renders implies, and SlowDown, throttling and failed
+visibility extensions arrive at the settings' rates.
 """
 
 from __future__ import annotations
@@ -31,12 +40,31 @@ from typing import Any
 from botocore.config import Config
 
 from batchspot import sample_code, seed
-from batchspot.aws import create_queue_with_dlq, queue_counts
+from batchspot.aws import QueueCounts, create_queue_with_dlq, queue_arn, queue_counts
+from batchspot.awsrules import Faults, RulesLayer, aws_rules
 from batchspot.emulators import Emulator, localstack_server
 from batchspot.fleet import Fleet, worker_env
+from batchspot.policy import render_worker_policy
 from worker.keys import derive_output_key
 
 OUTPUT_PREFIX = "results/"
+# Worker log events worth a look after a run, counted in the report (see worker/loop.py and
+# worker/inflight.py): messages lost to another receiver, items finishing after their
+# deadline, deletes given up, a sweep ended by its cap rather than by an empty queue, the
+# heartbeat turning unhealthy (or healthy again), and the retries that faults cause.
+NOTABLE_EVENTS = (
+    "lost",
+    "heartbeat",
+    "late-finish",
+    "delete-abandoned",
+    "sweep-cap",
+    "stuck",
+    "item-error",
+    "delete-failed",
+    "visibility-failed",
+    "receive-failed",
+    "throttled",
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +77,39 @@ class ChaosSettings:
     seed: int = 1
     work_ms: int = 200  # the custom code's time per item, so blows land while items run
     visibility_timeout: int = 8  # how long a SIGKILLed worker's messages stay hidden
-    max_receive_count: int = 6  # high enough that no good item is dead-lettered by bad luck
-    timeout: float = 900.0
+    max_receive_count: int = 6  # every give-back on a stop counts: see the report's margin
+    # RETRY_DELAY_SECONDS: a failed item waits this long before its next receive, so the run
+    # has messages the workers gave back with a delay, the ones the issue found stranded.
+    retry_delay: int = 2
+    timeout: float = 900.0  # for the storm, until the queue shows nothing visible
+    aws_rules: bool = False
+    # Fault rates of the rules layer, used only with ``aws_rules``. Modest on purpose: over
+    # 1000 items they still inject dozens (about 50 SlowDowns and 15 throttles), so every
+    # retry path runs, while a healthy item could only fail if all 10 of botocore's attempts
+    # met a fault (0.02**10), or a held message's extension failed on every heartbeat tick
+    # (0.5 s) for the half visibility timeout left to it (0.05**8). Visibility entries are
+    # mostly give-backs, which are few, so that rate is higher.
+    s3_slowdown_rate: float = 0.02
+    sqs_throttle_rate: float = 0.02
+    visibility_entry_failure_rate: float = 0.05
+
+    @property
+    def exit_timeout(self) -> float:
+        """How long workers may take to leave by themselves once nothing is visible.
+
+        The sweeper's own cap (worker/loop.py: maxReceiveCount x (visibility timeout +
+        RETRY_DELAY_SECONDS)), plus a minute for idle waits, long polls and retried slots.
+        """
+        return self.max_receive_count * (self.visibility_timeout + self.retry_delay) + 60.0
+
+    def faults(self) -> Faults:
+        """Return the rules layer's faults for this run, reproducible from its seed."""
+        return Faults(
+            s3_slowdown_rate=self.s3_slowdown_rate,
+            sqs_throttle_rate=self.sqs_throttle_rate,
+            visibility_entry_failure_rate=self.visibility_entry_failure_rate,
+            seed=self.seed,
+        )
 
 
 @dataclass
@@ -59,9 +118,9 @@ class ChaosReport:
 
     settings: ChaosSettings
     emulator: str
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the first worker's start to the last one's exit
+    wall_seconds: float = 0.0  # the stack, seeding, policy, drain and checks
     blows: Counter[str] = field(default_factory=Counter)
-    blows_with_work_queued: int = 0
     starts: int = 0
     good: int = 0
     poison: int = 0
@@ -70,9 +129,17 @@ class ChaosReport:
     versions: int = 0
     logged_ok: int = 0
     logged_already_done: int = 0
+    healthy_failed_attempts: int = 0
+    given_back: int = 0
+    max_receives: int = 0
     wrong: int = 0
-    queue_end: tuple[int, int] = (0, 0)
+    queue_end: QueueCounts = field(default_factory=lambda: QueueCounts(0, 0, 0))
     dead_lettered: int = 0
+    healthy_dead_lettered: int = 0
+    poison_not_dead_lettered: int = 0
+    injected: Counter[str] = field(default_factory=Counter)
+    self_exit_codes: Counter[int] = field(default_factory=Counter)
+    notable_events: Counter[str] = field(default_factory=Counter)
     sigterm_before_start: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -86,32 +153,64 @@ class ChaosReport:
         """Writes beyond the first per result: extra versions or extra ``ok`` lines."""
         return max(self.versions - self.stored, self.logged_ok - self.good, 0)
 
+    @property
+    def stranded(self) -> int:
+        """Messages left on the work queue after every worker left by itself."""
+        return self.queue_end.total
+
     def render(self) -> str:
         """Return the report as ``invoke chaos`` prints it."""
         s = self.settings
-        rows = [
+        end = self.queue_end
+        layer = (
+            f"on: SlowDown {s.s3_slowdown_rate:g}, throttling {s.sqs_throttle_rate:g}, "
+            f"failed visibility entries {s.visibility_entry_failure_rate:g}"
+            if s.aws_rules
+            else "off"
+        )
+        rows: list[tuple[str, object]] = [
             ("emulator", self.emulator),
+            ("AWS rules layer", layer),
             ("items (good + poison)", f"{self.good} + {self.poison}"),
             ("worker slots", s.workers),
             ("blows", f"{self.blows['SIGKILL']} SIGKILL, {self.blows['SIGTERM']} SIGTERM"),
-            ("blows while items were still queued", self.blows_with_work_queued),
             ("custom code time per item", f"{s.work_ms} ms"),
             ("worker processes started", self.starts),
             ("SIGTERMs before the worker's handler (held nothing)", self.sigterm_before_start),
-            ("seconds", f"{self.seconds:.1f}"),
+            ("exit codes of workers that left by themselves", _counts(self.self_exit_codes)),
+            ("drain seconds (first start to last exit)", f"{self.seconds:.1f}"),
+            ("wall seconds (stack, seed, policy, drain, checks)", f"{self.wall_seconds:.1f}"),
             ("items lost", self.lost),
-            ("duplicate outputs", self.duplicates),
+            ("stored twice", self.duplicates),
             ("writes that reached S3 (object versions)", self.versions),
             ("ok log lines (killed workers included)", self.logged_ok),
             ("already-done (redelivered, not rewritten)", self.logged_already_done),
+            ("failed attempts of healthy items (retried)", self.healthy_failed_attempts),
+            ("messages given back on a stop (each a receive)", self.given_back),
+            (
+                "most receives a healthy item needed",
+                f"{self.max_receives} (maxReceiveCount {s.max_receive_count})",
+            ),
             ("outputs not equal to the custom code's result", self.wrong),
-            ("queue visible / in flight at the end", "{} / {}".format(*self.queue_end)),
+            (
+                "stranded (visible / in flight / delayed)",
+                f"{self.stranded} ({end.visible} / {end.in_flight} / {end.delayed})",
+            ),
+            ("healthy items dead-lettered", self.healthy_dead_lettered),
             ("dead-letter queue", f"{self.dead_lettered} (poison seeded: {self.poison})"),
+            ("worker events of note", _counts(self.notable_events)),
         ]
+        if s.aws_rules:
+            rows.append(("layer's injected answers", _counts(self.injected)))
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.failures)
         return "\n".join([*lines, verdict])
+
+
+def _counts(counter: Counter[Any]) -> str:
+    """``name: n, name: n`` in name order, or ``none``."""
+    return ", ".join(f"{name}: {n}" for name, n in sorted(counter.items())) or "none"
 
 
 @dataclass(frozen=True)
@@ -191,16 +290,13 @@ def seed_poison(s3: Any, sqs: Any, stack: _Stack) -> list[str]:
     return bodies
 
 
-def queue_depths(sqs: Any, queue_url: str) -> tuple[int, int]:
-    """(visible, in flight) on a queue."""
-    counts = queue_counts(sqs, queue_url)
-    return counts.visible, counts.in_flight
-
-
 def storm(
     fleet: Fleet, sqs: Any, stack: _Stack, settings: ChaosSettings, report: ChaosReport
 ) -> None:
-    """Keep every slot filled and strike a random worker every few seconds until drained."""
+    """Strike a random worker every few seconds while the queue still shows visible messages.
+
+    Stops early if no worker runs any more (each left by itself): nothing could take the rest.
+    """
     rng = random.Random(settings.seed)
     for slot in range(settings.workers):
         fleet.start(slot)
@@ -208,21 +304,50 @@ def storm(
     next_blow = time.monotonic() + settings.interval * rng.uniform(0.5, 1.5)
     while time.monotonic() < deadline:
         time.sleep(0.25)
+        fleet.restart_reclaimed()
         running = fleet.running()
-        visible, in_flight = queue_depths(sqs, stack.queue_url)
-        if (visible, in_flight) == (0, 0):
+        if not running or queue_counts(sqs, stack.queue_url).visible == 0:
             return
-        for slot in set(range(settings.workers)) - {c.slot for c in running}:
-            fleet.start(slot)  # a retried child, or one that idled out too early
         targets = [c for c in running if c.signalled is None]
         if time.monotonic() >= next_blow and targets:
-            victim = rng.choice(targets)
             blow = rng.choice((signal.SIGKILL, signal.SIGTERM))
-            fleet.signal(victim, blow)
+            fleet.signal(rng.choice(targets), blow)
             report.blows[blow.name] += 1
-            report.blows_with_work_queued += visible > 0
             next_blow = time.monotonic() + settings.interval * rng.uniform(0.5, 1.5)
-    raise TimeoutError(f"the queue was not drained within {settings.timeout:.0f} s")
+    raise TimeoutError(f"the queue still showed visible messages after {settings.timeout:.0f} s")
+
+
+def wait_for_own_exits(fleet: Fleet, timeout: float) -> bool:
+    """Wait until every worker has left by itself, retrying struck slots; False at timeout."""
+    deadline = time.monotonic() + timeout
+    while fleet.running() or fleet.restart_reclaimed():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+def drain(
+    fleet: Fleet, sqs: Any, stack: _Stack, settings: ChaosSettings, report: ChaosReport
+) -> None:
+    """Storm, then let the workers leave by themselves; record the time and any failure."""
+    started = time.monotonic()
+    try:
+        storm(fleet, sqs, stack, settings, report)
+        if not wait_for_own_exits(fleet, settings.exit_timeout):
+            report.failures.append(
+                f"workers still ran {settings.exit_timeout:.0f} s after the storm ended"
+            )
+    except TimeoutError as error:
+        report.failures.append(str(error))
+    finally:
+        # Before the cleanup's SIGKILLs, which are no worker's own exit.
+        report.self_exit_codes = Counter(
+            c.exit_code for c in fleet.children if c.signalled is None and c.poll()
+        )
+        fleet.kill_all()
+    report.seconds = time.monotonic() - started
+    report.starts = len(fleet.children)
 
 
 def stored_versions(s3: Any, bucket: str) -> dict[str, list[str]]:
@@ -267,33 +392,82 @@ def verify(
             except ValueError:
                 result = None
             report.wrong += result != expected.get(key)
-    outcomes = Counter(event["outcome"] for _, event in fleet.events("item"))
-    report.logged_ok, report.logged_already_done = outcomes["ok"], outcomes["already-done"]
-    report.queue_end = queue_depths(sqs, stack.queue_url)
-    dead = received_bodies(sqs, stack.dlq_url)
-    report.dead_lettered = len(dead)
-    # A SIGTERM that lands before the worker has installed its handler (while Python imports
-    # boto3) ends the process by the signal; it held no message yet, so that is harmless.
+    read_logs(report, fleet)
+    report.queue_end = queue_counts(sqs, stack.queue_url)
+    dead = Counter(received_bodies(sqs, stack.dlq_url))
+    report.dead_lettered = dead.total()
+    report.healthy_dead_lettered = (dead - Counter(poison)).total()
+    report.poison_not_dead_lettered = (Counter(poison) - dead).total()
+    # A SIGTERM that lands before the worker has installed its handler (while Python starts)
+    # ends the process by the signal; it held no message yet, so that is harmless.
     started = {id(child) for child, _ in fleet.events("start")}
     terminated = [c for c in fleet.children if c.signalled == "SIGTERM"]
     report.sigterm_before_start = sum(id(c) not in started for c in terminated)
     bad_exits = [c for c in terminated if id(c) in started and c.exit_code != 0]
+    own_bad_exits = report.self_exit_codes.total() - report.self_exit_codes[0]
     checks = [
         (report.lost == 0, f"{report.lost} items lost"),
         (not unexpected, f"{len(unexpected)} outputs at keys no source maps to"),
-        (report.duplicates == 0, f"{report.duplicates} duplicate writes"),
+        (report.duplicates == 0, f"{report.duplicates} items stored twice"),
         (report.wrong == 0, f"{report.wrong} outputs differ from the custom code's result"),
-        (report.queue_end == (0, 0), f"queue not empty at the end: {report.queue_end}"),
-        (Counter(dead) == Counter(poison), "the dead-letter queue is not exactly the poison"),
+        (report.stranded == 0, f"{report.stranded} messages stranded on the queue"),
+        (
+            report.healthy_dead_lettered == 0,
+            f"{report.healthy_dead_lettered} healthy items dead-lettered",
+        ),
+        (
+            report.poison_not_dead_lettered == 0,
+            f"{report.poison_not_dead_lettered} poison items not dead-lettered",
+        ),
         (not bad_exits, f"{len(bad_exits)} workers exited non-zero after SIGTERM"),
+        (own_bad_exits == 0, f"{own_bad_exits} workers left by themselves with a non-zero code"),
     ]
     return [sentence for held, sentence in checks if not held]
+
+
+def read_logs(report: ChaosReport, fleet: Fleet) -> None:
+    """Record what the workers' logs tell: outcomes, receives, give-backs, events of note.
+
+    Healthy items are told from poison by their ``source``: only good sources are under
+    ``good/``. Each ``item`` line carries the message's receive count as ``attempt``.
+    """
+    healthy = [event for _, event in fleet.events("item") if "/good/" in event.get("source", "")]
+    outcomes = Counter(event["outcome"] for event in healthy)
+    report.logged_ok, report.logged_already_done = outcomes["ok"], outcomes["already-done"]
+    report.healthy_failed_attempts = outcomes["failed"]
+    report.max_receives = max((int(event["attempt"]) for event in healthy), default=0)
+    report.given_back = sum(len(event["messages"]) for _, event in fleet.events("released"))
+    report.notable_events = Counter(name for name in NOTABLE_EVENTS for _ in fleet.events(name))
+
+
+@contextlib.contextmanager
+def rules_layer(
+    settings: ChaosSettings, emulator: Emulator, sqs: Any, stack: _Stack, work_dir: Path
+) -> Iterator[RulesLayer | None]:
+    """With ``aws_rules``, the rules layer in front of ``emulator`` for the block; else None.
+
+    The layer judges permissions by the job role's policy as Terraform renders it for this
+    stack's queue and buckets.
+    """
+    if not settings.aws_rules:
+        yield None
+        return
+    policy = render_worker_policy(
+        queue_arn(sqs, stack.queue_url),
+        stack.input_bucket,
+        [stack.output_bucket],
+        OUTPUT_PREFIX,
+        work_dir,
+    )
+    with aws_rules(emulator.endpoint, policy, settings.faults()) as layer:
+        yield layer
 
 
 def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = None) -> ChaosReport:
     """Seed, storm, verify; LocalStack is started natively unless ``endpoint`` is given."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with emulator_at(endpoint, log_dir) as emulator:
+        started = time.monotonic()
         s3, sqs = clients(emulator)
         stack = create_stack(s3, sqs, settings)
         sources = upload_sources(s3, stack.input_bucket, settings.items, settings.seed)
@@ -309,29 +483,24 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
             for key, rows in sources.items()
         }
         report = ChaosReport(settings, emulator.name, good=seeded.sent, poison=len(poison))
-        env = worker_env(
-            emulator,
-            stack.queue_url,
-            stack.output_bucket,
-            HANDLER=sample_code.HANDLER,
-            OUTPUT_PREFIX=OUTPUT_PREFIX,
-            WORKER_CONCURRENCY="4",
-            IDLE_EXIT_SECONDS="3",
-            STOP_GRACE_SECONDS="2",
-            RETRY_DELAY_SECONDS="0",
-            **{sample_code.WORK_ENV: str(settings.work_ms)},
-        )
-        fleet = Fleet(env, log_dir)
-        started = time.monotonic()
-        try:
-            storm(fleet, sqs, stack, settings, report)
-            if not fleet.wait(timeout=60):
-                report.failures.append("workers did not exit after the queue was drained")
-        except TimeoutError as error:
-            report.failures.append(str(error))
-        finally:
-            fleet.kill_all()
-        report.seconds = time.monotonic() - started
-        report.starts = len(fleet.children)
+        with rules_layer(settings, emulator, sqs, stack, log_dir / "policy") as layer:
+            env = worker_env(
+                emulator,
+                stack.queue_url,
+                stack.output_bucket,
+                AWS_ENDPOINT_URL=layer.endpoint if layer else emulator.endpoint,
+                HANDLER=sample_code.HANDLER,
+                OUTPUT_PREFIX=OUTPUT_PREFIX,
+                WORKER_CONCURRENCY="4",
+                IDLE_EXIT_SECONDS="3",
+                STOP_GRACE_SECONDS="2",
+                RETRY_DELAY_SECONDS=str(settings.retry_delay),
+                **{sample_code.WORK_ENV: str(settings.work_ms)},
+            )
+            fleet = Fleet(env, log_dir)
+            drain(fleet, sqs, stack, settings, report)
+            if layer:
+                report.injected = layer.injected.snapshot()
         report.failures += verify(report, s3, sqs, stack, expected, poison, fleet)
+        report.wall_seconds = time.monotonic() - started
     return report

@@ -96,6 +96,18 @@ class Fleet:
         self.children.append(child)
         return child
 
+    def restart_reclaimed(self) -> list[Child]:
+        """Start the next attempt of each slot whose latest child was signalled and has exited.
+
+        AWS Batch retries an array child only when its host was reclaimed (the job
+        definition's retry strategy); a child that exited by itself, 0 or not, is not run
+        again. Restarting those too would hide work a run leaves stranded.
+        """
+        latest = {child.slot: child for child in self.children}  # later attempts win
+        return [
+            self.start(slot) for slot, child in latest.items() if child.signalled and child.poll()
+        ]
+
     def running(self) -> list[Child]:
         """Children that have not exited."""
         return [c for c in self.children if not c.poll()]

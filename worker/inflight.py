@@ -118,6 +118,8 @@ class InFlight:
         be kept, so the loop stops receiving until an extension succeeds again.
         """
         with self._lock:
+            if not self._held:
+                self._failing_since = None  # nothing left that failing extensions could lose
             since = self._failing_since
         return since is None or time.monotonic() - since < self._timeout / 4
 
@@ -148,7 +150,7 @@ class InFlight:
                 if held is not None:
                     entries.append((message_id, held.receipt_handle))
         for batch in _batches(entries):
-            self._change_visibility(batch, [delay] * len(batch))
+            self._change_visibility(batch, [delay] * len(batch), extending=False)
         return [message_id for message_id, _ in entries]
 
     def held_ids(self) -> list[str]:
@@ -229,17 +231,22 @@ class InFlight:
             extended = self._change_visibility(
                 [(message_id, held.receipt_handle) for message_id, held, _ in batch],
                 [seconds for _, _, seconds in batch],
+                extending=True,
             )
             with self._lock:
                 for message_id, held, seconds in batch:
                     if message_id in extended and self._held.get(message_id) is held:
                         held.visible_until = now + seconds
 
-    def _change_visibility(self, batch: list[tuple[str, str]], seconds: list[int]) -> set[str]:
+    def _change_visibility(
+        self, batch: list[tuple[str, str]], seconds: list[int], extending: bool
+    ) -> set[str]:
         """Change up to 10 messages' visibility; return the ids SQS accepted.
 
-        Messages SQS says are no longer ours are dropped from the ledger. Any other failure
-        marks the heartbeat as failing until a call fully succeeds.
+        Messages SQS says are no longer ours are dropped from the ledger. When ``extending``,
+        any other failure marks the heartbeat as failing until an extension fully succeeds;
+        a failed give-back does not (the message left the ledger, and comes back when its
+        visibility lapses).
         """
         if not batch:
             return set()
@@ -253,7 +260,8 @@ class InFlight:
             )
         except Exception as error:
             log("visibility-failed", messages=[m for m, _ in batch], reason=str(error))
-            self._failing(True)
+            if extending:
+                self._failing(True)
             return set()
         failed = {int(f["Id"]): f for f in response.get("Failed", [])}
         for index, failure in failed.items():
@@ -264,7 +272,8 @@ class InFlight:
                 log("lost", message_id=message_id, reason=failure.get("Code"))
             else:
                 log("visibility-failed", message_id=message_id, reason=failure)
-        self._failing(any(f.get("Code") not in GONE_CODES for f in failed.values()))
+        if extending:
+            self._failing(any(f.get("Code") not in GONE_CODES for f in failed.values()))
         return {message_id for i, (message_id, _) in enumerate(batch) if i not in failed}
 
     def _failing(self, failed: bool) -> None:

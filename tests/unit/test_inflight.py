@@ -156,3 +156,27 @@ def test_a_prefetched_message_is_held_no_longer_than_sqs_allows() -> None:
     sqs.wait_for(lambda: len(sqs.visibility_calls) >= 1)
     inflight.close()
     assert sqs.visible_until[0] <= received + 12 * 3600
+
+
+def test_failures_that_can_lose_nothing_do_not_keep_the_worker_from_work() -> None:
+    """A failed give-back, or failing extensions of messages since settled, hold nothing.
+
+    Old behaviour: either left the heartbeat "failing" for good, so a worker holding nothing
+    stopped receiving and never reached its idle exit.
+    """
+    sqs = ScriptedSqs()
+    sqs.visibility_replies = [ConnectionError("down")] * 1000
+    inflight = InFlight(sqs, QUEUE, visibility_timeout=1)
+    inflight.hold("fresh", "handle-fresh", time.monotonic(), float("inf"))
+    inflight.release(["fresh"], 30)
+    time.sleep(0.3)  # past a quarter of the 1 s timeout since that failure
+    assert inflight.healthy, "a failed give-back puts nothing held at risk"
+
+    lapsing(inflight, "m1")
+    inflight.start()
+    sqs.wait_for(lambda: len(sqs.visibility_calls) >= 3)
+    time.sleep(0.3)
+    assert not inflight.healthy
+    assert inflight.ack("m1")
+    assert inflight.healthy, "nothing is held any more"
+    inflight.close()
