@@ -87,7 +87,7 @@ def test_work_queue_redrives_to_the_dlq(stack):
     redrive = json.loads(attributes["Attributes"]["RedrivePolicy"])
     dlq_arn = sqs.get_queue_attributes(QueueUrl=outputs["dlq_url"], AttributeNames=["QueueArn"])
     assert redrive["deadLetterTargetArn"] == dlq_arn["Attributes"]["QueueArn"]
-    assert int(redrive["maxReceiveCount"]) == 3
+    assert int(redrive["maxReceiveCount"]) == 6
 
 
 def test_buckets_block_public_access(stack):
