@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from batchspot.chaos import ChaosReport, ChaosSettings, run_chaos
 from batchspot.emulators import Emulator
 
@@ -42,6 +44,7 @@ def test_random_kills_lose_nothing_and_store_nothing_twice(
     assert_exactly_once(report, 150)
 
 
+@pytest.mark.once
 def test_random_kills_under_aws_rules_and_faults_lose_nothing_and_strand_nothing(
     tmp_path: Path, emulator: Emulator
 ) -> None:

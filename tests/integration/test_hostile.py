@@ -37,6 +37,8 @@ EXPLODE = "tests.integration.handlers:explode"
 HEALTHY = 5
 PEAK_RSS_LIMIT_KIB = 128 * 1024
 
+pytestmark = pytest.mark.once
+
 
 @dataclass
 class Run:

@@ -34,6 +34,8 @@ from tests.integration.harness import (
 
 COUNT_ROWS = "tests.integration.handlers:count_rows"
 
+pytestmark = pytest.mark.once
+
 
 @pytest.fixture
 def layer(emulator: Emulator, worker_policy: dict[str, Any]) -> Iterator[RulesLayer]:
