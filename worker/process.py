@@ -21,7 +21,14 @@ from worker.keys import check_output_key, derive_output_key
 from worker.limits import fit_metadata
 from worker.messages import Ignorable, MessageError, WorkItem, parse_message
 from worker.output import OutputTooLarge, ResultStore
-from worker.query import QueryError, QueryRequest, QueryThrottled, QueryUnsupported, run_query
+from worker.query import (
+    QueryError,
+    QueryLimitExceeded,
+    QueryRequest,
+    QueryThrottled,
+    QueryUnsupported,
+    run_query,
+)
 
 OutcomeKind = Literal["ok", "already-done", "ignored", "failed"]
 # The calls that store a result: their permission and key errors are the item's for good.
@@ -71,7 +78,7 @@ def process_message(
     fields: dict[str, Any] = {"source": parsed.source}
     try:
         outcome = _process_item(parsed, attempt, config, services, fields, deadline)
-    except QueryUnsupported as error:
+    except (QueryUnsupported, QueryLimitExceeded) as error:
         outcome = Outcome("failed", str(error), permanent=True)
     except (QueryError, HandlerError, OutputTooLarge, ItemTimeout) as error:
         outcome = Outcome("failed", str(error), throttled=isinstance(error, QueryThrottled))
@@ -130,6 +137,7 @@ def _process_item(
         sql=item.query or config.default_query,
         input=item.input,
         rows_format=config.rows_format,
+        deadline=deadline,
     )
     result = run_query(services.s3, request, config.query_engine)
     fields["bytes_in"] = len(result.text)

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from dataclasses import replace
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.messages import InputFormat
-from worker.query import QueryError, QueryRefused, QueryRequest, run_query, s3select
+from worker.query import (
+    Deadline,
+    QueryError,
+    QueryRefused,
+    QueryRequest,
+    QueryTimeout,
+    run_query,
+    s3select,
+)
 from worker.query.auto import LIMIT_PROBE, AutoEngine, same_rows
 
 BUCKET = "auto"
@@ -161,6 +171,40 @@ def test_sql_beyond_the_local_engine_keeps_s3_selects_answer(moto_s3):
     failed = "S3 Select on s3://auto/rows.csv failed: InvalidQuery: bad; the local engine cannot"
     with pytest.raises(QueryError, match=f"{failed} run it either: function UPPER"):
         engine.run(s3, request(upper))
+
+
+def test_a_timeout_is_never_answered_by_the_other_engine(moto_s3):
+    # Not even to say that the local engine cannot run the SQL: the item is out of time.
+    upper = "SELECT UPPER(s.a) FROM S3Object s"
+    engine, s3 = AutoEngine(), FakeS3(moto_s3, {upper: '{"_1":"1"}\n'})
+    with pytest.raises(QueryTimeout, match="passed the item's deadline"):
+        engine.run(s3, replace(request(upper), deadline=time.monotonic() - 1))
+    assert (s3.gets, engine.local_reason) == (0, None)
+
+
+def local_out_of_time(monkeypatch) -> None:
+    """The local engine's checks run out of time while S3 Select answers at once."""
+    monkeypatch.setattr("worker.query.local.Deadline", lambda at: Deadline(float("-inf")))
+
+
+def test_a_timeout_of_the_limit_check_fails_the_item(moto_s3, monkeypatch):
+    # One record: the LIMIT check is not settled, so each item runs it again.
+    moto_s3.put_object(Bucket=BUCKET, Key="one.csv", Body=b"a,b\n1,2\n")
+    engine, s3 = AutoEngine(), FakeS3(moto_s3, {DEFAULT_SQL: FIRST})
+    assert engine.run(s3, request(key="one.csv")).engine == "s3select"  # now trusted
+    local_out_of_time(monkeypatch)
+    with pytest.raises(QueryTimeout):
+        engine.run(s3, request(key="one.csv"))
+
+
+def test_a_timeout_of_the_local_verification_fails_the_item(moto_s3, monkeypatch):
+    projection = "SELECT s.a FROM S3Object s"
+    answers = {DEFAULT_SQL: RIGHT, projection: '{"a":"1"}\n{"a":"3"}\n'}
+    engine, s3 = AutoEngine(), FakeS3(moto_s3, answers)
+    assert engine.run(s3, request()).engine == "s3select"  # settles the LIMIT check
+    local_out_of_time(monkeypatch)
+    with pytest.raises(QueryTimeout):
+        engine.run(s3, request(projection))  # a new query: checked against the local engine
 
 
 def test_concurrent_first_calls_switch_once(moto_s3, capsys):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.bare_s3 import BytesS3
 from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.messages import InputFormat
-from worker.query import QueryError, QueryRequest, run_query
-from worker.query.local.reader import FIRST_RANGE, MAX_RANGE, RangedObject
+from worker.query import Deadline, QueryError, QueryRequest, run_query
+from worker.query.local.reader import FIRST_RANGE, MAX_RANGE, RangedObject, open_records
 
 BUCKET = "reader"
 ROW = "{:08d},some text that pads the row to about sixty bytes,{:06d}\n"
@@ -64,3 +69,29 @@ def test_an_object_overwritten_mid_read_fails_instead_of_mixing_versions(s3):
     s3.put_object(Bucket=BUCKET, Key="moving.csv", Body=b"a\n" + b"2\n" * (FIRST_RANGE // 2 + 10))
     with pytest.raises(QueryError, match="overwritten while it was being read"):
         source.read(FIRST_RANGE)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(1 - 2**63, 2**63 - 1)  # yajl refuses wider integers, and -2**63
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(roots=st.lists(JSON_VALUES, max_size=5), separator=st.sampled_from(["", " ", "\n"]))
+def test_a_document_is_built_record_by_record_as_json_reads_it(roots, separator) -> None:
+    # Root scalars need a separator from each other; containers and strings do not.
+    texts = [json.dumps(root) for root in roots]
+    body = (separator or " ").join(texts)
+    source = RangedObject(BytesS3({"doc": body.encode()}), BUCKET, "doc")
+    fmt = InputFormat(kind="JSON", json_type="DOCUMENT")
+    with open_records(source, fmt, Deadline(None)) as records:
+        got = list(records.rows)
+    assert got == [root if isinstance(root, dict) else {"_1": root} for root in roots]

@@ -9,6 +9,7 @@ free edition, incomplete in moto).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +17,10 @@ from worker.messages import InputFormat
 
 RowsFormat = Literal["json", "csv"]
 EngineName = Literal["auto", "s3select", "local"]
+# The result is one string in memory, handed whole to the custom code (which encodes it again),
+# and building it holds it about twice: ~55 MiB of process plus 2 x 32 MiB stays inside the
+# original job's 128 MiB. Counted in UTF-8 bytes, as the custom code receives it.
+MAX_RESULT_BYTES = 32 << 20
 
 
 class QueryError(Exception):
@@ -30,8 +35,47 @@ class QueryThrottled(QueryError):
     """S3 kept answering SlowDown past botocore's retries; the item itself is fine."""
 
 
+class QueryLimitExceeded(QueryError):
+    """The input breaks one of the engine's limits: record size, nesting, decompression, result.
+
+    The same object breaks it on every retry, so the item fails for good.
+    """
+
+
 class QueryUnsupported(QueryError):
-    """The local engine cannot run this SQL (the message names the construct)."""
+    """The local engine cannot run this query; retrying cannot help.
+
+    The SQL or the input format is beyond it; the message names the construct.
+    """
+
+
+class QueryTimeout(QueryError):
+    """The query was still running at the item's deadline; the engines stop at their next check."""
+
+
+class Deadline:
+    """An item's deadline as the engines check it, and the records read so far for the message.
+
+    ``check`` is called between units of bounded work (a line, a JSON record, a window of a LIKE
+    search, an S3 Select event), so a query stops within one such unit of the deadline.
+    """
+
+    def __init__(self, at: float | None) -> None:
+        self._at = at
+        self.records = 0
+
+    def check(self) -> None:
+        """Raise :class:`QueryTimeout` once ``time.monotonic()`` has reached the deadline."""
+        if self._at is not None and time.monotonic() >= self._at:
+            raise QueryTimeout(f"query passed the item's deadline after {self.records} records")
+
+
+def result_too_large() -> QueryLimitExceeded:
+    """Return the error for a result past :data:`MAX_RESULT_BYTES`, whichever engine ran."""
+    return QueryLimitExceeded(
+        f"the query's result passed MAX_RESULT_BYTES ({MAX_RESULT_BYTES >> 20} MiB); "
+        f"select fewer records (LIMIT) or fewer fields"
+    )
 
 
 @dataclass(frozen=True)
@@ -43,6 +87,8 @@ class QueryRequest:
     sql: str
     input: InputFormat
     rows_format: RowsFormat = "json"
+    # The item's deadline as a ``time.monotonic()`` value; None: no deadline.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

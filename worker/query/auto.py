@@ -39,6 +39,7 @@ from worker.query import (
     QueryRefused,
     QueryRequest,
     QueryResult,
+    QueryTimeout,
     QueryUnsupported,
     local,
     s3select,
@@ -73,6 +74,8 @@ class AutoEngine:
         except QueryRefused as refusal:
             self._switch(str(refusal))
             return local.run(s3, request)
+        except QueryTimeout:
+            raise  # the item is out of time: no second engine
         except QueryError as failure:
             if self._is_trusted(signature):
                 raise
@@ -94,6 +97,8 @@ class AutoEngine:
         try:
             answer, _ = s3select.select_text(s3, probe)
             reference = local.run(s3, replace(probe, sql=LIMIT_PROBE_REFERENCE)).text
+        except QueryTimeout:
+            raise
         except QueryError:
             return None  # no verdict on this object; the next item checks again
         records = reference.splitlines(keepends=True)
@@ -123,6 +128,8 @@ class AutoEngine:
     ) -> QueryResult:
         try:
             checked = local.run(s3, request)
+        except QueryTimeout:
+            raise
         except QueryError:
             return selected  # nothing to compare with: S3 Select's answer stands
         if same_rows(selected.text, checked.text, request.rows_format):

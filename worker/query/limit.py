@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import SqlglotError
+from worker.query import QueryUnsupported
+from worker.query.local.sql import limit_value, parse_select
 
 # In S3 Select's CSV output (QuoteCharacter '"', RecordDelimiter "\n") a newline ends a record
 # only outside quotes; a doubled quote inside quotes toggles twice, so counting quotes works.
@@ -18,16 +17,14 @@ _CSV_TOKENS = re.compile(r'["\n]')
 
 
 def declared_limit(sql: str) -> int | None:
-    """Return the query's ``LIMIT n``, or None if it has none or sqlglot cannot parse it."""
+    """Return the query's ``LIMIT n``, or None if it has none or it cannot be parsed safely.
+
+    S3 Select may run SQL the local engine refuses, so a refusal here only means "no cap".
+    """
     try:
-        select = sqlglot.parse_one(sql)
-    except SqlglotError:
+        return limit_value(parse_select(sql).args.get("limit"))
+    except QueryUnsupported:
         return None
-    limit = select.args.get("limit") if isinstance(select, exp.Select) else None
-    value = limit.expression if limit is not None else None
-    if isinstance(value, exp.Literal) and not value.is_string and str(value.this).isdigit():
-        return int(value.this)
-    return None
 
 
 def cap_records(text: str, rows_format: str, limit: int | None) -> str:

@@ -1,4 +1,8 @@
-"""The S3 Select engine: ``SelectObjectContent``, the event stream joined into text."""
+"""The S3 Select engine: ``SelectObjectContent``, the event stream joined into text.
+
+The stream is read event by event, so the item's deadline is checked between events and the
+result's size against :data:`worker.query.MAX_RESULT_BYTES` as it arrives.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from worker.errors import error_code, is_throttling
-from worker.query import QueryError, QueryRefused, QueryRequest, QueryResult, QueryThrottled
+from worker.query import (
+    MAX_RESULT_BYTES,
+    Deadline,
+    QueryError,
+    QueryRefused,
+    QueryRequest,
+    QueryResult,
+    QueryThrottled,
+    result_too_large,
+)
 from worker.query.limit import cap_records, declared_limit
 
 ENGINE = "s3select"
@@ -30,8 +43,9 @@ def run(s3: Any, request: QueryRequest) -> QueryResult:
 def select_text(s3: Any, request: QueryRequest) -> tuple[str, int]:
     """S3 Select's answer exactly as it came (not capped) and the bytes it scanned."""
     output = {"JSON": {"RecordDelimiter": "\n"}} if request.rows_format == "json" else {"CSV": {}}
+    deadline = Deadline(request.deadline)
     parts: list[bytes] = []
-    scanned = 0
+    size = scanned = 0
     ended = False
     try:
         response = s3.select_object_content(
@@ -43,8 +57,12 @@ def select_text(s3: Any, request: QueryRequest) -> tuple[str, int]:
             OutputSerialization=output,
         )
         for event in response["Payload"]:
+            deadline.check()
             if "Records" in event:
                 parts.append(event["Records"]["Payload"])
+                size += len(parts[-1])
+                if size > MAX_RESULT_BYTES:
+                    raise result_too_large()
             elif "Stats" in event:
                 scanned = event["Stats"]["Details"].get("BytesScanned", 0)
             elif "End" in event:

@@ -5,6 +5,10 @@ read first), so each record costs a few function calls and nothing is kept betwe
 except the aggregates' running totals. Semantics follow S3 Select's SQL reference: CSV values
 are text until CAST; NULL and MISSING propagate through operators; WHERE keeps a record only
 when its condition is TRUE; comparing text with a number is an error rather than a guess.
+
+Every step costs time bounded by the record's size (LIKE without backtracking, ``||`` capped
+at a record's length, numbers kept in range), and an error names the record number, the
+expression (as the query wrote it) and the kinds of the values, never the values themselves.
 """
 
 from __future__ import annotations
@@ -13,12 +17,19 @@ import json
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
-from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from decimal import Decimal
 from typing import Any
 
-from worker.query import QueryError
+from worker.query import Deadline, QueryError
 from worker.query.local import sql
+from worker.query.local.caps import (
+    INT_LIMIT,
+    MAX_INT_DIGITS,
+    MAX_NUMBER_CHARS,
+    MAX_RECORD_CHARS,
+    OVER_MAX_RECORD_SIZE,
+)
+from worker.query.local.like import like_pattern
 from worker.query.local.reader import Records
 
 
@@ -38,20 +49,29 @@ class EvaluationError(Exception):
     """A value-level failure (bad CAST, type mismatch); the caller adds the record number."""
 
 
-def evaluate(plan: sql.Plan, records: Records) -> Iterator[Output]:
-    """Yield ``(names, values)`` for each output record, stopping at the plan's LIMIT."""
+def _failure(node: sql.Expr, problem: str) -> EvaluationError:
+    return EvaluationError(f"{sql.describe(node)}: {problem}")
+
+
+def evaluate(plan: sql.Plan, records: Records, deadline: Deadline) -> Iterator[Output]:
+    """Yield ``(names, values)`` for each output record, stopping at the plan's LIMIT.
+
+    ``deadline`` is checked within the long steps of one record (LIKE on a long value).
+    """
     layout = CsvLayout(records.header) if records.kind == "CSV" else JsonLayout()
-    where = compile_expr(plan.where, layout) if plan.where is not None else None
+    where = _condition(plan.where, layout, deadline)
     if plan.limit == 0:
         return
     if plan.aggregate:
-        yield _aggregate(plan, layout, where, records)
+        yield _aggregate(plan, layout, where, records, deadline)
         return
-    project = layout.star if plan.projections is None else _projector(plan.projections, layout)
+    project = (
+        layout.star if plan.projections is None else _projector(plan.projections, layout, deadline)
+    )
     emitted = 0
     for number, row in enumerate(records.rows, start=1):
         try:
-            if where is not None and not _passes(where(row)):
+            if where is not None and not where(row):
                 continue
             output = project(row)
         except EvaluationError as error:
@@ -62,17 +82,28 @@ def evaluate(plan: sql.Plan, records: Records) -> Iterator[Output]:
             return
 
 
-def _passes(result: Any) -> bool:
-    if result is True:
-        return True
-    if result is False or result is None or result is MISSING:
-        return False
-    raise EvaluationError(f"WHERE must be a condition, but it gave {_show(result)}")
+def _condition(node: sql.Expr | None, layout: Layout, deadline: Deadline) -> Getter | None:
+    """Compile WHERE into a test that is True only where the condition is TRUE."""
+    if node is None:
+        return None
+    condition = compile_expr(node, layout, deadline)
+
+    def passes(row: Any) -> bool:
+        result = condition(row)
+        if result is True:
+            return True
+        if result is False or result is None or result is MISSING:
+            return False
+        raise _failure(node, f"WHERE needs a condition, but this gave {_kind(result)}")
+
+    return passes
 
 
-def _projector(projections: tuple[sql.Projection, ...], layout: Layout) -> Callable[[Any], Output]:
+def _projector(
+    projections: tuple[sql.Projection, ...], layout: Layout, deadline: Deadline
+) -> Callable[[Any], Output]:
     names = [p.name for p in projections]
-    getters = [compile_expr(p.expr, layout) for p in projections]
+    getters = [compile_expr(p.expr, layout, deadline) for p in projections]
     return lambda row: (names, [get(row) for get in getters])
 
 
@@ -116,7 +147,9 @@ class CsvLayout:
             raise QueryError(
                 f"column {name!r}: without FileHeaderInfo USE, columns are named _1, _2, ..."
             )
-        raise QueryError(f"column {name!r} is not in the CSV header ({', '.join(self._header)})")
+        names = ", ".join(self._header)
+        shown = names if len(names) <= 200 else f"{names[:197]}..."
+        raise QueryError(f"column {name!r} is not in the CSV header ({shown})")
 
     def star(self, row: list[str]) -> Output:
         """``SELECT *``: header names, then ``_N`` for fields past the header."""
@@ -174,8 +207,11 @@ def _path_text(path: tuple[sql.Step, ...]) -> str:
 # --- expressions -----------------------------------------------------------------------------
 
 
-def compile_expr(node: sql.Expr, layout: Layout) -> Getter:
-    """Compile a plan expression into a function of one record; one branch per node type."""
+def compile_expr(node: sql.Expr, layout: Layout, deadline: Deadline) -> Getter:
+    """Compile a plan expression into a function of one record; one branch per node type.
+
+    Each operation that can fail is given its node, so that its error names the expression.
+    """
     if isinstance(node, sql.Literal):
         constant = node.value
         return lambda row: constant
@@ -183,27 +219,27 @@ def compile_expr(node: sql.Expr, layout: Layout) -> Getter:
         return layout.column(node.path)
     if isinstance(node, sql.Aggregate):
         raise QueryError(f"{node.function} is only allowed alone in the SELECT list")
-    sub = lambda child: compile_expr(child, layout)  # noqa: E731
+    sub = lambda child: compile_expr(child, layout, deadline)  # noqa: E731
     if isinstance(node, sql.Cast):
         operand, convert = sub(node.operand), CASTS[node.type]
-        return lambda row: _cast(operand(row), convert, node.type)
+        return lambda row: _cast(operand(row), convert, node)
     if isinstance(node, sql.Compare):
         left, right, op = sub(node.left), sub(node.right), node.op
-        return lambda row: compare(op, left(row), right(row))
+        return lambda row: compare(op, left(row), right(row), node)
     if isinstance(node, sql.Arithmetic):
         left, right, op = sub(node.left), sub(node.right), node.op
-        return lambda row: arithmetic(op, left(row), right(row))
+        return lambda row: arithmetic(op, left(row), right(row), node)
     if isinstance(node, sql.Negate):
         operand = sub(node.operand)
-        return lambda row: arithmetic("-", 0, operand(row))
+        return lambda row: arithmetic("-", 0, operand(row), node)
     if isinstance(node, sql.Logical):
-        left, right = sub(node.left), sub(node.right)
-        return _and(left, right) if node.op == "AND" else _or(left, right)
+        operands = [sub(item) for item in node.operands]
+        return _all(operands) if node.op == "AND" else _any(operands)
     if isinstance(node, sql.Not):
         operand = sub(node.operand)
-        return lambda row: _not(operand(row))
+        return lambda row: _not(operand(row), node)
     if isinstance(node, sql.Like):
-        return _like(sub(node.operand), node.pattern, node.escape, layout)
+        return _like(sub(node.operand), node, layout, deadline)
     if isinstance(node, sql.IsNull):
         operand = sub(node.operand)
         if node.missing_only:
@@ -211,10 +247,10 @@ def compile_expr(node: sql.Expr, layout: Layout) -> Getter:
         return lambda row: _is_null(operand(row))
     if isinstance(node, sql.In):
         operand, items = sub(node.operand), [sub(item) for item in node.items]
-        return lambda row: _in(operand(row), [item(row) for item in items])
+        return lambda row: _in(operand(row), [item(row) for item in items], node)
     if isinstance(node, sql.Between):
         operand, low, high = sub(node.operand), sub(node.low), sub(node.high)
-        return lambda row: _between(operand(row), low(row), high(row))
+        return lambda row: _between(operand(row), low(row), high(row), node)
     raise QueryError(f"cannot evaluate {type(node).__name__}")  # the compiler only makes the above
 
 
@@ -222,9 +258,14 @@ def _is_null(value: Any) -> bool:
     return value is None or value is MISSING
 
 
-def _show(value: Any) -> str:
-    kind = "text" if isinstance(value, str) else type(value).__name__
-    return f"{kind} {value!r}"
+def _kind(value: Any) -> str:
+    """Name a value's type for an error message (the value itself is never shown)."""
+    if value is MISSING:
+        return "MISSING"
+    if value is None:
+        return "NULL"
+    kinds = {str: "text", bool: "bool", dict: "object", list: "list", Decimal: "decimal"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _numeric(value: Any) -> bool:
@@ -241,11 +282,12 @@ COMPARE_OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def compare(op: str, left: Any, right: Any) -> bool | None:
+def compare(op: str, left: Any, right: Any, node: sql.Expr) -> bool | None:
     """Compare as SQL does: NULL if either side is NULL or MISSING.
 
     Text compares only with text and numbers with numbers: S3 Select treats CSV fields as text
-    until CAST, so guessing a conversion could return rows S3 Select would not.
+    until CAST, so guessing a conversion could return rows S3 Select would not. ``node`` is
+    the expression named if they cannot be compared.
     """
     if _is_null(left) or _is_null(right):
         return None
@@ -255,27 +297,42 @@ def compare(op: str, left: Any, right: Any) -> bool | None:
         or (isinstance(left, bool) and isinstance(right, bool))
     )
     if not same_kind:
-        raise EvaluationError(
-            f"cannot compare {_show(left)} with {_show(right)}; CAST one side, "
-            f"e.g. CAST(s.col AS INT)"
+        raise _failure(
+            node,
+            f"cannot compare {_kind(left)} with {_kind(right)}; CAST one side, "
+            f"e.g. CAST(s.col AS INT)",
         )
     return COMPARE_OPS[op](left, right)
 
 
-def arithmetic(op: str, left: Any, right: Any) -> Any:
-    """+ - * / % on numbers (integer division truncates, as in SQL) and || on text."""
+def arithmetic(op: str, left: Any, right: Any, node: sql.Expr) -> Any:
+    """+ - * / % on numbers (integer division truncates, as in SQL) and || on text.
+
+    Results stay bounded: text at a record's length, integers under INT_LIMIT, decimals in
+    their context's range; past that the expression ``node`` fails, named.
+    """
     if _is_null(left) or _is_null(right):
         return None
     if op == "||":
-        if isinstance(left, str) and isinstance(right, str):
-            return left + right
-        raise EvaluationError(f"|| joins text, not {_show(left)} and {_show(right)}")
+        if not (isinstance(left, str) and isinstance(right, str)):
+            raise _failure(node, f"|| joins text, not {_kind(left)} and {_kind(right)}")
+        if len(left) + len(right) > MAX_RECORD_CHARS:
+            raise _failure(node, OVER_MAX_RECORD_SIZE)
+        return left + right
     if not (_numeric(left) and _numeric(right)):
-        raise EvaluationError(f"cannot apply {op} to {_show(left)} and {_show(right)}; CAST first")
+        raise _failure(node, f"cannot apply {op} to {_kind(left)} and {_kind(right)}; CAST first")
+    if op in "/%" and right == 0:
+        raise _failure(node, "division by zero")
+    try:
+        result = _calculate(op, left, right)
+        return _bounded(result) if isinstance(result, int) else result
+    except ArithmeticError:  # OverflowError, decimal.Overflow, decimal.InvalidOperation
+        raise _failure(node, "the result is out of range") from None
+
+
+def _calculate(op: str, left: Any, right: Any) -> Any:
     if isinstance(left, float) or isinstance(right, float):
         left, right = float(left), float(right)
-    if op in "/%" and right == 0:
-        raise EvaluationError("division by zero")
     if op == "+":
         return left + right
     if op == "-":
@@ -288,105 +345,103 @@ def arithmetic(op: str, left: Any, right: Any) -> Any:
     return left / right if op == "/" else left - right * int(left / right)
 
 
-def _and(left: Getter, right: Getter) -> Getter:
+def _bounded(value: int) -> int:
+    """Keep an integer the engine made under INT_LIMIT (Python's are unbounded)."""
+    if -INT_LIMIT < value < INT_LIMIT:
+        return value
+    raise OverflowError(f"integer beyond {MAX_INT_DIGITS} digits")
+
+
+def _all(operands: list[Getter]) -> Getter:
+    """AND over a chain: FALSE at the first FALSE operand, else TRUE only if all are TRUE."""
+
     def evaluate_and(row: Any) -> bool | None:
-        first = left(row)
-        if first is False:
-            return False
-        second = right(row)
-        if second is False:
-            return False
-        return None if first is not True or second is not True else True
+        result: bool | None = True
+        for operand in operands:
+            value = operand(row)
+            if value is False:
+                return False
+            if value is not True:
+                result = None
+        return result
 
     return evaluate_and
 
 
-def _or(left: Getter, right: Getter) -> Getter:
+def _any(operands: list[Getter]) -> Getter:
+    """OR over a chain: TRUE at the first TRUE operand, else FALSE only if all are FALSE."""
+
     def evaluate_or(row: Any) -> bool | None:
-        first = left(row)
-        if first is True:
-            return True
-        second = right(row)
-        if second is True:
-            return True
-        return None if first is not False or second is not False else False
+        result: bool | None = False
+        for operand in operands:
+            value = operand(row)
+            if value is True:
+                return True
+            if value is not False:
+                result = None
+        return result
 
     return evaluate_or
 
 
-def _not(value: Any) -> bool | None:
+def _not(value: Any, node: sql.Expr) -> bool | None:
     if _is_null(value):
         return None
     if not isinstance(value, bool):
-        raise EvaluationError(f"NOT needs a condition, got {_show(value)}")
+        raise _failure(node, f"NOT needs a condition, got {_kind(value)}")
     return not value
 
 
-def _in(value: Any, items: list[Any]) -> bool | None:
+def _in(value: Any, items: list[Any], node: sql.Expr) -> bool | None:
     if _is_null(value):
         return None
     unknown = False
     for item in items:
-        result = compare("=", value, item)
+        result = compare("=", value, item, node)
         if result:
             return True
         unknown = unknown or result is None
     return None if unknown else False
 
 
-def _between(value: Any, low: Any, high: Any) -> bool | None:
-    lower = compare(">=", value, low)
+def _between(value: Any, low: Any, high: Any, node: sql.Expr) -> bool | None:
+    lower = compare(">=", value, low, node)
     if lower is False:
         return False
-    upper = compare("<=", value, high)
+    upper = compare("<=", value, high, node)
     if upper is False:
         return False
     return None if lower is None or upper is None else True
 
 
-def _like(operand: Getter, pattern: sql.Expr, escape: str | None, layout: Layout) -> Getter:
-    if isinstance(pattern, sql.Literal) and isinstance(pattern.value, str):
-        compiled = like_regex(pattern.value, escape)
+def _like(operand: Getter, node: sql.Like, layout: Layout, deadline: Deadline) -> Getter:
+    if isinstance(node.pattern, sql.Literal) and isinstance(node.pattern.value, str):
+        compiled = like_pattern(node.pattern.value, node.escape)
 
         def like_constant(row: Any) -> bool | None:
             value = operand(row)
             if _is_null(value):
                 return None
             if not isinstance(value, str):
-                raise EvaluationError(f"LIKE matches text, not {_show(value)}")
-            return compiled.fullmatch(value) is not None
+                raise _failure(node, f"LIKE matches text, not {_kind(value)}")
+            return compiled.matches(value, deadline)
 
         return like_constant
-    pattern_of = compile_expr(pattern, layout)
+    pattern_of = compile_expr(node.pattern, layout, deadline)
 
     def like_computed(row: Any) -> bool | None:
         value, text = operand(row), pattern_of(row)
         if _is_null(value) or _is_null(text):
             return None
         if not isinstance(value, str) or not isinstance(text, str):
-            raise EvaluationError(f"LIKE matches text, not {_show(value)} / {_show(text)}")
-        return like_regex(text, escape).fullmatch(value) is not None
+            raise _failure(node, f"LIKE matches text, not {_kind(value)} / {_kind(text)}")
+        try:
+            compiled = like_pattern(text, node.escape)
+        except QueryError as error:
+            raise _failure(node, str(error)) from None
+        return compiled.matches(value, deadline)
 
     return like_computed
-
-
-@lru_cache(maxsize=256)
-def like_regex(pattern: str, escape: str | None) -> re.Pattern[str]:
-    """Translate a LIKE pattern: % any run of characters, _ one character, escape literal."""
-    parts, chars = [], iter(pattern)
-    for char in chars:
-        if char == escape:
-            following = next(chars, None)
-            if following is None:
-                raise QueryError(f"LIKE pattern {pattern!r} ends with its escape character")
-            parts.append(re.escape(following))
-        elif char == "%":
-            parts.append(".*")
-        elif char == "_":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
 
 
 # --- CAST ------------------------------------------------------------------------------------
@@ -394,19 +449,22 @@ def like_regex(pattern: str, escape: str | None) -> re.Pattern[str]:
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
-def _cast(value: Any, convert: Callable[[Any], Any], type_name: str) -> Any:
+def _cast(value: Any, convert: Callable[[Any], Any], node: sql.Cast) -> Any:
     if _is_null(value):
         return value
     try:
         return convert(value)
-    except (ValueError, TypeError, InvalidOperation, OverflowError):
-        raise EvaluationError(f"CAST({_show(value)} AS {type_name}) failed") from None
+    except OverflowError:  # _bounded, or int() of an infinity
+        raise _failure(node, f"this {_kind(value)} is out of the range of {node.type}") from None
+    except (ValueError, TypeError, ArithmeticError):
+        raise _failure(node, f"this {_kind(value)} is not a valid {node.type}") from None
 
 
 def _to_decimal(value: Any) -> Decimal:
     if isinstance(value, str):
-        if not _NUMBER_TEXT.fullmatch(value):
-            raise ValueError(value)
+        # The length first: the pattern backtracks quadratically on long digit strings.
+        if len(value) > MAX_NUMBER_CHARS or not _NUMBER_TEXT.fullmatch(value):
+            raise ValueError("not a number")
         return Decimal(value.strip())
     if isinstance(value, bool):
         return Decimal(int(value))
@@ -418,11 +476,13 @@ def _to_decimal(value: Any) -> Decimal:
 
 
 def _to_int(value: Any) -> int:
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return int(value)
-    return int(_to_decimal(value))
+    if isinstance(value, (int, float)):
+        return _bounded(int(value))
+    number = _to_decimal(value)
+    # Checked before int(): int(Decimal('1e999999999')) would build a billion digits.
+    if number.is_finite() and number.adjusted() >= MAX_INT_DIGITS:
+        raise OverflowError(f"beyond {MAX_INT_DIGITS} digits")
+    return int(number)
 
 
 def _to_float(value: Any) -> float:
@@ -466,8 +526,8 @@ CASTS: dict[str, Callable[[Any], Any]] = {
 class _Accumulator:
     """One aggregate's running state; NULL and MISSING values are skipped, as in SQL."""
 
-    def __init__(self, function: str, operand: Getter | None) -> None:
-        self.function, self.operand = function, operand
+    def __init__(self, node: sql.Aggregate, operand: Getter | None) -> None:
+        self.node, self.function, self.operand = node, node.function, operand
         self.count = 0
         self.total: Any = 0
         self.best: Any = None
@@ -482,10 +542,13 @@ class _Accumulator:
         self.count += 1
         if self.function in ("SUM", "AVG"):
             if not _numeric(value):
-                raise EvaluationError(f"{self.function} needs numbers, got {_show(value)}; CAST")
-            self.total = arithmetic("+", self.total, value)
+                raise _failure(
+                    self.node, f"{self.function} needs numbers, got {_kind(value)}; CAST"
+                )
+            self.total = arithmetic("+", self.total, value, self.node)
         elif self.function in ("MIN", "MAX") and (
-            self.best is None or compare("<" if self.function == "MIN" else ">", value, self.best)
+            self.best is None
+            or compare("<" if self.function == "MIN" else ">", value, self.best, self.node)
         ):
             self.best = value
 
@@ -503,17 +566,19 @@ class _Accumulator:
         return self.total / self.count
 
 
-def _aggregate(plan: sql.Plan, layout: Layout, where: Getter | None, records: Records) -> Output:
+def _aggregate(
+    plan: sql.Plan, layout: Layout, where: Getter | None, records: Records, deadline: Deadline
+) -> Output:
     projections = plan.projections or ()
     accumulators = []
     for projection in projections:
         assert isinstance(projection.expr, sql.Aggregate)  # Plan.aggregate guarantees it
         operand = projection.expr.operand
-        getter = compile_expr(operand, layout) if operand is not None else None
-        accumulators.append(_Accumulator(projection.expr.function, getter))
+        getter = compile_expr(operand, layout, deadline) if operand is not None else None
+        accumulators.append(_Accumulator(projection.expr, getter))
     for number, row in enumerate(records.rows, start=1):
         try:
-            if where is not None and not _passes(where(row)):
+            if where is not None and not where(row):
                 continue
             for accumulator in accumulators:
                 accumulator.add(row)

@@ -3,6 +3,9 @@
 JSON: one object a line, a newline after each, MISSING fields left out, text values as
 strings, numbers as numbers. CSV: fields quoted only when needed, a newline after each record,
 NULL and MISSING as empty fields.
+
+The output is capped as S3 Select caps it: a record over 1 MiB is refused (OverMaxRecordSize),
+and so is a result past :data:`worker.query.MAX_RESULT_BYTES`, before either is held.
 """
 
 from __future__ import annotations
@@ -10,44 +13,81 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from worker.query import MAX_RESULT_BYTES, QueryError, result_too_large
+from worker.query.local.caps import MAX_INT_DIGITS, MAX_RECORD_CHARS, over_max_record_size
 from worker.query.local.evaluator import MISSING, Output
 
 
 def serialise(rows: Iterable[Output], rows_format: str) -> str:
     """Serialise every output record into one text, in ``rows_format`` ("json" or "csv")."""
-    return _json_lines(rows) if rows_format == "json" else _csv(rows)
+    render = _json_record() if rows_format == "json" else _csv_record()
+    # One growing buffer, not a list of small strings (~50 bytes of overhead each).
+    buffer = io.StringIO()
+    size = 0
+    for number, row in enumerate(rows, start=1):
+        text = render(row, number)
+        if len(text) - 1 > MAX_RECORD_CHARS:  # the record's newline is not part of it
+            raise over_max_record_size(f"output record {number}")
+        size += len(text) if text.isascii() else len(text.encode("utf-8"))
+        if size > MAX_RESULT_BYTES:
+            raise result_too_large()
+        buffer.write(text)
+    return buffer.getvalue()
 
 
-def _json_lines(rows: Iterable[Output]) -> str:
+def _json_record() -> Callable[[Output, int], str]:
     encode = json.JSONEncoder(
-        ensure_ascii=False, separators=(",", ":"), default=_json_number
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_number
     ).encode
-    parts = []
-    for names, values in rows:
-        parts.append(
-            encode({n: v for n, v in zip(names, values, strict=False) if v is not MISSING})
-        )
-    parts.append("")
-    return "\n".join(parts) if len(parts) > 1 else ""
+
+    def render(row: Output, number: int) -> str:
+        names, values = row
+        record = {n: v for n, v in zip(names, values, strict=False) if v is not MISSING}
+        try:
+            return encode(record) + "\n"
+        except ValueError:  # JSON has no infinities or NaN (1e999 in the data, overflows)
+            raise QueryError(
+                f"output record {number} holds a number JSON cannot represent (infinite or NaN)"
+            ) from None
+
+    return render
 
 
 def _json_number(value: Any) -> Any:
-    """Decimals (from DECIMAL literals, CASTs and AVG) as JSON numbers."""
+    """Decimals (from DECIMAL literals, CASTs and AVG) as JSON numbers.
+
+    Whole decimals in the engine's integer range are written as integers; others as floats
+    (never ``int()`` of ``Decimal('1e999999')``, a million digits).
+    """
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        whole = value.is_finite() and value.adjusted() < MAX_INT_DIGITS
+        return int(value) if whole and value == value.to_integral_value() else float(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _csv(rows: Iterable[Output]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    for _names, values in rows:
-        writer.writerow([v if type(v) is str else _csv_text(v) for v in values])
-    return buffer.getvalue()
+class _LastWrite:
+    """A file for ``csv.writer`` that keeps only what was written last: one whole record."""
+
+    text = ""
+
+    def write(self, text: str) -> None:
+        """Keep ``text``."""
+        self.text = text
+
+
+def _csv_record() -> Callable[[Output, int], str]:
+    target = _LastWrite()
+    writer = csv.writer(target, lineterminator="\n")
+
+    def render(row: Output, number: int) -> str:
+        writer.writerow([v if type(v) is str else _csv_text(v) for v in row[1]])
+        return target.text
+
+    return render
 
 
 def _csv_text(value: Any) -> str:

@@ -7,8 +7,9 @@ the object is read, with a :class:`QueryUnsupported` that names the construct.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlglot
@@ -16,6 +17,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from worker.query import QueryUnsupported
+from worker.query.local.caps import INT_LIMIT, MAX_NUMBER_CHARS, MAX_SQL_DEPTH, MAX_SQL_PARENS
 
 # A step of a column path: a name (with whether it was double-quoted, which makes it
 # case-sensitive in S3 Select) or a zero-based list index (JSON only).
@@ -42,6 +44,8 @@ SUPPORTED = (
     "SELECT * | expressions [AS alias], FROM S3Object [alias], WHERE with = != <> < <= > >= "
     "AND OR NOT LIKE IS [NOT] NULL IN BETWEEN + - * / % ||, CAST, COUNT SUM AVG MIN MAX, LIMIT"
 )
+# What nests in SQL text: parentheses, outside string literals and quoted names.
+_NESTING_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[()]")
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,13 @@ class Negate:
 
 @dataclass(frozen=True)
 class Logical:
-    """AND / OR over two conditions, in SQL's three-valued logic."""
+    """AND / OR over a chain of conditions, in SQL's three-valued logic.
+
+    ``a AND b AND c`` is one node, so a chain of any length costs one level of nesting.
+    """
 
     op: str
-    left: Expr
-    right: Expr
+    operands: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
@@ -190,17 +196,66 @@ class Plan:
         )
 
 
-def compile_query(sql: str) -> Plan:
-    """Parse ``sql`` and return its plan; raise :class:`QueryUnsupported` naming what is not."""
+def parse_select(sql: str) -> exp.Select:
+    """Parse ``sql`` as one SELECT; raise :class:`QueryUnsupported` naming what is wrong.
+
+    Nesting is bounded before sqlglot recurses into it (parentheses, in the text) and before
+    anything recurses over its tree (every level), so no SQL can exhaust the stack.
+    """
+    _check_parentheses(sql)
     try:
         statements = [s for s in sqlglot.parse(sql) if s is not None]
     except SqlglotError as error:
         raise QueryUnsupported(f"cannot parse the SQL: {_first_line(error)}") from None
+    except RecursionError:  # NOT NOT NOT ... and other chains sqlglot parses by recursion
+        raise QueryUnsupported(
+            f"the SQL nests too deeply to parse; the local engine accepts {MAX_SQL_DEPTH} levels"
+        ) from None
     if len(statements) != 1:
         raise QueryUnsupported(f"expected one SELECT statement, got {len(statements)}")
     select = statements[0]
+    _check_depth(select)
     if not isinstance(select, exp.Select):
         raise QueryUnsupported(f"{_describe(select)} is not supported; S3 Select runs one SELECT")
+    return select
+
+
+def _check_parentheses(sql: str) -> None:
+    depth = 0
+    for token in _NESTING_TOKENS.finditer(sql):
+        if token.group() == "(":
+            depth += 1
+            if depth > MAX_SQL_PARENS:
+                raise QueryUnsupported(
+                    f"the SQL nests parentheses more than {MAX_SQL_PARENS} deep; "
+                    f"the local engine accepts at most {MAX_SQL_PARENS}"
+                )
+        elif token.group() == ")":
+            depth -= 1
+
+
+def _check_depth(root: exp.Expression) -> None:
+    """Refuse a tree deeper than MAX_SQL_DEPTH, counting a chain of ANDs (or ORs) as one level.
+
+    Iterative: the tree may be thousands of levels deep (sqlglot builds ``a || b || ...``
+    without recursion), and that is exactly what must not be recursed over.
+    """
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SQL_DEPTH:
+            raise QueryUnsupported(
+                f"the SQL nests expressions more than {MAX_SQL_DEPTH} levels deep; "
+                f"the local engine accepts at most {MAX_SQL_DEPTH}"
+            )
+        for child in node.iter_expressions():
+            chained = isinstance(child, (exp.And, exp.Or)) and type(child) is type(node)
+            stack.append((child, depth if chained else depth + 1))
+
+
+def compile_query(sql: str) -> Plan:
+    """Parse ``sql`` and return its plan; raise :class:`QueryUnsupported` naming what is not."""
+    select = parse_select(sql)
     for clause, value in select.args.items():
         if value and clause not in SELECT_CLAUSES:
             raise QueryUnsupported(f"{_clause_name(clause)} is not supported by S3 Select SQL")
@@ -211,7 +266,7 @@ def compile_query(sql: str) -> Plan:
     plan = Plan(
         projections=projections,
         where=compiler.condition(where.this) if where else None,
-        limit=_limit(select.args.get("limit")),
+        limit=limit_value(select.args.get("limit")),
     )
     if projections and not plan.aggregate and any(_has_aggregate(p.expr) for p in projections):
         raise QueryUnsupported(
@@ -260,12 +315,13 @@ def _table_alias(select: exp.Select) -> str | None:
     return alias or table.alias or None
 
 
-def _limit(limit: exp.Limit | None) -> int | None:
+def limit_value(limit: exp.Limit | None) -> int | None:
+    """Return ``n`` of ``LIMIT n`` (None without LIMIT); QueryUnsupported if not a number."""
     if limit is None:
         return None
     value = limit.expression
     if isinstance(value, exp.Literal) and not value.is_string and str(value.this).isdigit():
-        return int(value.this)
+        return int(_number(value.this))
     raise QueryUnsupported(f"LIMIT must be a whole number, got {value.sql()}")
 
 
@@ -335,7 +391,7 @@ class _Compiler:
         if isinstance(node, exp.Neg):
             return Negate(sub(node.this))
         if isinstance(node, (exp.And, exp.Or)):
-            return Logical(node.key.upper(), sub(node.this), sub(node.expression))
+            return Logical(node.key.upper(), tuple(sub(item) for item in _chain(node)))
         if isinstance(node, exp.Not):
             return Not(sub(node.this))
         if isinstance(node, exp.Escape) and isinstance(node.this, exp.Like):
@@ -415,10 +471,85 @@ class _Compiler:
         return name.lower() in {(self._alias or "").lower(), "s3object"}
 
 
+def _chain(node: exp.Connector) -> list[exp.Expression]:
+    """Return the operands of a chain of one connective, left to right, without recursion."""
+    operands, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is type(node):
+            stack += [item.expression, item.this]
+        else:
+            operands.append(item)
+    return operands
+
+
 def _quoted(node: exp.Expression) -> bool:
     return bool(node.args.get("quoted"))
 
 
 def _number(text: str) -> int | Decimal:
-    """Type a numeric literal as S3 Select does: whole numbers INT, others DECIMAL."""
-    return int(text) if text.isdigit() else Decimal(text)
+    """Type a numeric literal as S3 Select does: whole numbers INT, others DECIMAL.
+
+    Refused, before any conversion, when it is too long to be in range or is a whole number
+    past the engine's integers (see :mod:`.caps`).
+    """
+    if len(text) > MAX_NUMBER_CHARS:
+        raise QueryUnsupported(
+            f"a numeric literal of {len(text)} characters; the local engine reads at most "
+            f"{MAX_NUMBER_CHARS}"
+        )
+    try:
+        value = int(text) if text.isdigit() else Decimal(text)
+    except InvalidOperation:
+        raise QueryUnsupported(f"{text} is not a number") from None
+    if isinstance(value, int) and value >= INT_LIMIT:
+        raise QueryUnsupported(f"the integer literal {text} is out of range (38 digits at most)")
+    return value
+
+
+def describe(expr: Expr) -> str:
+    """Render the expression as SQL, cut to 80 characters, for error messages.
+
+    Only the query's own words appear (columns as paths without the table alias), never a
+    record's values: logs must not carry the data.
+    """
+    text = _render(expr)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _render(expr: Expr | None) -> str:
+    if expr is None:
+        return "*"
+    if isinstance(expr, Literal):
+        return _render_literal(expr.value)
+    if isinstance(expr, Column):
+        steps = (f"[{s}]" if isinstance(s, int) else f".{s[0]}" for s in expr.path)
+        return "".join(steps).lstrip(".")
+    if isinstance(expr, Cast):
+        return f"CAST({_render(expr.operand)} AS {expr.type})"
+    if isinstance(expr, (Compare, Arithmetic)):
+        return f"{_render(expr.left)} {expr.op} {_render(expr.right)}"
+    if isinstance(expr, Logical):
+        return f" {expr.op} ".join(_render(item) for item in expr.operands)
+    if isinstance(expr, Negate):
+        return f"-{_render(expr.operand)}"
+    if isinstance(expr, Not):
+        return f"NOT {_render(expr.operand)}"
+    if isinstance(expr, Like):
+        escape = f" ESCAPE {_render_literal(expr.escape)}" if expr.escape else ""
+        return f"{_render(expr.operand)} LIKE {_render(expr.pattern)}{escape}"
+    if isinstance(expr, IsNull):
+        return f"{_render(expr.operand)} IS {'MISSING' if expr.missing_only else 'NULL'}"
+    if isinstance(expr, In):
+        return f"{_render(expr.operand)} IN (...)"
+    if isinstance(expr, Between):
+        return f"{_render(expr.operand)} BETWEEN {_render(expr.low)} AND {_render(expr.high)}"
+    return f"{expr.function}({_render(expr.operand)})"
+
+
+def _render_literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return "NULL" if value is None else str(value)

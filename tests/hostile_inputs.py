@@ -1,0 +1,81 @@
+"""Hostile sources (issue 11), one place for the unit and the integration suites.
+
+Each is built as it is compressed, never held whole: a bomb of 1 GiB is a few MB here.
+``CASES`` maps a name to how to build the object, the query, the input format (as
+:class:`worker.messages.InputFormat` fields) and a fragment of the expected outcome.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import zlib
+from collections.abc import Callable
+
+MIB = 1 << 20
+
+
+def gzipped(*parts: tuple[bytes, int]) -> bytes:
+    """gzip of each part repeated ``count`` times, compressed as it goes (never held whole)."""
+    packer = zlib.compressobj(9, wbits=31)
+    out = [packer.compress(chunk) for chunk, count in parts for _ in range(count)]
+    return b"".join([*out, packer.flush()])
+
+
+def bomb(compress: Callable[[bytes], bytes]) -> bytes:
+    """1 GiB of 1 KiB lines as 64 members (gzip) or streams (bzip2) of 16 MiB each."""
+    return compress((b"a" * 1023 + b"\n") * (16 << 10)) * 64
+
+
+X_MIB = b"x" * MIB
+RECORD = b'{"i":1,"s":"' + b"y" * 49 + b'"}\n'  # 64 bytes
+CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] = {
+    "64 MiB CSV line in gzip": (
+        lambda: gzipped((b"a\n", 1), (X_MIB, 64), (b"\n", 1)),
+        "SELECT COUNT(*) FROM S3Object s",
+        {"compression": "GZIP"},
+        "OverMaxRecordSize",
+    ),
+    "64 MiB JSON line in gzip": (
+        lambda: gzipped((b'{"a":"', 1), (X_MIB, 64), (b'"}\n', 1)),
+        "SELECT COUNT(*) FROM S3Object s",
+        {"kind": "JSON", "compression": "GZIP"},
+        "OverMaxRecordSize",
+    ),
+    "64 MiB DOCUMENT string in gzip": (
+        lambda: gzipped((b'{"a":"', 1), (X_MIB, 64), (b'"}', 1)),
+        "SELECT COUNT(*) FROM S3Object s",
+        {"kind": "JSON", "json_type": "DOCUMENT", "compression": "GZIP"},
+        "OverMaxRecordSize",
+    ),
+    "64 MiB DOCUMENT root array in gzip": (
+        lambda: gzipped((b"[", 1), (b"1," * (MIB // 2), 64), (b"1]", 1)),
+        "SELECT COUNT(*) FROM S3Object s",
+        {"kind": "JSON", "json_type": "DOCUMENT", "compression": "GZIP"},
+        "OverMaxRecordSize",
+    ),
+    "gzip bomb, 1 GiB of lines": (
+        lambda: bomb(lambda block: gzip.compress(block, 9)),
+        "SELECT COUNT(*) FROM S3Object s",
+        {"compression": "GZIP"},
+        "decompression bomb",
+    ),
+    "bzip2 bomb, 1 GiB of lines": (
+        lambda: bomb(lambda block: bz2.compress(block, 9)),
+        "SELECT COUNT(*) FROM S3Object s",
+        {"compression": "BZIP2"},
+        "decompression bomb",
+    ),
+    "100000-deep DOCUMENT": (
+        lambda: b"[" * 100_000 + b"]" * 100_000,
+        "SELECT * FROM S3Object s",
+        {"kind": "JSON", "json_type": "DOCUMENT"},
+        "nests JSON deeper than 64 levels",
+    ),
+    "32 MiB DOCUMENT of small records in gzip, streamed": (
+        lambda: gzipped((RECORD, 32 * MIB // len(RECORD))),
+        "SELECT COUNT(*) FROM S3Object s WHERE s.i = 1",
+        {"kind": "JSON", "json_type": "DOCUMENT", "compression": "GZIP"},
+        '{"_1":524288}',
+    ),
+}

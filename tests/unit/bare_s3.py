@@ -1,0 +1,31 @@
+"""A bare S3 for measuring the query engine: ranged GETs over bytes in memory, nothing else.
+
+moto's in-process mock (:mod:`tests.unit.in_memory_s3`) costs ~65 MiB of RSS by itself, which
+would hide what the engine uses; this answers only what ``RangedObject`` asks, and counts the
+bytes it served.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+
+class BytesS3:
+    """``get_object`` with ``Range`` over ``objects``; ``bytes_served`` counts what it sent."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+        self.bytes_served = 0
+
+    def get_object(self, Bucket: str, Key: str, Range: str, IfMatch: str | None = None) -> Any:
+        body = self.objects[Key]
+        first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", Range).groups())
+        part = body[first : last + 1]
+        self.bytes_served += len(part)
+        return {
+            "Body": io.BytesIO(part),
+            "ContentRange": f"bytes {first}-{first + len(part) - 1}/{len(body)}",
+            "ETag": '"bare"',
+        }
