@@ -37,6 +37,10 @@ QUERIES = {
     "WHERE + SUM, no LIMIT": (
         "SELECT SUM(CAST(s.value AS INT)) FROM S3Object s WHERE s.category = 'c7'"
     ),
+    # Issue 11's hostile pattern: n^9 steps for a backtracking regex, linear here.
+    "LIKE '%a%a...%b', no LIMIT": (
+        "SELECT COUNT(*) FROM S3Object s WHERE s.comment LIKE '%a%a%a%a%a%a%a%a%b'"
+    ),
 }
 MEMORY_BUDGET_MIB = 128  # the original job definition's memory
 
