@@ -79,3 +79,44 @@ CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] = {
         '{"_1":524288}',
     ),
 }
+
+# Hostile queries (and formats) over small, plain sources: the SQL or the format is the attack.
+LONG_FIELD = b"t\n" + b"a" * 4000 + b"\n"
+QUERY_CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] = {
+    "LIKE blow-up": (
+        lambda: LONG_FIELD,
+        "SELECT * FROM S3Object s WHERE s.t LIKE '%a%a%a%a%a%a%a%a%b'",
+        {},
+        "",  # linear now: no record matches, and the empty result is stored
+    ),
+    "|| blow-up": (
+        lambda: b"t\n" + b"a" * 300_000 + b"\n",
+        "SELECT s.t || s.t || s.t || s.t FROM S3Object s",
+        {},
+        "OverMaxRecordSize",
+    ),
+    "deeply nested SQL": (
+        lambda: LONG_FIELD,
+        "SELECT * FROM S3Object s WHERE " + "(" * 1000 + "s.t = 'a'" + ")" * 1000,
+        {},
+        "parentheses",
+    ),
+    "huge numeric literal": (
+        lambda: LONG_FIELD,
+        "SELECT * FROM S3Object s WHERE CAST(s.t AS INT) > " + "9" * 100_000,
+        {},
+        "",
+    ),
+    "delimiter is a newline": (
+        lambda: LONG_FIELD,
+        "SELECT * FROM S3Object s",
+        {"delimiter": "\n"},
+        "",
+    ),
+    "quote equal to the delimiter": (
+        lambda: LONG_FIELD,
+        "SELECT * FROM S3Object s",
+        {"quote": ","},
+        "",
+    ),
+}

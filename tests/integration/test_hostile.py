@@ -22,6 +22,7 @@ import pytest
 
 from batchspot.emulators import Emulator
 from batchspot.fleet import Fleet, worker_env
+from tests.hostile_inputs import CASES, QUERY_CASES
 from tests.integration.harness import (
     Stack,
     drain,
@@ -106,14 +107,21 @@ def hostile_run(tmp_path: Path, emulator: Emulator, sqs, s3, stack: Stack) -> It
 
 
 def assert_contained(run: Run, hostile: int, deadline_seconds: float | None = None) -> None:
-    """The four promises of this suite, for ``hostile`` hostile items in ``run``."""
-    assert sum(1 for e in run.items if e["outcome"] == "ok") == HEALTHY, run.items
-    assert len(run.outputs) == HEALTHY
+    """The four promises of this suite, for ``hostile`` hostile items in ``run``.
+
+    Every healthy item is stored; every hostile one is settled, stored or dead-lettered (and
+    only the failed ones dead-lettered), within its deadline; peak RSS stays within bounds;
+    nothing is written outside the results prefix.
+    """
+    failed = len(run.failed())
+    assert sum(1 for e in run.items if e["outcome"] == "ok") == HEALTHY + hostile - failed
+    assert len(run.items) == HEALTHY + hostile, run.items
+    assert len(run.outputs) == HEALTHY + hostile - failed
     assert all(key.startswith("results/") for key in run.outputs), list(run.outputs)
-    assert len(run.failed()) == hostile and len(run.dead_letters) == hostile
+    assert len(run.dead_letters) == failed
     assert queue_depths(run.sqs, run.stack.queue_url) == (0, 0)
     if deadline_seconds is not None:
-        assert all(e.get("duration_ms", 0) <= deadline_seconds * 1000 for e in run.failed())
+        assert all(e.get("duration_ms", 0) <= deadline_seconds * 1000 for e in run.items)
     assert 0 < run.peak_rss_kib <= PEAK_RSS_LIMIT_KIB, f"peak RSS {run.peak_rss_kib} KiB"
 
 
@@ -199,3 +207,29 @@ def test_custom_code_cannot_outlive_its_item_nor_flood_the_host(
     assert not [kind for kind, pid in pids.items() if alive(pid)], "left running after the item"
     assert 0 < run.peak_rss_kib <= PEAK_RSS_LIMIT_KIB, f"peak RSS {run.peak_rss_kib} KiB"
     assert all(len(line) < 16 * 1024 for line in run.log_lines), "Docker splits longer lines"
+
+
+def message_input(fields: dict[str, str]) -> dict[str, str]:
+    """InputFormat's field names as the message contract spells them (``kind`` is ``format``)."""
+    return {("format" if name == "kind" else name): value for name, value in fields.items()}
+
+
+ENGINE_CASES = {**QUERY_CASES, **CASES}
+
+
+@pytest.mark.parametrize("name", list(ENGINE_CASES))
+def test_a_hostile_source_or_query_is_settled_amid_healthy_items(
+    name: str, hostile_run, s3, stack
+) -> None:
+    """Each input of the issue's list, with the local engine (the one that must hold)."""
+    make, sql, fields, expected = ENGINE_CASES[name]
+    message = {"query": sql, "input": message_input({"csv_header": "USE", **fields})}
+    hostile = hostile_source(s3, stack, "hostile.data", make(), **message)
+    run = hostile_run([hostile], QUERY_ENGINE="local", ITEM_TIMEOUT_SECONDS="60")
+
+    settled = [e for e in run.items if e["source"].endswith("/hostile.data")]
+    assert len(settled) == 1, run.items
+    if settled[0]["outcome"] == "failed":
+        assert expected in settled[0]["reason"]
+        assert settled[0]["next"] == "dead-letter queue"
+    assert_contained(run, hostile=1, deadline_seconds=60)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from worker.query import Deadline, QueryError
+from worker.query import Deadline, QueryError, QueryLimitExceeded
 from worker.query.local import sql
 from worker.query.local.caps import (
     INT_LIMIT,
@@ -49,8 +49,20 @@ class EvaluationError(Exception):
     """A value-level failure (bad CAST, type mismatch); the caller adds the record number."""
 
 
-def _failure(node: sql.Expr, problem: str) -> EvaluationError:
-    return EvaluationError(f"{sql.describe(node)}: {problem}")
+class RecordTooLarge(EvaluationError):
+    """An output value past S3 Select's 1 MiB per record: a limit, not a data error."""
+
+
+def _failure(
+    node: sql.Expr, problem: str, kind: type[EvaluationError] = EvaluationError
+) -> EvaluationError:
+    return kind(f"{sql.describe(node)}: {problem}")
+
+
+def _in_record(number: int, error: EvaluationError) -> QueryError:
+    """Return the query's error for ``error`` in record ``number``; limits stay limits."""
+    kind = QueryLimitExceeded if isinstance(error, RecordTooLarge) else QueryError
+    return kind(f"record {number}: {error}")
 
 
 def evaluate(plan: sql.Plan, records: Records, deadline: Deadline) -> Iterator[Output]:
@@ -75,7 +87,7 @@ def evaluate(plan: sql.Plan, records: Records, deadline: Deadline) -> Iterator[O
                 continue
             output = project(row)
         except EvaluationError as error:
-            raise QueryError(f"record {number}: {error}") from None
+            raise _in_record(number, error) from None
         yield output
         emitted += 1
         if emitted == plan.limit:
@@ -317,7 +329,7 @@ def arithmetic(op: str, left: Any, right: Any, node: sql.Expr) -> Any:
         if not (isinstance(left, str) and isinstance(right, str)):
             raise _failure(node, f"|| joins text, not {_kind(left)} and {_kind(right)}")
         if len(left) + len(right) > MAX_RECORD_CHARS:
-            raise _failure(node, OVER_MAX_RECORD_SIZE)
+            raise _failure(node, OVER_MAX_RECORD_SIZE, RecordTooLarge)
         return left + right
     if not (_numeric(left) and _numeric(right)):
         raise _failure(node, f"cannot apply {op} to {_kind(left)} and {_kind(right)}; CAST first")
@@ -583,5 +595,5 @@ def _aggregate(
             for accumulator in accumulators:
                 accumulator.add(row)
         except EvaluationError as error:
-            raise QueryError(f"record {number}: {error}") from None
+            raise _in_record(number, error) from None
     return [p.name for p in projections], [a.result() for a in accumulators]
