@@ -246,7 +246,7 @@ def compile_expr(node: sql.Expr, layout: Layout, deadline: Deadline) -> Getter:
         return lambda row: arithmetic("-", 0, operand(row), node)
     if isinstance(node, sql.Logical):
         operands = [sub(item) for item in node.operands]
-        return _all(operands) if node.op == "AND" else _any(operands)
+        return _chain(operands, decisive=node.op == "OR")
     if isinstance(node, sql.Not):
         operand = sub(node.operand)
         return lambda row: _not(operand(row), node)
@@ -364,36 +364,25 @@ def _bounded(value: int) -> int:
     raise OverflowError(f"integer beyond {MAX_INT_DIGITS} digits")
 
 
-def _all(operands: list[Getter]) -> Getter:
-    """AND over a chain: FALSE at the first FALSE operand, else TRUE only if all are TRUE."""
+def _chain(operands: list[Getter], decisive: bool) -> Getter:
+    """AND (``decisive`` FALSE) or OR (``decisive`` TRUE) over a chain, in SQL's logic.
 
-    def evaluate_and(row: Any) -> bool | None:
-        result: bool | None = True
+    The decisive value at the first operand that has it; else the other truth value only if
+    every operand has it; else NULL.
+    """
+    other = not decisive
+
+    def evaluate_chain(row: Any) -> bool | None:
+        result: bool | None = other
         for operand in operands:
             value = operand(row)
-            if value is False:
-                return False
-            if value is not True:
+            if value is decisive:
+                return decisive
+            if value is not other:
                 result = None
         return result
 
-    return evaluate_and
-
-
-def _any(operands: list[Getter]) -> Getter:
-    """OR over a chain: TRUE at the first TRUE operand, else FALSE only if all are FALSE."""
-
-    def evaluate_or(row: Any) -> bool | None:
-        result: bool | None = False
-        for operand in operands:
-            value = operand(row)
-            if value is True:
-                return True
-            if value is not False:
-                result = None
-        return result
-
-    return evaluate_or
+    return evaluate_chain
 
 
 def _not(value: Any, node: sql.Expr) -> bool | None:
