@@ -536,6 +536,8 @@ def bench_query(c: Context, size_mib: int = 1024) -> None:
         "s3_slowdown_rate": "with --aws-rules: share of S3 requests answered 503 SlowDown",
         "sqs_throttle_rate": "with --aws-rules: share of SQS requests answered throttled",
         "visibility_entry_failure_rate": "with --aws-rules: share of visibility entries failed",
+        "hostile": "also queue issue 11's hostile mix (bombs, blow-ups, bad output keys); "
+        "checks peak RSS and writes outside the prefix",
     }
 )
 def chaos(
@@ -550,6 +552,7 @@ def chaos(
     s3_slowdown_rate: str = "",
     sqs_throttle_rate: str = "",
     visibility_entry_failure_rate: str = "",
+    hostile: bool = False,
 ) -> None:
     """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke.
 
@@ -574,6 +577,7 @@ def chaos(
         seed=seed,
         work_ms=work_ms,
         aws_rules=aws_rules,
+        hostile=hostile,
         **{name: float(rate) for name, rate in given.items() if rate},
     )
     runs = Path(__file__).resolve().parent / ".batchspot" / "chaos"

@@ -16,6 +16,13 @@ driver then waits for every worker to leave by itself and checks what a user wou
 * the dead-letter queue holds exactly the poison seeded on purpose, no healthy item;
 * every worker SIGTERMed after its start, and every worker that left by itself, exited 0.
 
+With ``hostile`` a hostile mix (issue 11) is queued next to the poison: sources and queries
+built to blow up the local engine (a LIKE and a ``||`` blow-up, a gzip bomb, a 64 MiB CSV line,
+a deep DOCUMENT) and two ``output_key`` values the worker must refuse. Each must be settled,
+stored or dead-lettered, never lost or stranded, within ITEM_TIMEOUT_SECONDS; the DLQ must then
+hold exactly the poison plus the hostile items that failed; the fleet's peak RSS (VmHWM) must
+stay within 128 MiB; and nothing may be written outside the results prefix.
+
 With ``aws_rules`` the workers (not the driver, which seeds and checks on the emulator itself)
 talk to AWS through the rules layer (``batchspot.awsrules``): S3 answers 403 for missing keys
 as the job-role policy Terraform renders implies, and SlowDown, throttling and failed
@@ -44,10 +51,27 @@ from batchspot.aws import QueueCounts, create_queue_with_dlq, queue_arn, queue_c
 from batchspot.awsrules import Faults, RulesLayer, aws_rules
 from batchspot.emulators import Emulator, localstack_server
 from batchspot.fleet import Fleet, worker_env
+from batchspot.hostile import CASES, QUERY_CASES, message_input
 from batchspot.policy import render_worker_policy
 from worker.keys import derive_output_key
 
 OUTPUT_PREFIX = "results/"
+# Issue 11's memory bound for a worker process, checked on the fleet's peak with ``hostile``.
+PEAK_RSS_LIMIT_KIB = 128 * 1024
+# The hostile mix: cases of batchspot.hostile (each with its query and input format), chosen
+# so each cap of the local engine is met once: backtracking, concatenation, decompressed
+# bytes, record size and nesting depth. Then output keys the worker must refuse for good.
+HOSTILE_CASES = (
+    "LIKE blow-up",
+    "|| blow-up",
+    "gzip bomb, 1 GiB of lines",
+    "64 MiB CSV line in gzip",
+    "100000-deep DOCUMENT",
+)
+BAD_OUTPUT_KEYS = {
+    "outside": "elsewhere/result.json",
+    "dotdot": f"{OUTPUT_PREFIX}../elsewhere/result.json",
+}
 # Worker log events worth a look after a run, counted in the report (see worker/loop.py and
 # worker/inflight.py): messages lost to another receiver, items finishing after their
 # deadline, deletes given up, a sweep ended by its cap rather than by an empty queue, the
@@ -83,6 +107,11 @@ class ChaosSettings:
     retry_delay: int = 2
     timeout: float = 900.0  # for the storm, until the queue shows nothing visible
     aws_rules: bool = False
+    # Queue the hostile mix too. Its workers run the local engine (the one issue 11 bounds;
+    # S3 Select's limits are AWS's) with this ITEM_TIMEOUT_SECONDS, instead of the default of
+    # twice HANDLER_TIMEOUT (30 min), so a hostile item that held a worker would show.
+    hostile: bool = False
+    item_timeout: float = 60.0
     # Fault rates of the rules layer, used only with ``aws_rules``. Modest on purpose: over
     # 1000 items they still inject dozens (about 50 SlowDowns and 15 throttles), so every
     # retry path runs, while a healthy item could only fail if all 10 of botocore's attempts
@@ -141,6 +170,15 @@ class ChaosReport:
     self_exit_codes: Counter[int] = field(default_factory=Counter)
     notable_events: Counter[str] = field(default_factory=Counter)
     sigterm_before_start: int = 0
+    hostile: int = 0
+    hostile_stored: int = 0
+    hostile_versions: int = 0
+    hostile_dead_lettered: int = 0
+    hostile_unsettled: int = 0  # neither stored nor dead-lettered, or both
+    hostile_without_reason: int = 0  # dead-lettered, but no attempt failed for its reason
+    hostile_max_ms: int = 0  # the longest hostile attempt, from its ``item`` log line
+    peak_rss_kib: int = 0  # the largest VmHWM any worker reached
+    outside_prefix: int = 0  # keys in the output bucket outside OUTPUT_PREFIX (or with '..')
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -151,7 +189,8 @@ class ChaosReport:
     @property
     def duplicates(self) -> int:
         """Writes beyond the first per result: extra versions or extra ``ok`` lines."""
-        return max(self.versions - self.stored, self.logged_ok - self.good, 0)
+        healthy = max(self.versions - self.stored, self.logged_ok - self.good, 0)
+        return healthy + self.hostile_versions - self.hostile_stored
 
     @property
     def stranded(self) -> int:
@@ -171,7 +210,10 @@ class ChaosReport:
         rows: list[tuple[str, object]] = [
             ("emulator", self.emulator),
             ("AWS rules layer", layer),
-            ("items (good + poison)", f"{self.good} + {self.poison}"),
+            (
+                "items (good + poison + hostile)" if s.hostile else "items (good + poison)",
+                f"{self.good} + {self.poison}" + (f" + {self.hostile}" if s.hostile else ""),
+            ),
             ("worker slots", s.workers),
             ("blows", f"{self.blows['SIGKILL']} SIGKILL, {self.blows['SIGTERM']} SIGTERM"),
             ("custom code time per item", f"{s.work_ms} ms"),
@@ -200,12 +242,35 @@ class ChaosReport:
             ("dead-letter queue", f"{self.dead_lettered} (poison seeded: {self.poison})"),
             ("worker events of note", _counts(self.notable_events)),
         ]
+        if s.hostile:
+            rows += self._hostile_rows()
         if s.aws_rules:
             rows.append(("layer's injected answers", _counts(self.injected)))
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.failures)
         return "\n".join([*lines, verdict])
+
+    def _hostile_rows(self) -> list[tuple[str, object]]:
+        """Return the figures issue 11 asks of the hostile mix."""
+        s = self.settings
+        return [
+            (
+                "hostile items seeded / stored / dead-lettered",
+                f"{self.hostile} / {self.hostile_stored} / {self.hostile_dead_lettered}",
+            ),
+            ("hostile items neither stored nor dead-lettered", self.hostile_unsettled),
+            ("hostile items dead-lettered without their reason", self.hostile_without_reason),
+            (
+                "longest hostile attempt",
+                f"{self.hostile_max_ms / 1000:.1f} s (ITEM_TIMEOUT_SECONDS {s.item_timeout:g})",
+            ),
+            (
+                "fleet's peak RSS (VmHWM)",
+                f"{self.peak_rss_kib / 1024:.1f} MiB (bound {PEAK_RSS_LIMIT_KIB // 1024} MiB)",
+            ),
+            ("written outside the results prefix", self.outside_prefix),
+        ]
 
 
 def _counts(counter: Counter[Any]) -> str:
@@ -288,6 +353,44 @@ def seed_poison(s3: Any, sqs: Any, stack: _Stack) -> list[str]:
     if failed or sent != len(bodies):
         raise RuntimeError(f"could not queue the poison items: {failed}")
     return bodies
+
+
+@dataclass(frozen=True)
+class HostileItem:
+    """One message of the hostile mix, and where its result would be stored."""
+
+    body: str
+    source: str  # its key in the input bucket, under ``hostile/``
+    result_key: str
+    reason: str  # a fragment of the reason it is dead-lettered with, if it fails
+
+
+def seed_hostile(s3: Any, sqs: Any, stack: _Stack) -> list[HostileItem]:
+    """Upload and queue the hostile mix; return its items.
+
+    A bad ``output_key`` names a healthy source, so if the worker took the key the result
+    would really be written there, and the outside-prefix check would see it.
+    """
+    cases = {**QUERY_CASES, **CASES}
+    items: list[HostileItem] = []
+    for index, name in enumerate(HOSTILE_CASES):
+        make, sql, fields, reason = cases[name]
+        key = f"hostile/case-{index}.data"
+        etag = s3.put_object(Bucket=stack.input_bucket, Key=key, Body=make())["ETag"]
+        message = {"query": sql, "input": message_input({"csv_header": "USE", **fields})}
+        body = json.dumps({"bucket": stack.input_bucket, "key": key, **message})
+        result_key = derive_output_key(OUTPUT_PREFIX, stack.input_bucket, key, etag, sql)
+        items.append(HostileItem(body, key, result_key, reason))
+    for name, output_key in BAD_OUTPUT_KEYS.items():
+        key = f"hostile/output-key-{name}.csv"
+        s3.put_object(Bucket=stack.input_bucket, Key=key, Body=sample_code.source_csv([]))
+        body = json.dumps({"bucket": stack.input_bucket, "key": key, "output_key": output_key})
+        items.append(HostileItem(body, key, output_key, "refused output_key"))
+    bodies = [item.body for item in items]
+    sent, failed = seed.send_batch(sqs, stack.queue_url, bodies)
+    if failed or sent != len(bodies):
+        raise RuntimeError(f"could not queue the hostile items: {failed}")
+    return items
 
 
 def storm(
@@ -377,14 +480,23 @@ def verify(
     expected: dict[str, dict[str, Any]],
     poison: list[str],
     fleet: Fleet,
+    hostile: list[HostileItem] | None = None,
 ) -> list[str]:
     """Run every check; record the figures and return a sentence for each failed check."""
+    hostile = hostile or []
     versions = stored_versions(s3, stack.output_bucket)
-    report.stored = len(versions)
-    report.versions = sum(len(v) for v in versions.values())
+    good = {key: ids for key, ids in versions.items() if key in expected}
+    report.stored = len(good)
+    report.versions = sum(len(v) for v in good.values())
     report.lost = len(set(expected) - set(versions))
-    unexpected = set(versions) - set(expected)
-    for key, ids in versions.items():
+    hostile_keys = {item.result_key for item in hostile}
+    unexpected = set(versions) - set(expected) - hostile_keys
+    report.hostile_stored = len(hostile_keys & set(versions))
+    report.hostile_versions = sum(len(versions.get(key, [])) for key in hostile_keys)
+    report.outside_prefix = sum(
+        not key.startswith(OUTPUT_PREFIX) or ".." in key.split("/") for key in versions
+    )
+    for key, ids in good.items():
         for version_id in ids:
             body = s3.get_object(Bucket=stack.output_bucket, Key=key, VersionId=version_id)
             try:
@@ -396,8 +508,27 @@ def verify(
     report.queue_end = queue_counts(sqs, stack.queue_url)
     dead = Counter(received_bodies(sqs, stack.dlq_url))
     report.dead_lettered = dead.total()
-    report.healthy_dead_lettered = (dead - Counter(poison)).total()
+    hostile_bodies = Counter(item.body for item in hostile)
+    report.healthy_dead_lettered = (dead - Counter(poison) - hostile_bodies).total()
     report.poison_not_dead_lettered = (Counter(poison) - dead).total()
+    report.hostile_dead_lettered = (dead & hostile_bodies).total()
+    report.hostile_unsettled = sum(
+        (item.result_key in versions) == (item.body in dead) for item in hostile
+    )
+    reasons = [
+        (event.get("source", ""), event.get("reason") or "")
+        for _, event in fleet.events("item")
+        if event.get("outcome") == "failed"
+    ]
+    report.hostile_without_reason = sum(
+        item.body in dead
+        and not any(
+            source.endswith("/" + item.source) and item.reason in reason
+            for source, reason in reasons
+        )
+        for item in hostile
+    )
+    report.peak_rss_kib = max((c.peak_rss_kib or 0 for c in fleet.children), default=0)
     # A SIGTERM that lands before the worker has installed its handler (while Python starts)
     # ends the process by the signal; it held no message yet, so that is harmless.
     started = {id(child) for child, _ in fleet.events("start")}
@@ -422,7 +553,36 @@ def verify(
         (not bad_exits, f"{len(bad_exits)} workers exited non-zero after SIGTERM"),
         (own_bad_exits == 0, f"{own_bad_exits} workers left by themselves with a non-zero code"),
     ]
+    if report.settings.hostile:
+        checks += _hostile_checks(report)
     return [sentence for held, sentence in checks if not held]
+
+
+def _hostile_checks(report: ChaosReport) -> list[tuple[bool, str]]:
+    """Return issue 11's promises for the hostile mix, as (held, sentence if not) pairs.
+
+    Only with ``hostile``, so runs without it keep their checks.
+    """
+    limit_ms = report.settings.item_timeout * 1000
+    return [
+        (
+            report.hostile_unsettled == 0,
+            f"{report.hostile_unsettled} hostile items neither stored nor dead-lettered (or both)",
+        ),
+        (
+            report.hostile_without_reason == 0,
+            f"{report.hostile_without_reason} hostile items dead-lettered without their reason",
+        ),
+        (
+            report.hostile_max_ms <= limit_ms,
+            f"a hostile attempt took {report.hostile_max_ms} ms, over ITEM_TIMEOUT_SECONDS",
+        ),
+        (
+            0 < report.peak_rss_kib <= PEAK_RSS_LIMIT_KIB,
+            f"peak RSS {report.peak_rss_kib} KiB, over {PEAK_RSS_LIMIT_KIB} KiB (or unread)",
+        ),
+        (report.outside_prefix == 0, f"{report.outside_prefix} objects outside the prefix"),
+    ]
 
 
 def read_logs(report: ChaosReport, fleet: Fleet) -> None:
@@ -431,7 +591,12 @@ def read_logs(report: ChaosReport, fleet: Fleet) -> None:
     Healthy items are told from poison by their ``source``: only good sources are under
     ``good/``. Each ``item`` line carries the message's receive count as ``attempt``.
     """
-    healthy = [event for _, event in fleet.events("item") if "/good/" in event.get("source", "")]
+    items = [event for _, event in fleet.events("item")]
+    healthy = [event for event in items if "/good/" in event.get("source", "")]
+    report.hostile_max_ms = max(
+        (int(e.get("duration_ms", 0)) for e in items if "/hostile/" in e.get("source", "")),
+        default=0,
+    )
     outcomes = Counter(event["outcome"] for event in healthy)
     report.logged_ok, report.logged_already_done = outcomes["ok"], outcomes["already-done"]
     report.healthy_failed_attempts = outcomes["failed"]
@@ -475,6 +640,7 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
             s3, sqs, queue_url=stack.queue_url, bucket=stack.input_bucket, prefix="good/"
         )
         poison = seed_poison(s3, sqs, stack)
+        hostile = seed_hostile(s3, sqs, stack) if settings.hostile else []
         etags = {s.key: s.etag for s in seed.list_sources(s3, stack.input_bucket, "good/")}
         expected = {
             derive_output_key(OUTPUT_PREFIX, stack.input_bucket, key, etags[key]): (
@@ -482,7 +648,14 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
             )
             for key, rows in sources.items()
         }
-        report = ChaosReport(settings, emulator.name, good=seeded.sent, poison=len(poison))
+        report = ChaosReport(
+            settings, emulator.name, good=seeded.sent, poison=len(poison), hostile=len(hostile)
+        )
+        hostile_env = (
+            {"QUERY_ENGINE": "local", "ITEM_TIMEOUT_SECONDS": f"{settings.item_timeout:g}"}
+            if settings.hostile
+            else {}
+        )
         with rules_layer(settings, emulator, sqs, stack, log_dir / "policy") as layer:
             env = worker_env(
                 emulator,
@@ -496,11 +669,12 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
                 STOP_GRACE_SECONDS="2",
                 RETRY_DELAY_SECONDS=str(settings.retry_delay),
                 **{sample_code.WORK_ENV: str(settings.work_ms)},
+                **hostile_env,
             )
             fleet = Fleet(env, log_dir)
             drain(fleet, sqs, stack, settings, report)
             if layer:
                 report.injected = layer.injected.snapshot()
-        report.failures += verify(report, s3, sqs, stack, expected, poison, fleet)
+        report.failures += verify(report, s3, sqs, stack, expected, poison, fleet, hostile)
         report.wall_seconds = time.monotonic() - started
     return report

@@ -1,7 +1,8 @@
 """The chaos run, CI-sized: workers SIGKILLed and SIGTERMed at random while they drain a queue.
 
 ``invoke chaos`` runs the full size (1000 items, 4 workers) and prints the same report;
-``invoke chaos --aws-rules`` runs it through the AWS rules layer, as the second test does.
+``invoke chaos --aws-rules`` runs it through the AWS rules layer, as the second test does, which
+also queues the hostile mix of issue 11 (``--hostile``).
 
 "The storm struck" is checked as at least one blow, which no machine speed can make flaky: the
 first blow comes within 1.5 x ``interval`` = 1.5 s, and the storm lasts until the queue shows
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from batchspot.chaos import ChaosReport, ChaosSettings, run_chaos
+from batchspot.chaos import PEAK_RSS_LIMIT_KIB, ChaosReport, ChaosSettings, run_chaos
 from batchspot.emulators import Emulator
 
 # Every kind of answer the layer gives instead of the emulator's, in this run: 403 for a
@@ -31,7 +32,19 @@ def assert_exactly_once(report: ChaosReport, items: int) -> None:
     assert (report.lost, report.duplicates, report.wrong) == (0, 0, 0)
     assert report.stored == report.versions == report.good == items
     assert (report.stranded, report.healthy_dead_lettered) == (0, 0)
-    assert report.dead_lettered == report.poison
+    assert report.dead_lettered == report.poison + report.hostile_dead_lettered
+
+
+def assert_hostile_contained(report: ChaosReport) -> None:
+    """Issue 11's figures: each hostile item settled in time, memory bounded, prefix kept."""
+    assert report.hostile == 7
+    assert report.hostile_stored + report.hostile_dead_lettered == report.hostile
+    assert report.hostile_unsettled == report.hostile_without_reason == 0
+    # The two bad output keys are refused for good; the LIKE blow-up is stored (no match).
+    assert report.hostile_dead_lettered >= 2 and report.hostile_stored >= 1
+    assert 0 < report.hostile_max_ms <= report.settings.item_timeout * 1000
+    assert 0 < report.peak_rss_kib <= PEAK_RSS_LIMIT_KIB
+    assert report.outside_prefix == 0
 
 
 def test_random_kills_lose_nothing_and_store_nothing_twice(
@@ -48,7 +61,8 @@ def test_random_kills_lose_nothing_and_store_nothing_twice(
 def test_random_kills_under_aws_rules_and_faults_lose_nothing_and_strand_nothing(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    """The same promise with the workers behind the AWS rules layer, under the job policy.
+    """The same promise with the workers behind the AWS rules layer, under the job policy,
+    amid the hostile mix: bombs and blow-ups must not hold a worker nor leave the prefix.
 
     The rates are higher than ``invoke chaos``'s so that a run this small meets every fault
     kind (about ten SQS throttles and failed visibility entries expected, not two).
@@ -60,6 +74,7 @@ def test_random_kills_under_aws_rules_and_faults_lose_nothing_and_strand_nothing
         seed=11,
         timeout=240,
         aws_rules=True,
+        hostile=True,
         s3_slowdown_rate=0.05,
         sqs_throttle_rate=0.1,
         visibility_entry_failure_rate=0.25,
@@ -68,5 +83,6 @@ def test_random_kills_under_aws_rules_and_faults_lose_nothing_and_strand_nothing
     print(report.render())
 
     assert_exactly_once(report, 120)
+    assert_hostile_contained(report)
     missing = {kind for kind in FAULT_KINDS if not report.injected[kind]}
     assert not missing, f"the layer never injected {sorted(missing)}\n{report.render()}"

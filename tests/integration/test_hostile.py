@@ -22,7 +22,7 @@ import pytest
 
 from batchspot.emulators import Emulator
 from batchspot.fleet import Fleet, worker_env
-from tests.hostile_inputs import CASES, QUERY_CASES
+from batchspot.hostile import CASES, QUERY_CASES, message_input
 from tests.integration.harness import (
     Stack,
     drain,
@@ -207,11 +207,6 @@ def test_custom_code_cannot_outlive_its_item_nor_flood_the_host(
     assert not [kind for kind, pid in pids.items() if alive(pid)], "left running after the item"
     assert 0 < run.peak_rss_kib <= PEAK_RSS_LIMIT_KIB, f"peak RSS {run.peak_rss_kib} KiB"
     assert all(len(line) < 16 * 1024 for line in run.log_lines), "Docker splits longer lines"
-
-
-def message_input(fields: dict[str, str]) -> dict[str, str]:
-    """InputFormat's field names as the message contract spells them (``kind`` is ``format``)."""
-    return {("format" if name == "kind" else name): value for name, value in fields.items()}
 
 
 ENGINE_CASES = {**QUERY_CASES, **CASES}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile_inputs import CASES
+from batchspot.hostile import CASES
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the engine may add to the process's peak on any of these inputs.

@@ -1,4 +1,7 @@
-"""Hostile sources (issue 11), one place for the unit and the integration suites.
+"""Hostile sources (issue 11), one place for ``invoke chaos --hostile`` and the test suites.
+
+They live in the package, not under ``tests/``, because the chaos driver ships with batchspot
+and seeds some of them amid healthy traffic.
 
 Each is built as it is compressed, never held whole: a bomb of 1 GiB is a few MB here.
 ``CASES`` maps a name to how to build the object, the query, the input format (as
@@ -16,7 +19,7 @@ MIB = 1 << 20
 
 
 def gzipped(*parts: tuple[bytes, int]) -> bytes:
-    """gzip of each part repeated ``count`` times, compressed as it goes (never held whole)."""
+    """Return the gzip of each part repeated ``count`` times, compressed as it goes."""
     packer = zlib.compressobj(9, wbits=31)
     out = [packer.compress(chunk) for chunk, count in parts for _ in range(count)]
     return b"".join([*out, packer.flush()])
@@ -120,3 +123,8 @@ QUERY_CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] = {
         "",
     ),
 }
+
+
+def message_input(fields: dict[str, str]) -> dict[str, str]:
+    """InputFormat's field names as the message contract spells them (``kind`` is ``format``)."""
+    return {("format" if name == "kind" else name): value for name, value in fields.items()}
