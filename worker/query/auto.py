@@ -33,7 +33,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from worker.logs import log
+from worker.logs import brief, log
 from worker.query import (
     QueryError,
     QueryRefused,
@@ -137,7 +137,7 @@ class AutoEngine:
                 self._trusted.add(signature)
             return QueryResult(selected.text, selected.engine, selected.bytes_scanned, checked.etag)
         self._switch(
-            f"S3 Select's answer to {request.sql!r} on s3://{request.bucket}/{request.key} "
+            f"S3 Select's answer to {brief(request.sql)!r} on s3://{request.bucket}/{request.key} "
             f"differs from the local engine's ({_count(selected.text)} vs "
             f"{_count(checked.text)} records)"
         )
