@@ -130,7 +130,7 @@ class Worker:
                     wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                     continue
                 if not self._heartbeat_holds():
-                    wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                    self._stop.wait(1.0)  # not on ``pending``: it may be empty, and return at once
                     continue
                 if pending:
                     idle_since = time.monotonic()
