@@ -6,23 +6,29 @@
 #
 #   docker build -t batchspot-worker .          (or: invoke build)
 #
+# Reproducible: the base image is pinned by digest (the multi-platform index of
+# python:3.11-slim-bookworm, Python 3.11.16, as docker-library/repo-info lists it), and pip
+# installs the exact versions of constraints.txt, the ones CI tests. To move the base, take the
+# new digest from `docker buildx imagetools inspect python:3.11-slim-bookworm`.
+#
 # Custom code: a Python callable under examples/ (or any package copied to /app) is importable
 # as HANDLER=package.module:function, since `python -m` puts the working directory on sys.path;
 # an executable goes anywhere on PATH for HANDLER_COMMAND. Derive from this image to add yours.
 
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY worker/ worker/
 # Only worker/ is in the build context's copy, so the wheel holds the data plane alone.
-RUN /opt/venv/bin/pip install --no-compile .
+RUN /opt/venv/bin/pip install --no-compile -c constraints.txt .
 
-FROM python:3.11-slim-bookworm
+# The same base as the build stage, so the venv's interpreter path and ABI match.
+FROM python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

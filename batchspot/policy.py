@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from python_terraform import IsFlagged, IsNotFlagged, Terraform
+from python_terraform import IsFlagged, IsNotFlagged
 
-from batchspot.terraform import TERRAFORM_DIR, TerraformError, check, terraform_env
+from batchspot.terraform import TERRAFORM_DIR
+from batchspot.terraform_cli import TerraformCli, TerraformError
 
 WORKER_POLICY_MODULE = TERRAFORM_DIR / "modules" / "worker_policy"
 PLAN_FILE = "worker_policy.tfplan"
@@ -97,13 +98,11 @@ def render_worker_policy(
         "output_buckets": list(output_buckets),
         "output_prefix": output_prefix,
     }
-    tf = Terraform(working_dir=str(work_dir), variables=variables)
-    with terraform_env(work_dir):
-        check(tf.init(capture_output=True, var=None), "init")
-        check(tf.plan(out=PLAN_FILE, detailed_exitcode=IsNotFlagged), "plan")
-        result = tf.cmd("show", PLAN_FILE, json=IsFlagged, no_color=IsFlagged)
-    check(result, f"show -json {PLAN_FILE}")
-    return _policy_from_plan(result[1] or "", work_dir / PLAN_FILE)
+    cli = TerraformCli(work_dir, state_dir=work_dir, variables=variables)
+    cli.init()
+    cli.checked("plan", out=PLAN_FILE, detailed_exitcode=IsNotFlagged)
+    shown = cli.checked("show", PLAN_FILE, json=IsFlagged, no_color=IsFlagged)
+    return _policy_from_plan(shown, work_dir / PLAN_FILE)
 
 
 def _policy_from_plan(show_json: str, plan_file: Path) -> dict[str, Any]:

@@ -10,9 +10,6 @@ mock_provider "aws" {
   mock_data "aws_iam_policy_document" {
     defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
   }
-  mock_resource "aws_iam_role" {
-    defaults = { arn = "arn:aws:iam::123456789012:role/batchspot-role-20260101000000000000000001" }
-  }
   mock_resource "aws_iam_instance_profile" {
     defaults = { arn = "arn:aws:iam::123456789012:instance-profile/batchspot-instance-20260101000000000000000002" }
   }
@@ -22,15 +19,74 @@ mock_provider "aws" {
   mock_resource "aws_cloudwatch_log_group" {
     defaults = { arn = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/batch/batchspot" }
   }
-  mock_resource "aws_batch_compute_environment" {
-    defaults = { arn = "arn:aws:batch:us-east-1:123456789012:compute-environment/batchspot-spot-20260101000000000000000003" }
-  }
-  mock_resource "aws_batch_job_queue" {
-    defaults = { arn = "arn:aws:batch:us-east-1:123456789012:job-queue/batchspot" }
-  }
-  mock_resource "aws_batch_job_definition" {
-    defaults = { arn = "arn:aws:batch:us-east-1:123456789012:job-definition/batchspot:1" }
-  }
+}
+
+# Every role, environment, queue and job definition gets its own ARN, so an assert comparing
+# wiring (jobRoleArn, service role, queue order, outputs) fails when two of them are swapped.
+
+override_resource {
+  target = aws_iam_role.batch_service
+  values = { id = "batchspot-batch-20260101000000000000000011", name = "batchspot-batch-20260101000000000000000011", arn = "arn:aws:iam::123456789012:role/batchspot-batch-20260101000000000000000011" }
+}
+
+override_resource {
+  target = aws_iam_role.ecs_instance
+  values = { id = "batchspot-instance-20260101000000000000000012", name = "batchspot-instance-20260101000000000000000012", arn = "arn:aws:iam::123456789012:role/batchspot-instance-20260101000000000000000012" }
+}
+
+override_resource {
+  target = aws_iam_role.spot_fleet
+  values = { id = "batchspot-spotfleet-20260101000000000000000013", name = "batchspot-spotfleet-20260101000000000000000013", arn = "arn:aws:iam::123456789012:role/batchspot-spotfleet-20260101000000000000000013" }
+}
+
+override_resource {
+  target = aws_iam_role.execution
+  values = { id = "batchspot-exec-20260101000000000000000014", name = "batchspot-exec-20260101000000000000000014", arn = "arn:aws:iam::123456789012:role/batchspot-exec-20260101000000000000000014" }
+}
+
+override_resource {
+  target = aws_iam_role.job
+  values = { id = "batchspot-job-20260101000000000000000015", name = "batchspot-job-20260101000000000000000015", arn = "arn:aws:iam::123456789012:role/batchspot-job-20260101000000000000000015" }
+}
+
+override_resource {
+  target = aws_iam_role.final
+  values = { id = "batchspot-final-20260101000000000000000016", name = "batchspot-final-20260101000000000000000016", arn = "arn:aws:iam::123456789012:role/batchspot-final-20260101000000000000000016" }
+}
+
+override_resource {
+  target = aws_batch_compute_environment.spot
+  values = { arn = "arn:aws:batch:us-east-1:123456789012:compute-environment/batchspot-spot-20260101000000000000000021" }
+}
+
+override_resource {
+  target = aws_batch_compute_environment.fargate_spot
+  values = { arn = "arn:aws:batch:us-east-1:123456789012:compute-environment/batchspot-fargate-20260101000000000000000022" }
+}
+
+override_resource {
+  target = aws_batch_job_queue.spot
+  values = { arn = "arn:aws:batch:us-east-1:123456789012:job-queue/batchspot" }
+}
+
+override_resource {
+  target = aws_batch_job_queue.fargate_spot
+  values = { arn = "arn:aws:batch:us-east-1:123456789012:job-queue/batchspot-fargate" }
+}
+
+override_resource {
+  target = aws_batch_job_definition.ec2
+  values = { arn = "arn:aws:batch:us-east-1:123456789012:job-definition/batchspot:1" }
+}
+
+override_resource {
+  target = aws_batch_job_definition.fargate_spot
+  values = { arn = "arn:aws:batch:us-east-1:123456789012:job-definition/batchspot-fargate:1" }
+}
+
+override_resource {
+  target = aws_batch_job_definition.final
+  values = { arn = "arn:aws:batch:us-east-1:123456789012:job-definition/batchspot-final:1" }
 }
 
 # The real provider, offline: it renders policy documents locally, so the job role's policy can be
@@ -77,6 +133,10 @@ run "spot_compute_environment_uses_the_instance_profile" {
     error_message = "instance_role must be an instance-profile ARN."
   }
   assert {
+    condition     = aws_iam_instance_profile.ecs_instance.role == "batchspot-instance-20260101000000000000000012"
+    error_message = "The instance profile must carry the ECS instance role (the one with AmazonEC2ContainerServiceforEC2Role)."
+  }
+  assert {
     condition     = aws_batch_compute_environment.spot.compute_resources[0].allocation_strategy == "SPOT_PRICE_CAPACITY_OPTIMIZED"
     error_message = "The default allocation strategy must be SPOT_PRICE_CAPACITY_OPTIMIZED."
   }
@@ -103,7 +163,7 @@ run "spot_compute_environment_uses_the_instance_profile" {
     error_message = "The launch template must require IMDSv2."
   }
   assert {
-    condition     = aws_batch_compute_environment.spot.service_role == aws_iam_role.batch_service[0].arn
+    condition     = aws_batch_compute_environment.spot.service_role == "arn:aws:iam::123456789012:role/batchspot-batch-20260101000000000000000011"
     error_message = "The environment must use the created Batch service role by default."
   }
   assert {
@@ -123,7 +183,7 @@ run "job_queue_cancels_jobs_stuck_in_runnable" {
   }
 
   assert {
-    condition     = aws_batch_job_queue.spot.compute_environment_order[0].compute_environment == aws_batch_compute_environment.spot.arn
+    condition     = aws_batch_job_queue.spot.compute_environment_order[0].compute_environment == "arn:aws:batch:us-east-1:123456789012:compute-environment/batchspot-spot-20260101000000000000000021"
     error_message = "The job queue must point at the Spot compute environment."
   }
   assert {
@@ -153,22 +213,34 @@ run "job_definition_runs_the_worker_with_its_environment" {
   }
   assert {
     condition = { for e in jsondecode(aws_batch_job_definition.ec2.container_properties).environment : e.name => e.value } == {
-      SQS_QUEUE_URL  = var.queue_url
-      OUTPUT_BUCKET  = var.output_bucket
-      OUTPUT_PREFIX  = "results/"
-      S3_QUERY_LIMIT = "10000"
+      SQS_QUEUE_URL    = var.queue_url
+      OUTPUT_BUCKET    = var.output_bucket
+      OUTPUT_PREFIX    = "results/"
+      S3_QUERY_LIMIT   = "10000"
+      CODE_VERSION     = var.image
+      WORKER_PROCESSES = "2"
     }
     error_message = "The environment must name the queue, the output bucket and prefix and the query limit, and leave empty settings out."
   }
   assert {
     condition = { for r in jsondecode(aws_batch_job_definition.ec2.container_properties).resourceRequirements : r.type => r.value } == {
-      VCPU = "2", MEMORY = "4096"
+      VCPU = "2", MEMORY = "1152"
     }
-    error_message = "vCPU and memory must follow job_vcpus and job_memory_mib."
+    error_message = "vCPU must follow job_vcpus, and memory default to 320 MiB per worker process plus 512 MiB."
   }
   assert {
-    condition     = jsondecode(aws_batch_job_definition.ec2.container_properties).jobRoleArn == aws_iam_role.job.arn
+    condition     = jsondecode(aws_batch_job_definition.ec2.container_properties).jobRoleArn == "arn:aws:iam::123456789012:role/batchspot-job-20260101000000000000000015"
     error_message = "The worker must run as the job role."
+  }
+  assert {
+    condition     = jsondecode(aws_batch_job_definition.ec2.container_properties).executionRoleArn == "arn:aws:iam::123456789012:role/batchspot-exec-20260101000000000000000014"
+    error_message = "The image must be pulled and logs written with the execution role."
+  }
+  assert {
+    condition = (output.job_role_arn == "arn:aws:iam::123456789012:role/batchspot-job-20260101000000000000000015"
+      && output.job_definition_arn == "arn:aws:batch:us-east-1:123456789012:job-definition/batchspot:1"
+    && output.job_queue_arn == "arn:aws:batch:us-east-1:123456789012:job-queue/batchspot")
+    error_message = "Outputs must name the job role, the EC2 job definition and the Spot job queue."
   }
   assert {
     condition     = jsondecode(aws_batch_job_definition.ec2.container_properties).linuxParameters.initProcessEnabled == true
@@ -214,7 +286,7 @@ run "job_role_policy_comes_from_the_worker_policy_module" {
   }
 
   assert {
-    condition     = aws_iam_role_policy.job.role == aws_iam_role.job.id && aws_iam_role_policy.job.policy == module.worker_policy.json
+    condition     = aws_iam_role_policy.job.role == "batchspot-job-20260101000000000000000015" && aws_iam_role_policy.job.policy == module.worker_policy.json
     error_message = "The job role's policy must be modules/worker_policy's document, the one the tests run the worker under."
   }
   assert {
@@ -283,7 +355,7 @@ run "fargate_spot_gets_its_own_queue_and_job_definition" {
     error_message = "The Fargate environment must be FARGATE_SPOT."
   }
   assert {
-    condition     = aws_batch_job_queue.fargate_spot[0].compute_environment_order[0].compute_environment == aws_batch_compute_environment.fargate_spot[0].arn
+    condition     = aws_batch_job_queue.fargate_spot[0].compute_environment_order[0].compute_environment == "arn:aws:batch:us-east-1:123456789012:compute-environment/batchspot-fargate-20260101000000000000000022"
     error_message = "The Fargate queue must use only the Fargate environment (queues cannot mix EC2 and Fargate)."
   }
   assert {
@@ -302,6 +374,36 @@ run "fargate_spot_gets_its_own_queue_and_job_definition" {
     condition     = jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).linuxParameters.initProcessEnabled == true
     error_message = "Fargate containers must run an init as PID 1 too."
   }
+  assert {
+    condition = { for r in jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).resourceRequirements : r.type => r.value } == {
+      VCPU = "2", MEMORY = "4096"
+    }
+    error_message = "Fargate's default memory must be the least it allows for job_vcpus (2 GiB per vCPU)."
+  }
+}
+
+run "worker_processes_and_memory_can_be_set" {
+  module {
+    source = "./modules/batch"
+  }
+  command = apply
+
+  variables {
+    job_vcpus        = 4
+    worker_processes = 3
+    job_memory_mib   = 2048
+  }
+
+  assert {
+    condition     = { for e in jsondecode(aws_batch_job_definition.ec2.container_properties).environment : e.name => e.value }["WORKER_PROCESSES"] == "3"
+    error_message = "worker_processes must set WORKER_PROCESSES."
+  }
+  assert {
+    condition = { for r in jsondecode(aws_batch_job_definition.ec2.container_properties).resourceRequirements : r.type => r.value } == {
+      VCPU = "4", MEMORY = "2048"
+    }
+    error_message = "An explicit job_memory_mib must be used as given."
+  }
 }
 
 run "best_fit_creates_the_spot_fleet_role" {
@@ -315,7 +417,7 @@ run "best_fit_creates_the_spot_fleet_role" {
   }
 
   assert {
-    condition     = length(aws_iam_role.spot_fleet) == 1 && aws_batch_compute_environment.spot.compute_resources[0].spot_iam_fleet_role == aws_iam_role.spot_fleet[0].arn
+    condition     = length(aws_iam_role.spot_fleet) == 1 && aws_batch_compute_environment.spot.compute_resources[0].spot_iam_fleet_role == "arn:aws:iam::123456789012:role/batchspot-spotfleet-20260101000000000000000013"
     error_message = "BEST_FIT needs a Spot Fleet role."
   }
 }
@@ -348,4 +450,33 @@ run "rejects_unknown_strategy_and_short_runnable_limit" {
   }
 
   expect_failures = [var.allocation_strategy, var.runnable_timeout_minutes]
+}
+
+run "final_step_runs_worker_final_with_its_own_role_and_the_workers_environment" {
+  module {
+    source = "./modules/batch"
+  }
+  command = apply
+
+  assert {
+    condition     = jsondecode(aws_batch_job_definition.final.container_properties).command == ["python", "-m", "worker.final"]
+    error_message = "The final job definition must run the final step's entrypoint, python -m worker.final."
+  }
+  assert {
+    condition     = jsondecode(aws_batch_job_definition.final.container_properties).jobRoleArn == aws_iam_role.final.arn && aws_iam_role.final.arn != aws_iam_role.job.arn
+    error_message = "The final step must run as its own role: it lists the results, which the worker's role may not."
+  }
+  assert {
+    condition = (jsondecode(aws_batch_job_definition.final.container_properties).environment
+    == jsondecode(aws_batch_job_definition.ec2.container_properties).environment)
+    error_message = "The final step must get the workers' environment (queue, bucket, prefix, CODE_VERSION)."
+  }
+  assert {
+    condition     = contains(jsondecode(aws_batch_job_definition.ec2.container_properties).environment, { name = "CODE_VERSION", value = var.image })
+    error_message = "The job definition must set CODE_VERSION from the image, so results are keyed by the code."
+  }
+  assert {
+    condition     = aws_batch_job_definition.final.platform_capabilities == toset(["EC2"]) && output.final_job_definition_name == "batchspot-final"
+    error_message = "The final step runs on the same EC2 Spot compute, and its name is an output."
+  }
 }

@@ -1,4 +1,5 @@
-# Plan-level behaviour of modules/network, offline against a mocked AWS provider.
+# Plan-level behaviour of modules/network, offline against a mocked AWS provider. Subnets, route
+# tables and gateways keep the mock's generated ids, distinct per instance, so wiring asserts can fail.
 
 mock_provider "aws" {
   mock_data "aws_region" {
@@ -12,9 +13,6 @@ mock_provider "aws" {
   }
   mock_resource "aws_vpc" {
     defaults = { id = "vpc-0fedcba9876543210" }
-  }
-  mock_resource "aws_subnet" {
-    defaults = { id = "subnet-0123456789abcdef0" }
   }
   mock_resource "aws_security_group" {
     defaults = { id = "sg-0123456789abcdef0" }
@@ -56,8 +54,18 @@ run "creates_public_vpc_without_nat_when_no_subnets_are_given" {
     error_message = "The created security group must allow HTTPS egress (no egress leaves jobs RUNNABLE)."
   }
   assert {
-    condition     = output.security_group_ids == tolist([aws_security_group.batch[0].id]) && length(output.subnet_ids) == 3
+    condition     = output.security_group_ids == tolist([aws_security_group.batch[0].id]) && output.subnet_ids == tolist(aws_subnet.public[*].id)
     error_message = "Outputs must name the created subnets and security group."
+  }
+  assert {
+    condition     = length(distinct(output.subnet_ids)) == 3 && aws_vpc_security_group_egress_rule.https[0].security_group_id == aws_security_group.batch[0].id
+    error_message = "Each subnet is its own; the HTTPS egress rule belongs to the created security group."
+  }
+  assert {
+    condition = (aws_vpc_endpoint.s3[0].route_table_ids == toset([aws_route_table.public[0].id])
+      && aws_route.internet[0].route_table_id == aws_route_table.public[0].id
+    && tolist([for a in aws_route_table_association.public : a.subnet_id]) == tolist(aws_subnet.public[*].id))
+    error_message = "Every created subnet must use the public route table, which holds the internet route and the S3 endpoint."
   }
   assert {
     condition     = output.assign_public_ip

@@ -1,11 +1,22 @@
 # Plan-level behaviour of modules/queue, offline against a mocked AWS provider.
 
-mock_provider "aws" {
-  mock_resource "aws_sqs_queue" {
-    defaults = {
-      arn = "arn:aws:sqs:us-east-1:123456789012:batchspot-dlq"
-      url = "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot-dlq"
-    }
+mock_provider "aws" {}
+
+# Each queue gets its own ARN and URL, so an assert that compares wiring (redrive target,
+# outputs) fails when the work queue and the DLQ are swapped.
+override_resource {
+  target = aws_sqs_queue.work
+  values = {
+    arn = "arn:aws:sqs:us-east-1:123456789012:batchspot"
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot"
+  }
+}
+
+override_resource {
+  target = aws_sqs_queue.dlq
+  values = {
+    arn = "arn:aws:sqs:us-east-1:123456789012:batchspot-dlq"
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot-dlq"
   }
 }
 
@@ -22,7 +33,7 @@ run "work_queue_redrives_to_an_encrypted_dlq_with_an_alarm" {
   }
 
   assert {
-    condition     = jsondecode(aws_sqs_queue.work.redrive_policy).deadLetterTargetArn == aws_sqs_queue.dlq.arn
+    condition     = jsondecode(aws_sqs_queue.work.redrive_policy).deadLetterTargetArn == "arn:aws:sqs:us-east-1:123456789012:batchspot-dlq"
     error_message = "The work queue must redrive to the DLQ."
   }
   assert {
@@ -46,8 +57,11 @@ run "work_queue_redrives_to_an_encrypted_dlq_with_an_alarm" {
     error_message = "The alarm must fire as soon as the DLQ holds a message."
   }
   assert {
-    condition     = output.queue_url == aws_sqs_queue.work.url && output.dlq_url == aws_sqs_queue.dlq.url
-    error_message = "Outputs must carry both queue URLs."
+    condition = (output.queue_url == "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot"
+      && output.queue_arn == "arn:aws:sqs:us-east-1:123456789012:batchspot"
+      && output.dlq_url == "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot-dlq"
+    && output.dlq_arn == "arn:aws:sqs:us-east-1:123456789012:batchspot-dlq")
+    error_message = "Outputs must carry each queue's own URL and ARN."
   }
 }
 

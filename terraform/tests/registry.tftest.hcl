@@ -25,28 +25,11 @@ run "repository_scans_on_push_and_keeps_the_last_images" {
     error_message = "Images must be scanned on push."
   }
   assert {
-    condition     = aws_ecr_repository.this.image_tag_mutability == "MUTABLE"
-    error_message = "Tags are mutable unless immutable_tags is set."
+    condition     = aws_ecr_repository.this.image_tag_mutability == "IMMUTABLE"
+    error_message = "Tags must be immutable: a revision tag may never be moved to another image."
   }
   assert {
     condition     = jsondecode(aws_ecr_lifecycle_policy.this.policy).rules[0].selection.countNumber == 7
     error_message = "The lifecycle policy must keep exactly keep_images images."
-  }
-}
-
-run "immutable_tags_option" {
-  module {
-    source = "./modules/registry"
-  }
-  command = apply
-
-  variables {
-    name           = "batchspot"
-    immutable_tags = true
-  }
-
-  assert {
-    condition     = aws_ecr_repository.this.image_tag_mutability == "IMMUTABLE"
-    error_message = "immutable_tags must make tags immutable."
   }
 }

@@ -22,12 +22,6 @@ mock_provider "aws" {
       repository_url = "123456789012.dkr.ecr.us-east-1.amazonaws.com/batchspot"
     }
   }
-  mock_resource "aws_sqs_queue" {
-    defaults = {
-      arn = "arn:aws:sqs:us-east-1:123456789012:batchspot"
-      url = "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot"
-    }
-  }
   mock_resource "aws_s3_bucket" {
     defaults = { arn = "arn:aws:s3:::batchspot-bucket-123456789012" }
   }
@@ -48,6 +42,23 @@ mock_provider "aws" {
   }
 }
 
+# The work queue and the DLQ get their own ARNs and URLs, so a swapped output fails.
+override_resource {
+  target = module.queue.aws_sqs_queue.work
+  values = {
+    arn = "arn:aws:sqs:us-east-1:123456789012:batchspot"
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot"
+  }
+}
+
+override_resource {
+  target = module.queue.aws_sqs_queue.dlq
+  values = {
+    arn = "arn:aws:sqs:us-east-1:123456789012:batchspot-dlq"
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot-dlq"
+  }
+}
+
 run "one_apply_wires_every_output" {
   command = apply
 
@@ -65,8 +76,27 @@ run "one_apply_wires_every_output" {
     error_message = "Every name the tasks need must be an output."
   }
   assert {
+    condition = (output.queue_url == "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot"
+      && output.queue_arn == "arn:aws:sqs:us-east-1:123456789012:batchspot"
+    && output.dlq_url == "https://sqs.us-east-1.amazonaws.com/123456789012/batchspot-dlq")
+    error_message = "queue_url and queue_arn must be the work queue's, dlq_url the DLQ's."
+  }
+  assert {
     condition     = output.fargate_job_queue == null && output.fargate_job_definition == null
     error_message = "Fargate outputs are null unless enabled."
+  }
+}
+
+run "image_digest_pins_the_exact_image" {
+  command = apply
+
+  variables {
+    image_digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  }
+
+  assert {
+    condition     = output.image == "123456789012.dkr.ecr.us-east-1.amazonaws.com/batchspot@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    error_message = "With image_digest the job definition must run <repository>@<digest>, not a tag."
   }
 }
 
@@ -77,7 +107,8 @@ run "rejects_bad_worker_settings" {
     query_engine   = "athena"
     s3_query_limit = "ten"
     handler        = "not a callable"
+    image_digest   = "latest"
   }
 
-  expect_failures = [var.query_engine, var.s3_query_limit, var.handler]
+  expect_failures = [var.query_engine, var.s3_query_limit, var.handler, var.image_digest]
 }

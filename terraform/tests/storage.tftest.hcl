@@ -1,12 +1,22 @@
 # Plan-level behaviour of modules/storage, offline against a mocked AWS provider.
 
 mock_provider "aws" {
-  mock_resource "aws_s3_bucket" {
-    defaults = { arn = "arn:aws:s3:::batchspot-bucket-123456789012" }
-  }
   mock_data "aws_iam_policy_document" {
     defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
   }
+}
+
+# The real provider, offline: it renders the bucket policy documents locally, so the TLS policy
+# is checked as AWS will receive it. Only the buckets are overridden, during plan as well, so
+# their ARNs are known when the documents are rendered; each bucket gets its own (generated) ARN.
+provider "aws" {
+  alias                       = "offline"
+  region                      = "us-east-1"
+  access_key                  = "offline"
+  secret_key                  = "offline"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
 }
 
 variables {
@@ -46,10 +56,6 @@ run "buckets_are_private_encrypted_and_keep_results_by_default" {
     condition     = !aws_s3_bucket.this["input"].force_destroy && !aws_s3_bucket.this["output"].force_destroy
     error_message = "Buckets holding data must not be force-destroyed by default."
   }
-  assert {
-    condition     = one(data.aws_iam_policy_document.tls_only["output"].statement).effect == "Deny"
-    error_message = "Requests without TLS must be denied."
-  }
 }
 
 run "expires_results_when_asked" {
@@ -83,4 +89,88 @@ run "rejects_negative_expiry" {
   }
 
   expect_failures = [var.output_expiration_days]
+}
+
+run "every_bucket_denies_requests_without_tls" {
+  module {
+    source = "./modules/storage"
+  }
+  command   = apply
+  state_key = "offline" # its own state: nothing the mock created is refreshed from AWS
+
+  # The real provider renders the policy documents locally; every resource that would call AWS
+  # is overridden. Each bucket gets its own generated ARN and id, so a policy naming the wrong
+  # bucket, or attached to the wrong one, fails.
+  providers = {
+    aws = aws.offline
+  }
+
+  override_resource {
+    target = aws_s3_bucket.this
+  }
+  override_resource {
+    target = aws_s3_bucket_public_access_block.this
+  }
+  override_resource {
+    target = aws_s3_bucket_ownership_controls.this
+  }
+  override_resource {
+    target = aws_s3_bucket_server_side_encryption_configuration.this
+  }
+  override_resource {
+    target = aws_s3_bucket_versioning.this
+  }
+  override_resource {
+    target = aws_s3_bucket_lifecycle_configuration.this
+  }
+  override_resource {
+    target = aws_s3_bucket_policy.tls_only
+  }
+
+  assert {
+    condition = alltrue([for key, bucket in aws_s3_bucket.this :
+      jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Version == "2012-10-17"
+      && length(jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Statement) == 1
+    ])
+    error_message = "Each bucket policy must hold exactly one statement."
+  }
+  assert {
+    condition = alltrue([for key, bucket in aws_s3_bucket.this :
+      merge(one(jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Statement), {
+        Resource = toset(one(jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Statement).Resource)
+        }) == {
+        Sid       = "DenyInsecureTransport"
+        Effect    = "Deny"
+        Principal = "*"
+        Action    = "s3:*"
+        Resource  = toset([bucket.arn, "${bucket.arn}/*"])
+        Condition = { Bool = { "aws:SecureTransport" = "false" } }
+      }
+    ])
+    error_message = "Each bucket's policy must deny every S3 action, by anyone, on that bucket and its objects when aws:SecureTransport is false."
+  }
+  assert {
+    condition     = alltrue([for key, bucket in aws_s3_bucket.this : aws_s3_bucket_policy.tls_only[key].bucket == bucket.id])
+    error_message = "Each TLS policy must be attached to its own bucket."
+  }
+  assert {
+    condition     = keys(aws_s3_bucket_policy.tls_only) == ["input", "output"]
+    error_message = "Both buckets must carry the TLS policy."
+  }
+}
+
+run "tls_policy_can_be_switched_off_for_plain_http_emulators" {
+  module {
+    source = "./modules/storage"
+  }
+  command = apply
+
+  variables {
+    deny_insecure_transport = false
+  }
+
+  assert {
+    condition     = length(aws_s3_bucket_policy.tls_only) == 0 && length(data.aws_iam_policy_document.tls_only) == 0
+    error_message = "deny_insecure_transport = false must attach no bucket policy."
+  }
 }

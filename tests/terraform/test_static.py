@@ -5,27 +5,32 @@ from __future__ import annotations
 import re
 
 import pytest
+from python_terraform import IsFlagged
+
+from batchspot.terraform_cli import installed_version
 
 pytestmark = pytest.mark.terraform
 
 
-def test_terraform_code_is_formatted(terraform_env, run_tool):
-    result = run_tool(
-        ["terraform", "fmt", "-check", "-recursive", "-diff", "-no-color"], terraform_env
-    )
-    assert result.returncode == 0, f"run `terraform fmt -recursive terraform/`:\n{result.stdout}"
+def test_terraform_code_is_formatted(terraform_cli):
+    code, out, _ = terraform_cli.run("fmt", "-check", "-recursive", "-diff", no_color=IsFlagged)
+    assert code == 0, f"run `terraform fmt -recursive terraform/`:\n{out}"
 
 
-def test_root_module_is_valid(terraform_env, run_tool):
-    result = run_tool(["terraform", "validate", "-no-color"], terraform_env)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_root_module_is_valid(terraform_cli):
+    code, out, err = terraform_cli.run("validate", no_color=IsFlagged)
+    assert code == 0, out + err
 
 
-def test_native_terraform_tests_pass_for_every_module(terraform_env, run_tool):
-    result = run_tool(["terraform", "test", "-no-color"], terraform_env)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    for module in ("network", "storage", "queue", "registry", "batch", "root"):
+def test_native_terraform_tests_pass_for_every_module(terraform_cli):
+    code, out, err = terraform_cli.run("test", no_color=IsFlagged)
+    output = out + err
+    assert code == 0, output[-6000:]
+    for module in ("network", "storage", "queue", "registry", "batch", "root", "worker_policy"):
         assert f"tests/{module}.tftest.hcl... pass" in output
     summary = re.search(r"Success! (\d+) passed, 0 failed", output)
-    assert summary and int(summary.group(1)) >= 20, output[-2000:]
+    assert summary and int(summary.group(1)) >= 28, output[-2000:]
+
+
+def test_installed_version_is_terraforms_own_first_line(terraform_cli):
+    assert installed_version().startswith("Terraform v")

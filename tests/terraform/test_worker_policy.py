@@ -6,14 +6,13 @@ document here would make that test prove the wrong thing.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchspot.policy import render_worker_policy
-from batchspot.terraform import TerraformError
+from batchspot.terraform_cli import TerraformError
 
 pytestmark = pytest.mark.terraform
 
@@ -21,10 +20,11 @@ QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:work"
 
 
 @pytest.fixture(scope="module")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One root config for every render here: init links the provider once, then only checks."""
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform is not installed")
+def work_dir(tmp_path_factory: pytest.TempPathFactory, terraform_cli) -> Path:
+    """One root config for every render here: init links the provider once, then only checks.
+
+    ``terraform_cli`` only makes a missing terraform binary a skip (a failure under CI).
+    """
     return tmp_path_factory.mktemp("worker-policy")
 
 

@@ -14,6 +14,7 @@ from botocore.stub import Stubber
 from batchspot.image import ImageError, build, engine, push, revision_tag
 
 ECR_URL = "123456789012.dkr.ecr.us-east-1.amazonaws.com/batchspot"
+DIGEST = "sha256:" + "f" * 64
 
 
 class FakeEngine(BaseHTTPRequestHandler):
@@ -21,6 +22,7 @@ class FakeEngine(BaseHTTPRequestHandler):
     requests: list[tuple[str, str, dict, dict]]
     images: set[str]
     build_lines: list[dict]
+    push_digest: str | None
 
     def _reply(self, status: int, payload) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -79,12 +81,10 @@ class FakeEngine(BaseHTTPRequestHandler):
             self.images.add(f"{query['repo']}:{query['tag']}")
             self._reply(201, b"")
         elif path.startswith("images/") and path.endswith("/push"):
-            self._stream(
-                [
-                    {"status": "Pushing", "id": "abc"},
-                    {"aux": {"Tag": query["tag"], "Digest": "sha256:feed", "Size": 1}},
-                ]
-            )
+            aux = {"Tag": query["tag"], "Size": 1}
+            if self.push_digest:
+                aux["Digest"] = self.push_digest
+            self._stream([{"status": "Pushing", "id": "abc"}, {"aux": aux}])
         else:
             self._reply(404, {"message": f"unexpected {method} {path}"})
 
@@ -101,6 +101,7 @@ def fake_engine(monkeypatch):
             "requests": [],
             "images": set(),
             "build_lines": [{"stream": "Step 1/1 : FROM python\n"}, {"aux": {"ID": "sha256:1"}}],
+            "push_digest": DIGEST,
         },
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -169,21 +170,35 @@ def test_build_then_push_sends_the_revision_tag_with_ecr_credentials(fake_engine
     tag = revision_tag(context)
     lines: list[str] = []
     image = build(engine(), context, tag=tag, emit=lines.append)
-    pushed = push(
-        engine(), ecr, repository_url=ECR_URL, tag=tag, also=("latest",), emit=lines.append
-    )
+    pushed = push(engine(), ecr, repository_url=ECR_URL, tag=tag, emit=lines.append)
 
     assert image == f"batchspot-worker:{tag}"
-    assert [p.image for p in pushed] == [f"{ECR_URL}:{tag}", f"{ECR_URL}:latest"]
-    assert pushed[0].digest == "sha256:feed"
+    assert pushed.image == f"{ECR_URL}:{tag}"
     assert "Step 1/1 : FROM python" in lines
     build_request = next(r for r in fake_engine.requests if r[1] == "build")
     assert build_request[2]["t"] == image and build_request[2]["platform"] == "linux/amd64"
-    push_requests = [r for r in fake_engine.requests if r[1].endswith("/push")]
-    assert [r[2]["tag"] for r in push_requests] == [tag, "latest"]
-    push_request = push_requests[0]
+    (push_request,) = [r for r in fake_engine.requests if r[1].endswith("/push")]
     auth = json.loads(base64.urlsafe_b64decode(push_request[3]["X-Registry-Auth"]))
     assert (auth["username"], auth["password"]) == ("AWS", "secret-password")
+
+
+def test_push_moves_no_other_tag_and_pins_the_reported_digest(fake_engine, context, ecr):
+    tag = revision_tag(context)
+    build(engine(), context, tag=tag, emit=lambda _: None)
+    pushed = push(engine(), ecr, repository_url=ECR_URL, tag=tag, emit=lambda _: None)
+
+    pushed_tags = [r[2]["tag"] for r in fake_engine.requests if r[1].endswith("/push")]
+    assert pushed_tags == [tag], "an immutable repository refuses a moved tag such as latest"
+    assert pushed.pinned == f"{ECR_URL}@{DIGEST}"
+    assert pushed.deploy_variable == f"image_digest={DIGEST}"
+
+
+def test_push_without_a_digest_from_the_registry_is_a_clear_error(fake_engine, context, ecr):
+    fake_engine.push_digest = None
+    tag = revision_tag(context)
+    build(engine(), context, tag=tag, emit=lambda _: None)
+    with pytest.raises(ImageError, match=r"no digest .* cannot be pinned"):
+        push(engine(), ecr, repository_url=ECR_URL, tag=tag, emit=lambda _: None)
 
 
 def test_build_error_from_the_engine_is_raised(fake_engine, context):

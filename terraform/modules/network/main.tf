@@ -10,9 +10,19 @@ locals {
 
 data "aws_region" "current" {}
 
+# Regular zones only: a Local or Wavelength Zone the account opted into ("us-east-1-bos-1a")
+# sorts before "us-east-1a" and would otherwise take a subnet, where Batch's instance types are
+# scarce or missing.
 data "aws_availability_zones" "available" {
   count = local.create_vpc ? 1 : 0
   state = "available"
+
+  filter {
+    name   = "zone-type"
+    values = ["availability-zone"]
+  }
+
+  #checkov:skip=CKV_AWS_394:Pinning zone names would make the module region-specific; the first az_count regular zones are taken by name, and a zone AWS adds gets a later letter, so the chosen set does not move.
 }
 
 data "aws_subnet" "given" {

@@ -1,8 +1,10 @@
-# The worker image's repository: scanned on push, old images expired.
+# The worker image's repository: scanned on push, old images expired, tags immutable. A tag
+# (the git revision `invoke build` gives it) always names the image first pushed under it, and
+# jobs are pinned by digest (`invoke push` prints the deploy variable).
 
 resource "aws_ecr_repository" "this" {
   name                 = var.name
-  image_tag_mutability = var.immutable_tags ? "IMMUTABLE" : "MUTABLE"
+  image_tag_mutability = "IMMUTABLE"
   force_delete         = var.force_delete
 
   image_scanning_configuration {
@@ -13,7 +15,6 @@ resource "aws_ecr_repository" "this" {
     encryption_type = "AES256"
   }
 
-  #checkov:skip=CKV_AWS_51:Tags stay mutable by default so `invoke push` can move `latest`; set immutable_tags = true with per-release tags.
   #checkov:skip=CKV_AWS_136:AES256 (AWS-owned key) suffices for a worker image that holds no secrets; a CMK adds cost and key policy upkeep.
 }
 

@@ -3,12 +3,6 @@ variable "name" {
   type        = string
 }
 
-variable "immutable_tags" {
-  description = "Refuse to overwrite an existing tag. Turn on when every release pushes a new tag (and set image_tag per deploy)."
-  type        = bool
-  default     = false
-}
-
 variable "keep_images" {
   description = "Number of most recent images kept; older ones are expired by the lifecycle policy."
   type        = number
