@@ -1,4 +1,4 @@
-"""boto3 clients with BatchSpot's retry policy, and the queue reads several tasks share.
+"""boto3 clients with BatchSpot's retry policy, and the queue set-up several runs share.
 
 Every operator task builds its clients here so that throttling and transient errors are
 handled the same way everywhere, by botocore's own retry modes rather than hand-written
@@ -9,7 +9,6 @@ talks to AWS or to a local emulator.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -30,37 +29,6 @@ def client(
         max_pool_connections=pool,
     )
     return boto3.client(service, config=config, region_name=region)
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    """SQS's approximate counts for one queue (they lag the truth by up to a minute)."""
-
-    visible: int
-    in_flight: int
-    delayed: int  # sent with a delay and not yet visible: neither waiting nor being worked on
-
-    @property
-    def total(self) -> int:
-        """Messages not yet deleted: waiting, being worked on, or delayed."""
-        return self.visible + self.in_flight + self.delayed
-
-
-def queue_counts(sqs: Any, queue_url: str) -> QueueCounts:
-    """Read a queue's visible, in-flight and delayed message counts."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return QueueCounts(
-        visible=int(attributes["ApproximateNumberOfMessages"]),
-        in_flight=int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        delayed=int(attributes["ApproximateNumberOfMessagesDelayed"]),
-    )
 
 
 def queue_arn(sqs: Any, queue_url: str) -> str:

@@ -7,22 +7,17 @@ listening on the docker-compose port when there is one, else one started nativel
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from batchspot.emulators import Emulator, EmulatorError, localstack_server
+from batchspot.emulators import EmulatorError, emulator_at
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".batchspot" / "logs"
 COMPOSE_ENDPOINT = "http://127.0.0.1:4566"  # docker-compose.localstack.yml publishes this
-NEEDED_SERVICES = ("sqs", "s3")
 NO_TESTS_COLLECTED = 5  # pytest's exit status when nothing matched
 
 
@@ -33,40 +28,11 @@ def run_pytest(args: Sequence[str], env: dict[str, str] | None = None) -> int:
 
 
 def run_tests(args: Sequence[str] = ()) -> int:
-    """Run the unit and integration suites; the integration tests start their own moto."""
-    return run_pytest(args or ["tests"])
+    """Run the unit and integration suites; the integration tests start their own moto.
 
-
-def running_localstack(endpoint: str) -> Emulator | None:
-    """Return the LocalStack answering at ``endpoint``, or None if nothing answers there.
-
-    Raises :class:`EmulatorError` if it answers but does not offer SQS and S3, because
-    silently starting a second one would hide a misconfigured docker-compose file.
+    ``-rs`` lists every skip with its reason, so a suite that shrank is seen, not guessed.
     """
-    try:
-        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2) as response:
-            services = json.load(response).get("services", {})
-    except (OSError, ValueError):
-        return None
-    missing = [s for s in NEEDED_SERVICES if services.get(s) not in ("available", "running")]
-    if missing:
-        raise EmulatorError(
-            f"the LocalStack at {endpoint} does not offer {', '.join(missing)}; "
-            "start it with SERVICES=sqs,s3,sts,cloudwatch or stop it so a native one can be started"
-        )
-    return Emulator("localstack", endpoint)
-
-
-@contextlib.contextmanager
-def localstack(endpoint: str = COMPOSE_ENDPOINT) -> Iterator[Emulator]:
-    """Use the LocalStack at ``endpoint`` if it is up, else run one natively for the block."""
-    if emulator := running_localstack(endpoint):
-        print(f"using the LocalStack already running at {endpoint}", file=sys.stderr)
-        yield emulator
-        return
-    print(f"no LocalStack at {endpoint}; starting one natively", file=sys.stderr)
-    with localstack_server(LOG_DIR) as emulator:
-        yield emulator
+    return run_pytest(["-rs", *(args or ["tests"])])
 
 
 def run_tests_on_localstack(args: Sequence[str] = (), endpoint: str = COMPOSE_ENDPOINT) -> int:
@@ -79,7 +45,8 @@ def run_tests_on_localstack(args: Sequence[str] = (), endpoint: str = COMPOSE_EN
     Raises :class:`EmulatorError` when no LocalStack can be reached or started, and treats
     "no tests collected" as a failure, so this never reports success without having tested.
     """
-    with localstack(endpoint) as emulator:
+    with emulator_at(endpoint, LOG_DIR, "localstack", start_if_absent=True) as emulator:
+        print(f"integration tests on {emulator.name} at {emulator.endpoint}", file=sys.stderr)
         env = {
             **os.environ,
             "BATCHSPOT_TEST_EMULATOR": "localstack",

@@ -2,13 +2,15 @@
 
 moto's server hosts the whole stack (IAM, Batch, ECR, SQS, S3, S3 Select for ``SELECT *``), so
 it is the default. Each emulator runs as a child process and is reached over HTTP exactly as
-the worker reaches AWS, through boto3's own ``AWS_ENDPOINT_URL``.
+the worker reaches AWS, through boto3's own ``AWS_ENDPOINT_URL``. :func:`emulator_at` is the one
+place that decides between an emulator already running at an endpoint and one started here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -21,7 +23,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -36,6 +38,9 @@ EMULATOR_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+EmulatorKind = Literal["moto", "localstack"]
+# What BatchSpot uses of a LocalStack: a running one without these is misconfigured.
+LOCALSTACK_NEEDS = ("sqs", "s3")
 
 
 class EmulatorError(RuntimeError):
@@ -50,8 +55,17 @@ class Emulator:
     endpoint: str
 
     def client_env(self) -> dict[str, str]:
-        """Environment variables that route every boto3 client to this emulator."""
-        return {**EMULATOR_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+        """Environment variables that route every boto3 client to this emulator.
+
+        ``AWS_EC2_METADATA_DISABLED`` stops botocore from probing 169.254.169.254 for
+        credentials or region, which stalls for seconds off EC2 and could reach a real
+        instance role on it.
+        """
+        return {
+            **EMULATOR_ENV,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def client(self, service: str, config: Config | None = None) -> Any:
         """Return a boto3 client on this emulator with its test credentials (never ~/.aws)."""
@@ -62,6 +76,54 @@ class Emulator:
             region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
         )
         return session.client(service, endpoint_url=self.endpoint, config=config)
+
+
+def running_emulator(endpoint: str) -> Emulator | None:
+    """Return the emulator answering at ``endpoint``, or None if nothing answers there.
+
+    LocalStack is told from moto by its health path, which moto does not serve. A LocalStack
+    without SQS or S3 raises :class:`EmulatorError`: using it would fail later and obscurely,
+    and starting another instead would hide a misconfigured docker-compose file.
+    """
+    endpoint = endpoint.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2) as response:
+            services = json.load(response).get("services", {})
+    except urllib.error.HTTPError:
+        return Emulator("moto", endpoint)  # it answered, but not as LocalStack does
+    except (OSError, ValueError):
+        return None
+    missing = [s for s in LOCALSTACK_NEEDS if services.get(s) not in ("available", "running")]
+    if missing:
+        raise EmulatorError(
+            f"the LocalStack at {endpoint} does not offer {', '.join(missing)}; "
+            "start it with SERVICES=sqs,s3,sts,cloudwatch or stop it so a native one can be started"
+        )
+    return Emulator("localstack", endpoint)
+
+
+@contextlib.contextmanager
+def emulator_at(
+    endpoint: str | None,
+    log_dir: Path,
+    kind: EmulatorKind = "moto",
+    *,
+    start_if_absent: bool = False,
+) -> Iterator[Emulator]:
+    """Use the emulator at ``endpoint`` (it outlives the block), else start ``kind`` for it.
+
+    An ``endpoint`` where nothing answers is an error, unless ``start_if_absent`` says it was
+    only a guess (``invoke test-local`` tries docker-compose's port first).
+    """
+    if endpoint:
+        if running := running_emulator(endpoint):
+            yield running
+            return
+        if not start_if_absent:
+            raise EmulatorError(f"no AWS emulator answers at {endpoint}")
+    start = localstack_server if kind == "localstack" else moto_server
+    with start(log_dir) as started:
+        yield started
 
 
 def free_port() -> int:

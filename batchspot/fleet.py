@@ -15,28 +15,31 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from batchspot.emulators import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def worker_env(
-    emulator: Emulator, queue_url: str, output_bucket: str, **settings: str
+    aws_env: Mapping[str, str], queue_url: str, output_bucket: str, **settings: str
 ) -> dict[str, str]:
-    """Return the job definition's variables for a worker served by ``emulator``.
+    """Return a local worker's environment: the job definition's variables on top of ours.
 
-    ``AWS_EC2_METADATA_DISABLED`` keeps botocore and the Spot watch off 169.254.169.254.
+    The one builder for every worker this project starts on its own machine (``invoke
+    local``, chaos, benchmarks, tests). ``aws_env`` says where AWS is and with what
+    credentials (:meth:`batchspot.emulators.Emulator.client_env`, or a rules layer's endpoint
+    on top of it); ``settings`` add or override worker variables.
     """
     return {
         **os.environ,
-        **emulator.client_env(),
-        "AWS_EC2_METADATA_DISABLED": "true",
+        **aws_env,
         "PYTHONUNBUFFERED": "1",
+        # A local slot is one worker process, as the harnesses count, signal and measure it;
+        # on AWS the job definition sets WORKER_PROCESSES. A setting may ask for more.
+        "WORKER_PROCESSES": "1",
         "SQS_QUEUE_URL": queue_url,
         "OUTPUT_BUCKET": output_bucket,
         **settings,

@@ -14,7 +14,7 @@ import time
 
 import boto3
 
-from batchspot.sample_code import summarise
+from batchspot_support.sample_code import summarise
 from worker.keys import derive_output_key
 from worker.messages import WorkItem, parse_message
 from worker.metrics import CallCounter

@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from batchspot import sample_code, seed
-from batchspot.chaos import clients, emulator_at, upload_sources
-from batchspot.emulators import Emulator
+from batchspot import seed
+from batchspot.emulators import Emulator, emulator_at
 from batchspot.fleet import Fleet, worker_env
+from batchspot_support import sample_code
+from batchspot_support.chaos.stack import clients
 from bench import worker_memory
 from bench.latency import delayed
 from worker.metrics import CallCounter
@@ -84,7 +85,7 @@ def run_contender(
     queue_url = make_queue(sqs, f"bench-{slug}-{time.time_ns()}")
     seeded = seed.seed(s3, sqs, queue_url=queue_url, bucket=bucket, prefix=SOURCES)
     env = worker_env(
-        emulator,
+        emulator.client_env(),
         queue_url,
         bucket,
         HANDLER=sample_code.HANDLER,
@@ -138,7 +139,7 @@ def measure_seeding(emulator: Emulator, objects: int) -> SeedFigures:
     bucket = f"bench-seed-{time.time_ns()}"
     s3.create_bucket(Bucket=bucket)
     started = time.monotonic()
-    upload_sources(s3, bucket, objects, seed_value=1, prefix="")
+    sample_code.upload_sources(s3, bucket, objects, seed_value=1, prefix="")
     uploaded = time.monotonic()
     queue_url = make_queue(sqs, f"bench-seed-{time.time_ns()}")
     counter = CallCounter()
@@ -207,11 +208,11 @@ def run(
 ) -> dict[str, Any]:
     """Run every measurement on one emulator; return the figures (the JSON written to disk)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    with emulator_at(endpoint, log_dir) as emulator:
+    with emulator_at(endpoint, log_dir, "localstack") as emulator:
         s3, _ = clients(emulator)
         bucket = f"bench-in-{time.time_ns()}"
         s3.create_bucket(Bucket=bucket)
-        upload_sources(s3, bucket, items, seed_value=1, prefix=SOURCES)
+        sample_code.upload_sources(s3, bucket, items, seed_value=1, prefix=SOURCES)
         comparisons = [
             compare(emulator, bucket, processes, latency, log_dir) for latency in latencies_ms
         ]

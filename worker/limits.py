@@ -12,6 +12,13 @@ local test and fails only in production. The limits, as AWS documents them:
   entries, whose bodies total at most 1 MiB (``BatchRequestTooLong``):
   https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
   https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html
+  (ReceiveMessage returns, and every other SQS batch call takes, at most 10 as well);
+* Batch's DescribeJobs and ECS's DescribeContainerInstances take at most 100 ids, CloudWatch
+  Logs' FilterLogEvents at most 100 stream names:
+  https://docs.aws.amazon.com/batch/latest/APIReference/API_DescribeJobs.html
+  https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_FilterLogEvents.html
+
+A list longer than a call takes is sent in :func:`chunked` slices.
 
 Where a value we derive (an output key, a metadata value) would break a limit, :func:`shorten`
 keeps its readable start and appends a hash of the whole: still deterministic, so a retry
@@ -21,15 +28,26 @@ derives the same value, and still distinct for distinct long values.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MAX_KEY_BYTES = 1024
 MAX_METADATA_BYTES = 2048
 MAX_MESSAGE_BYTES = 1_048_576
 MAX_BATCH_BYTES = 1_048_576
 MAX_BATCH_ENTRIES = 10
+MAX_DESCRIBE_IDS = 100
 
 _DIGEST_CHARS = 16  # 64 bits: distinct long values collide with negligible probability
 SHORTENED_MIN_BYTES = 1 + _DIGEST_CHARS  # "-" and the digest, with no readable start left
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Yield ``items`` in order, in slices of at most ``size``: one slice per AWS call."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def utf8_len(text: str) -> int:

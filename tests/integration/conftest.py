@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localstack_client.session import Session as LocalStackSession
 
-from batchspot.emulators import Emulator, localstack_server, moto_server
+from batchspot.emulators import EMULATOR_ENV, Emulator, emulator_at
 
 HERE = Path(__file__).parent
 EMULATORS = ("moto", "localstack")
@@ -54,37 +55,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """The session's emulator; its log is kept under pytest's temporary directory."""
+    name = chosen_emulator()
+    endpoint = os.environ.get("BATCHSPOT_LOCALSTACK_ENDPOINT", "").strip() or None
     logs = tmp_path_factory.mktemp("emulator-logs")
-    if chosen_emulator() == "moto":
-        with moto_server(logs) as running:
-            yield running
-    elif endpoint := os.environ.get("BATCHSPOT_LOCALSTACK_ENDPOINT", "").strip().rstrip("/"):
-        yield Emulator("localstack", endpoint)
-    else:
-        with localstack_server(logs) as running:
-            yield running
+    with emulator_at(endpoint if name == "localstack" else None, logs, name) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def aws_env(emulator: Emulator) -> dict[str, str]:
-    """Variables to add to a subprocess's environment so its boto3 uses only the emulator.
+    """Variables to add to a subprocess's environment so its boto3 uses only the emulator."""
+    return emulator.client_env()
 
-    ``AWS_EC2_METADATA_DISABLED`` stops botocore from probing 169.254.169.254 for credentials
-    or region, which stalls for seconds off EC2 and could reach a real instance role on it.
-    """
-    return {**emulator.client_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+
+def emulator_client(emulator: Emulator, service: str) -> Any:
+    """A boto3 client on the emulator: LocalStack's built by localstack-client, as its users'."""
+    if emulator.name != "localstack":
+        return emulator.client(service)
+    session = LocalStackSession(
+        aws_access_key_id=EMULATOR_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=EMULATOR_ENV["AWS_SECRET_ACCESS_KEY"],
+        region_name=EMULATOR_ENV["AWS_DEFAULT_REGION"],
+        localstack_host=emulator.endpoint.removeprefix("http://"),
+    )
+    return session.client(service)
 
 
 @pytest.fixture(scope="session")
 def s3(emulator: Emulator) -> Any:
     """A boto3 S3 client on the emulator."""
-    return emulator.client("s3")
+    return emulator_client(emulator, "s3")
 
 
 @pytest.fixture(scope="session")
 def sqs(emulator: Emulator) -> Any:
     """A boto3 SQS client on the emulator."""
-    return emulator.client("sqs")
+    return emulator_client(emulator, "sqs")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import boto3
 import pytest
 
+from batchspot.aws import create_queue_with_dlq
 from batchspot.emulators import Emulator
+
+SQS_DEFAULT_VISIBILITY_SECONDS = 30  # what a queue created without the attribute gets
 
 
 @contextmanager
@@ -25,7 +28,6 @@ def use_emulator(emulator: Emulator) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in emulator.client_env().items():
             patch.setenv(name, value)
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         yield
 
 
@@ -36,15 +38,9 @@ def unique(name: str) -> str:
 
 def make_queues(name: str, max_receive: int = 3) -> tuple[str, str]:
     """Create a work queue and its dead-letter queue; return their URLs."""
-    sqs = boto3.client("sqs")
-    name = unique(name)
-    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive})
-    queue_url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive})["QueueUrl"]
-    return queue_url, dlq_url
+    return create_queue_with_dlq(
+        boto3.client("sqs"), unique(name), SQS_DEFAULT_VISIBILITY_SECONDS, max_receive
+    )
 
 
 @dataclass(frozen=True)

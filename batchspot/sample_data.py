@@ -7,7 +7,10 @@ the same value formats (``.50`` miles, ``4.5`` dollars), plausible values, and a
 generator so every run produces byte-identical files. Only the real files' blank second line
 is left out.
 
-    python -m examples.taxi.generate --out /tmp/taxi --rows 2000
+It lives in the control plane because ``invoke local`` uploads it, and must do so from an
+installed package as well as from a checkout.
+
+    python -m batchspot.sample_data --out /tmp/taxi --rows 2000
 """
 
 from __future__ import annotations

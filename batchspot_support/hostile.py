@@ -1,7 +1,7 @@
 """Hostile sources (issue 11), one place for ``invoke chaos --hostile`` and the test suites.
 
-They live in the package, not under ``tests/``, because the chaos driver ships with batchspot
-and seeds some of them amid healthy traffic.
+They live in the support package, not under ``tests/``, because the chaos driver seeds some
+of them amid healthy traffic too.
 
 Each is built as it is compressed, never held whole: a bomb of 1 GiB is a few MB here.
 ``CASES`` maps a name to how to build the object, the query, the input format (as
@@ -13,9 +13,24 @@ from __future__ import annotations
 import bz2
 import gzip
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 MIB = 1 << 20
+# Issue 14's peak-RSS budgets for one worker process: one that never loads the vectorised fast
+# path keeps to the original job's 128 MiB; one that loaded pyarrow for a scan may take 256 MiB.
+LEAN_PEAK_RSS_KIB = 128 * 1024
+FAST_PATH_PEAK_RSS_KIB = 256 * 1024
+
+
+def peak_rss_budget_kib(loaded_fast_path: bool) -> int:
+    """Return the peak-RSS bound of a worker process, by whether it ran the fast path."""
+    return FAST_PATH_PEAK_RSS_KIB if loaded_fast_path else LEAN_PEAK_RSS_KIB
+
+
+def ran_fast_path(log_events: Iterable[dict[str, Any]]) -> bool:
+    """Return whether a process's ``query-path`` log events show it ran the fast path."""
+    return any(e.get("event") == "query-path" and e.get("path") == "fast" for e in log_events)
 
 
 def gzipped(*parts: tuple[bytes, int]) -> bytes:

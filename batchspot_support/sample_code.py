@@ -2,7 +2,8 @@
 
 Its result is a pure function of the rows' values (not of their spelling: S3 Select and the
 local engine may space JSON differently), so a checker can recompute the exact result every
-stored output must equal from the source alone.
+stored output must equal from the source alone. Workers import it by ``HANDLER``, from the
+checkout.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import json
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-HANDLER = "batchspot.sample_code:summarise"
+HANDLER = "batchspot_support.sample_code:summarise"
 POISON_VALUE = "poison"  # a source holding this value makes summarise() raise
 WORK_ENV = "SAMPLE_CODE_WORK_MS"  # time each call spends "working", as real custom code does
 
@@ -48,3 +50,20 @@ def source_csv(rows: list[tuple[str, str]]) -> bytes:
 def expected_result(rows: list[tuple[str, str]]) -> dict[str, Any]:
     """Return what :func:`summarise` gives for a source of ``rows``, whatever the engine."""
     return summarise("\n".join(json.dumps({"id": i, "value": v}) for i, v in rows))
+
+
+def upload_sources(
+    s3: Any, bucket: str, count: int, seed_value: int, prefix: str
+) -> dict[str, list[tuple[str, str]]]:
+    """Upload ``count`` small CSV sources; return each key's rows (the truth to check by)."""
+    # No spaces or '+' in these keys: LocalStack 4.13 breaks listing pagination on them.
+    sources = {
+        f"{prefix}part-{index:06d}.csv": source_rows(index, seed_value) for index in range(count)
+    }
+
+    def put(key: str) -> None:
+        s3.put_object(Bucket=bucket, Key=key, Body=source_csv(sources[key]))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, sources))
+    return sources

@@ -1,0 +1,1 @@
+"""``invoke chaos``: the driver (``driver``), its settings, the stack it seeds, the checker."""

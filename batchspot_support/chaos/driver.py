@@ -1,0 +1,208 @@
+"""``invoke chaos``: drain a queue while workers are killed at random, then prove nothing broke.
+
+Spot's promise is only as good as the worst moment a host can vanish, so the driver picks that
+moment at random, many times: every few seconds, while the queue still shows visible messages,
+it SIGKILLs (host gone) or SIGTERMs (Batch or ECS draining the host) a random worker. A struck
+slot gets its next attempt once its child has exited, as Batch retries a reclaimed array child;
+a child that left by itself stays gone, as on Batch, so work the fleet would strand shows. The
+driver then waits for every worker to leave by itself and checks what a user would:
+
+* no item lost: every good source has its result;
+* none stored twice: each result was written once, counted as object *versions* (the output
+  bucket is versioned, so an overwrite could not hide) and as ``ok`` log lines, killed workers
+  included;
+* every result equals what the custom code returns for its source;
+* nothing stranded: no message visible, in flight or delayed once every worker has left;
+* the dead-letter queue holds exactly the poison seeded on purpose, no healthy item;
+* every worker SIGTERMed after its start, and every worker that left by itself, exited 0.
+
+With ``hostile`` a hostile mix (issue 11) is queued next to the poison: sources and queries
+built to blow up the local engine (a LIKE and a ``||`` blow-up, a gzip bomb, a 64 MiB CSV line,
+a deep DOCUMENT) and two ``output_key`` values the worker must refuse. Each must be settled,
+stored or dead-lettered, never lost or stranded, within ITEM_TIMEOUT_SECONDS; the DLQ must then
+hold exactly the poison plus the hostile items that failed; the fleet's peak RSS (VmHWM) must
+stay within 128 MiB; and nothing may be written outside the results prefix.
+
+With ``aws_rules`` the workers (not the driver, which seeds and checks on the emulator itself)
+talk to AWS through the rules layer (``batchspot.awsrules``): S3 answers 403 for missing keys
+as the job-role policy Terraform renders implies, and SlowDown, throttling and failed
+visibility extensions arrive at the settings' rates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from batchspot import seed
+from batchspot.aws import queue_arn
+from batchspot.awsrules import RulesLayer, aws_rules
+from batchspot.emulators import Emulator, emulator_at
+from batchspot.fleet import Fleet, worker_env
+from batchspot.policy import render_worker_policy
+from batchspot_support import sample_code
+from batchspot_support.chaos.report import ChaosReport, verify
+from batchspot_support.chaos.settings import ChaosSettings
+from batchspot_support.chaos.stack import (
+    OUTPUT_PREFIX,
+    WORKER_RECIPE,
+    ChaosStack,
+    clients,
+    create_stack,
+    seed_hostile,
+    seed_poison,
+)
+from worker.keys import derive_output_key
+from worker.queue_depth import queue_counts
+
+
+def storm(
+    fleet: Fleet, sqs: Any, stack: ChaosStack, settings: ChaosSettings, report: ChaosReport
+) -> None:
+    """Strike a random worker every few seconds while the queue still shows visible messages.
+
+    The first blow lands as soon as the queue shows items in flight, not after a clock: a run
+    with more items than its workers can hold is struck however fast the machine drains it.
+    Stops early if no worker runs any more (each left by itself): nothing could take the rest.
+    """
+    rng = random.Random(settings.seed)
+    for slot in range(settings.workers):
+        fleet.start(slot)
+    deadline = time.monotonic() + settings.timeout
+    next_blow: float | None = None  # set once workers are first seen mid-item
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        fleet.restart_reclaimed()
+        running = fleet.running()
+        counts = queue_counts(sqs, stack.queue_url)
+        if not running or counts.visible == 0:
+            return
+        if next_blow is None and counts.in_flight:
+            next_blow = time.monotonic()
+        targets = [c for c in running if c.signalled is None]
+        if next_blow is not None and time.monotonic() >= next_blow and targets:
+            blow = rng.choice((signal.SIGKILL, signal.SIGTERM))
+            fleet.signal(rng.choice(targets), blow)
+            report.blows[blow.name] += 1
+            next_blow = time.monotonic() + settings.interval * rng.uniform(0.5, 1.5)
+    raise TimeoutError(f"the queue still showed visible messages after {settings.timeout:.0f} s")
+
+
+def wait_for_own_exits(fleet: Fleet, timeout: float) -> bool:
+    """Wait until every worker has left by itself, retrying struck slots; False at timeout."""
+    deadline = time.monotonic() + timeout
+    while fleet.running() or fleet.restart_reclaimed():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+def drain(
+    fleet: Fleet, sqs: Any, stack: ChaosStack, settings: ChaosSettings, report: ChaosReport
+) -> None:
+    """Storm, then let the workers leave by themselves; record the time and any failure."""
+    started = time.monotonic()
+    try:
+        storm(fleet, sqs, stack, settings, report)
+        if not wait_for_own_exits(fleet, settings.exit_timeout):
+            report.failures.append(
+                f"workers still ran {settings.exit_timeout:.0f} s after the storm ended"
+            )
+    except TimeoutError as error:
+        report.failures.append(str(error))
+    finally:
+        # Before the cleanup's SIGKILLs, which are no worker's own exit.
+        report.self_exit_codes = Counter(
+            c.exit_code for c in fleet.children if c.signalled is None and c.poll()
+        )
+        fleet.kill_all()
+    report.seconds = time.monotonic() - started
+    report.starts = len(fleet.children)
+
+
+@contextlib.contextmanager
+def rules_layer(
+    settings: ChaosSettings, emulator: Emulator, sqs: Any, stack: ChaosStack, work_dir: Path
+) -> Iterator[RulesLayer | None]:
+    """With ``aws_rules``, the rules layer in front of ``emulator`` for the block; else None.
+
+    The layer judges permissions by the job role's policy as Terraform renders it for this
+    stack's queue and buckets.
+    """
+    if not settings.aws_rules:
+        yield None
+        return
+    policy = render_worker_policy(
+        queue_arn(sqs, stack.queue_url),
+        stack.input_bucket,
+        [stack.output_bucket],
+        OUTPUT_PREFIX,
+        work_dir,
+    )
+    with aws_rules(emulator.endpoint, policy, settings.faults()) as layer:
+        yield layer
+
+
+def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = None) -> ChaosReport:
+    """Seed, storm, verify; LocalStack is started natively unless ``endpoint`` is given."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with emulator_at(endpoint, log_dir, "localstack") as emulator:
+        started = time.monotonic()
+        s3, sqs = clients(emulator)
+        stack = create_stack(s3, sqs, settings)
+        sources = sample_code.upload_sources(
+            s3, stack.input_bucket, settings.items, settings.seed, prefix="good/"
+        )
+        seeded = seed.seed(
+            s3, sqs, queue_url=stack.queue_url, bucket=stack.input_bucket, prefix="good/"
+        )
+        poison = seed_poison(s3, sqs, stack)
+        hostile = seed_hostile(s3, sqs, stack) if settings.hostile else []
+        etags = {s.key: s.etag for s in seed.list_sources(s3, stack.input_bucket, "good/")}
+        expected = {
+            derive_output_key(OUTPUT_PREFIX, stack.input_bucket, key, etags[key], WORKER_RECIPE): (
+                sample_code.expected_result(rows)
+            )
+            for key, rows in sources.items()
+        }
+        report = ChaosReport(
+            settings,
+            f"{emulator.name} at {emulator.endpoint}",
+            good=seeded.sent,
+            poison=len(poison),
+            hostile=len(hostile),
+        )
+        hostile_env = (
+            {"QUERY_ENGINE": "local", "ITEM_TIMEOUT_SECONDS": f"{settings.item_timeout:g}"}
+            if settings.hostile
+            else {}
+        )
+        with rules_layer(settings, emulator, sqs, stack, log_dir / "policy") as layer:
+            env = worker_env(
+                emulator.client_env(),
+                stack.queue_url,
+                stack.output_bucket,
+                AWS_ENDPOINT_URL=layer.endpoint if layer else emulator.endpoint,
+                HANDLER=sample_code.HANDLER,
+                OUTPUT_PREFIX=OUTPUT_PREFIX,
+                WORKER_CONCURRENCY="4",
+                IDLE_EXIT_SECONDS="3",
+                STOP_GRACE_SECONDS="2",
+                RETRY_DELAY_SECONDS=str(settings.retry_delay),
+                **{sample_code.WORK_ENV: str(settings.work_ms)},
+                **hostile_env,
+            )
+            fleet = Fleet(env, log_dir)
+            drain(fleet, sqs, stack, settings, report)
+            if layer:
+                report.injected = layer.injected.snapshot()
+        report.failures += verify(report, s3, sqs, stack, expected, poison, fleet, hostile)
+        report.wall_seconds = time.monotonic() - started
+    return report

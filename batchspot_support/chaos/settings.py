@@ -1,0 +1,57 @@
+"""One chaos run's settings; the defaults are the issue's acceptance run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchspot.awsrules import Faults
+
+
+@dataclass(frozen=True)
+class ChaosSettings:
+    """One chaos run; the defaults are the issue's acceptance run."""
+
+    items: int = 1000
+    workers: int = 4
+    interval: float = 2.0  # mean seconds between blows; each gap is 0.5x to 1.5x this
+    seed: int = 1
+    work_ms: int = 200  # the custom code's time per item, so blows land while items run
+    visibility_timeout: int = 8  # how long a SIGKILLed worker's messages stay hidden
+    max_receive_count: int = 6  # every give-back on a stop counts: see the report's margin
+    # RETRY_DELAY_SECONDS: a failed item waits this long before its next receive, so the run
+    # has messages the workers gave back with a delay, the ones the issue found stranded.
+    retry_delay: int = 2
+    timeout: float = 900.0  # for the storm, until the queue shows nothing visible
+    aws_rules: bool = False
+    # Queue the hostile mix too. Its workers run the local engine (the one issue 11 bounds;
+    # S3 Select's limits are AWS's) with this ITEM_TIMEOUT_SECONDS, instead of the default of
+    # twice HANDLER_TIMEOUT (30 min), so a hostile item that held a worker would show.
+    hostile: bool = False
+    item_timeout: float = 60.0
+    # Fault rates of the rules layer, used only with ``aws_rules``. Modest on purpose: over
+    # 1000 items they still inject dozens (about 50 SlowDowns and 15 throttles), so every
+    # retry path runs, while a healthy item could only fail if all 10 of botocore's attempts
+    # met a fault (0.02**10), or a held message's extension failed on every heartbeat tick
+    # (0.5 s) for the half visibility timeout left to it (0.05**8). Visibility entries are
+    # mostly give-backs, which are few, so that rate is higher.
+    s3_slowdown_rate: float = 0.02
+    sqs_throttle_rate: float = 0.02
+    visibility_entry_failure_rate: float = 0.05
+
+    @property
+    def exit_timeout(self) -> float:
+        """How long workers may take to leave by themselves once nothing is visible.
+
+        The sweeper's own cap (worker/loop.py: maxReceiveCount x (visibility timeout +
+        RETRY_DELAY_SECONDS)), plus a minute for idle waits, long polls and retried slots.
+        """
+        return self.max_receive_count * (self.visibility_timeout + self.retry_delay) + 60.0
+
+    def faults(self) -> Faults:
+        """Return the rules layer's faults for this run, reproducible from its seed."""
+        return Faults(
+            s3_slowdown_rate=self.s3_slowdown_rate,
+            sqs_throttle_rate=self.sqs_throttle_rate,
+            visibility_entry_failure_rate=self.visibility_entry_failure_rate,
+            seed=self.seed,
+        )
