@@ -2,7 +2,9 @@
 
 Images are tagged with the git revision they were built from, so a job definition names
 exactly the code it runs; a build from a tree with uncommitted changes gets a ``-dirty-<time>``
-suffix, never a revision it does not match. ECR credentials come from boto3
+suffix, never a revision it does not match. The repository's tags are immutable, so a push
+never moves a tag such as ``latest``: the stack is pinned to the pushed image's digest instead
+(:attr:`Pushed.deploy_variable`). ECR credentials come from boto3
 (``GetAuthorizationToken``), so no ``aws ecr get-login-password | docker login`` pipe is needed.
 """
 
@@ -30,10 +32,26 @@ class ImageError(RuntimeError):
 
 @dataclass(frozen=True)
 class Pushed:
-    """Where an image was pushed."""
+    """Where an image was pushed, and the digest that names exactly that image."""
 
-    image: str
-    digest: str | None
+    repository_url: str
+    tag: str
+    digest: str
+
+    @property
+    def image(self) -> str:
+        """The image by tag, as pushed."""
+        return f"{self.repository_url}:{self.tag}"
+
+    @property
+    def pinned(self) -> str:
+        """The image by digest: what a job definition should run."""
+        return f"{self.repository_url}@{self.digest}"
+
+    @property
+    def deploy_variable(self) -> str:
+        """The ``invoke deploy --var`` value that makes the stack's jobs run this image."""
+        return f"image_digest={self.digest}"
 
 
 def engine() -> docker.DockerClient:
@@ -102,6 +120,11 @@ def build(
     return image
 
 
+def require_repository(ecr: Any, repository_url: str) -> None:
+    """Fail with ECR's RepositoryNotFoundException now, rather than mid-push after a login."""
+    ecr.describe_repositories(repositoryNames=[repository_url.split("/", 1)[-1]])
+
+
 def ecr_credentials(ecr: Any) -> tuple[str, str, str]:
     """Return (username, password, registry) from ECR's authorization token."""
     data = ecr.get_authorization_token()["authorizationData"][0]
@@ -115,32 +138,29 @@ def push(
     *,
     repository_url: str,
     tag: str,
-    also: tuple[str, ...] = (),
     emit: Callable[[str], None] = print,
-) -> list[Pushed]:
-    """Push the built ``batchspot-worker:<tag>`` to ``repository_url`` as ``tag`` and ``also``.
+) -> Pushed:
+    """Push the built ``batchspot-worker:<tag>`` to ``repository_url`` as ``tag``.
 
-    ``also=("latest",)`` moves the tag the stack's job definition runs by default (its
-    ``image_tag``), so a push takes effect without a redeploy; leave it empty when the
-    repository's tags are immutable.
+    Only the revision tag is pushed: ECR refuses to move an existing tag (the repository is
+    immutable), so jobs are pinned to the returned digest, never to a moving ``latest``.
     """
     username, password, registry = ecr_credentials(ecr)
     auth = {"username": username, "password": password}
-    pushed = []
     try:
         client.login(username=username, password=password, registry=registry)
-        for name in (tag, *also):
-            client.api.tag(f"{LOCAL_REPOSITORY}:{tag}", repository_url, tag=name)
-            lines = client.api.push(
-                repository_url, tag=name, auth_config=auth, stream=True, decode=True
-            )
-            aux = _follow(lines, emit)
-            digest = next((a["Digest"] for a in aux if "Digest" in a), None)
-            pushed.append(Pushed(image=f"{repository_url}:{name}", digest=digest))
+        client.api.tag(f"{LOCAL_REPOSITORY}:{tag}", repository_url, tag=tag)
+        lines = client.api.push(repository_url, tag=tag, auth_config=auth, stream=True, decode=True)
+        aux = _follow(lines, emit)
     except APIError as error:
         if error.status_code == 404:
             raise ImageError(
                 f"no local image {LOCAL_REPOSITORY}:{tag}: run `invoke build` first"
             ) from None
         raise ImageError(f"push failed: {error.explanation or error}") from None
-    return pushed
+    digest = next((a["Digest"] for a in aux if "Digest" in a), None)
+    if digest is None:
+        raise ImageError(
+            f"the registry reported no digest for {repository_url}:{tag}, so it cannot be pinned"
+        )
+    return Pushed(repository_url=repository_url, tag=tag, digest=digest)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from batchspot.jobs import with_children
 from batchspot.status import DONE_STATUSES
+from worker.limits import MAX_DESCRIBE_IDS, chunked
 
 DEFAULT_LOG_GROUP = "/aws/batch/job"
-DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 ids
-STREAMS_CHUNK = 100  # FilterLogEvents takes at most 100 stream names
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,9 @@ class Streams:
     finished: bool
 
 
-def _describe(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(job_ids), DESCRIBE_CHUNK):
-        found += batch.describe_jobs(jobs=job_ids[start : start + DESCRIBE_CHUNK])["jobs"]
-    return found
-
-
 def job_streams(batch: Any, job_id: str, index: int | None = None) -> Streams:
     """Find the log streams of ``job_id`` (all children) or of its child ``index``."""
-    target = f"{job_id}:{index}" if index is not None else job_id
-    jobs = _describe(batch, [target])
-    if not jobs:
-        raise LookupError(f"no Batch job {target!r}")
-    job = jobs[0]
-    size = job.get("arrayProperties", {}).get("size")
-    children = _describe(batch, [f"{job_id}:{i}" for i in range(size)]) if size else [job]
+    job, children = with_children(batch, f"{job_id}:{index}" if index is not None else job_id)
     labels: dict[str, str] = {}
     for child in children:
         parent, _, child_index = child["jobId"].rpartition(":")  # children are "<job>:<index>"
@@ -62,11 +49,8 @@ def fetch_events(
         return
     events: list[dict[str, Any]] = []
     paginator = logs.get_paginator("filter_log_events")
-    for start in range(0, len(streams), STREAMS_CHUNK):
-        request: dict[str, Any] = {
-            "logGroupName": log_group,
-            "logStreamNames": streams[start : start + STREAMS_CHUNK],
-        }
+    for names in chunked(streams, MAX_DESCRIBE_IDS):
+        request: dict[str, Any] = {"logGroupName": log_group, "logStreamNames": names}
         if start_ms is not None:
             request["startTime"] = start_ms
         try:

@@ -14,8 +14,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from batchspot.aws import queue_arn, queue_counts
+from batchspot.aws import queue_arn
+from worker.errors import error_code
 from worker.limits import MAX_BATCH_ENTRIES
+from worker.queue_depth import queue_counts
 
 RECEIVE_WAIT_SECONDS = 1  # a short long-poll: an empty answer then means the DLQ is drained
 MOVE_VISIBILITY_SECONDS = 60  # time to send and delete a received batch
@@ -46,7 +48,7 @@ class RedriveReport:
 
 def _unsupported(error: ClientError) -> bool:
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return error.response["Error"]["Code"] in UNSUPPORTED_CODES or status >= 500
+    return error_code(error) in UNSUPPORTED_CODES or status >= 500
 
 
 def redrive(

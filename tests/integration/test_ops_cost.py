@@ -7,7 +7,8 @@ import boto3
 import pytest
 
 from batchspot.aws import client
-from batchspot.cost import Attempt, OnDemandPrices, job_cost, locate_instances, write_chart
+from batchspot.cost import Given, job_cost, write_chart
+from batchspot.cost.attempts import Attempt, locate_instances
 from batchspot.logs import show_logs
 from batchspot.submit import submit
 from tests.integration.ops_support import make_batch, unique, use_emulator
@@ -58,16 +59,12 @@ def test_instance_of_an_attempt_is_found_through_ecs_and_ec2(stack):
 
 
 def test_cost_of_a_finished_job_uses_spot_history_and_the_offline_table(finished_job, tmp_path):
-    ondemand = OnDemandPrices(client("pricing", region="us-east-1", attempts=1), "us-east-1")
-
     report = job_cost(
-        client("batch"),
-        client("ecs"),
-        client("ec2"),
-        ondemand,
+        client,
         job_id=finished_job,
-        instance_type="c4.4xlarge",  # moto's attempts name no container instance
-        zone="us-east-1a",
+        region="us-east-1",
+        # moto's attempts name no container instance
+        given=Given(instance_type="c4.4xlarge", zone="us-east-1a"),
     )
 
     assert len(report.costs) == 3  # one attempt per child

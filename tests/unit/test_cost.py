@@ -6,18 +6,16 @@ import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
 
-from batchspot.cost import (
-    Attempt,
+from batchspot.cost import Given, what_if
+from batchspot.cost.attempts import Attempt
+from batchspot.cost.prices import (
     AttemptCost,
     OnDemandPrices,
     effective_price,
     offline_table,
     price_attempts,
-    render_table,
-    saving,
-    totals,
-    write_chart,
 )
+from batchspot.cost.report import render_table, saving, totals, write_chart
 
 T0 = datetime(2017, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -65,10 +63,37 @@ def test_effective_price_of_an_instant_is_the_price_in_effect_then():
     assert effective_price([], T0, T0) is None
 
 
+def no_ec2():
+    pytest.fail("the EC2 client was made though the Spot price was given")
+
+
 def test_given_spot_price_is_used_for_every_attempt():
-    ec2 = boto3.client("ec2", region_name="us-east-1")  # not called: the Spot price is given
-    costs = price_attempts(ec2, lambda _: 0.796, [writeup_attempt(), writeup_attempt()], 0.2526)
+    attempts = [writeup_attempt(), writeup_attempt()]
+    costs = price_attempts(no_ec2, lambda _: 0.796, attempts, 0.2526)
     assert [(c.spot_per_hour, c.ondemand_per_hour) for c in costs] == [(0.2526, 0.796)] * 2
+
+
+class NoCalls:
+    """A client that fails the test on any AWS call (making one is free: no request)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __getattr__(self, operation: str):
+        pytest.fail(f"the what-if called {self.service}.{operation}")
+
+
+def test_a_what_if_with_its_spot_price_makes_no_aws_call():
+    report = what_if(
+        lambda service, **_: NoCalls(service),
+        seconds=625,
+        region=None,
+        given=Given(instance_type="c4.4xlarge", spot_per_hour=0.2526),
+    )
+    assert report.render().splitlines()[-1] == (
+        "1 of 1 attempts priced: On-Demand 0.1382 $ vs Spot 0.0439 $, 68% saved "
+        "(On-Demand prices: offline table)"
+    )
 
 
 def _pricing_client():

@@ -1,0 +1,35 @@
+"""A Batch job and its array children, described in DescribeJobs' chunks of 100 ids.
+
+``logs``, ``cost`` and ``doctor`` all start from the same question, so it is asked one way and
+an unknown job id is one sentence everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from batchspot.errors import OperatorError
+from worker.limits import MAX_DESCRIBE_IDS, chunked
+
+
+def describe(batch: Any, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Describe the jobs (Batch omits ids it does not know, or has forgotten)."""
+    return [
+        job
+        for ids in chunked(job_ids, MAX_DESCRIBE_IDS)
+        for job in batch.describe_jobs(jobs=ids)["jobs"]
+    ]
+
+
+def with_children(batch: Any, job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return the job and its children: every array child, or the job itself when it has none."""
+    found = describe(batch, [job_id])
+    if not found:
+        raise OperatorError(
+            f"no Batch job {job_id!r} (Batch keeps jobs about 7 days after they end): check "
+            "the id, e.g. with `invoke status`"
+        )
+    job = found[0]
+    size = job.get("arrayProperties", {}).get("size")
+    return job, describe(batch, [f"{job_id}:{index}" for index in range(size)]) if size else [job]
