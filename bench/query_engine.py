@@ -1,9 +1,19 @@
-"""The local query engine on a large CSV: bytes fetched for LIMIT, peak memory, throughput.
+"""The local engine's two paths and DuckDB, side by side on one generated taxi-shaped CSV.
 
-Generates a CSV of ``--size-mib`` (1 GiB by default) in a temporary directory, serves it from
-moto's server, and runs each query in a fresh ``python`` child process (so each peak RSS is
-that query's own), reading the object over HTTP exactly as the worker does. The child reports
-the engine's own byte counter and ``ru_maxrss``. Prints a table, then one JSON line.
+Generates a CSV of ``--size-mib`` (1 GiB by default) in a temporary directory and runs each
+query with each contender in a fresh ``python`` child process, so each peak RSS is that run's
+own:
+
+* ``evaluator``: the local engine with the fast path switched off (the Python evaluator);
+* ``fast path``: the local engine as the worker runs it (pyarrow where the query allows);
+* ``duckdb``: DuckDB on one thread reading the file itself, the yardstick of issue 14.
+
+The local engine reads through the same ranged GETs it makes on S3, answered from the file
+(no emulator between: its CPU would be counted against the engine), and its output streams
+through ``QueryResult.chunks()`` as the worker consumes it. MB/s per vCPU is the file's size
+over the child's CPU seconds (user + system, all its threads) for the query, so it does not
+depend on how busy the machine is; wall seconds are printed too. Imports (pyarrow, DuckDB) are
+done before the clock starts: a worker process pays them once. Prints a table, then one JSON line.
 
     python bench/query_engine.py [--size-mib 1024]     (or: invoke bench-query)
 """
@@ -12,50 +22,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import boto3
-from boto3.s3.transfer import TransferConfig
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchspot.emulators import moto_server  # noqa: E402
-
-BUCKET = "bench-query"
-KEY = "large.csv"
-HEADER = "id,name,value,category,comment\n"
+HEADER = "vendor_id,passenger_count,trip_distance,fare_amount,tip_amount,payment_type,zone\n"
+LIMIT_ROWS = 10_000
 QUERIES = {
-    "LIMIT 10000": "SELECT * FROM S3Object s LIMIT 10000",
-    "COUNT(*), no LIMIT": "SELECT COUNT(*) FROM S3Object s",
-    "WHERE + SUM, no LIMIT": (
-        "SELECT SUM(CAST(s.value AS INT)) FROM S3Object s WHERE s.category = 'c7'"
+    "COUNT(*)": "SELECT COUNT(*) FROM S3Object s",
+    "WHERE + SUM": (
+        "SELECT SUM(CAST(s.tip_amount AS FLOAT)) FROM S3Object s "
+        "WHERE CAST(s.passenger_count AS INT) > 3"
     ),
-    # Issue 11's hostile pattern: n^9 steps for a backtracking regex, linear here.
-    "LIKE '%a%a...%b', no LIMIT": (
-        "SELECT COUNT(*) FROM S3Object s WHERE s.comment LIKE '%a%a%a%a%a%a%a%a%b'"
-    ),
+    f"SELECT * LIMIT {LIMIT_ROWS}": f"SELECT * FROM S3Object s LIMIT {LIMIT_ROWS}",
+    "SELECT *": "SELECT * FROM S3Object s",
 }
-MEMORY_BUDGET_MIB = 128  # the original job definition's memory
+CONTENDERS = ("evaluator", "fast path", "duckdb")
+BUDGETS_MIB = {"evaluator": 128, "fast path": 256}  # issue 14's peak RSS per worker process
 
 
 def generate(path: Path, size: int) -> int:
-    """Write a CSV of about ``size`` bytes (quoted fields with commas included); return rows."""
+    """Write a taxi-shaped CSV of about ``size`` bytes (a quoted zone name); return its rows."""
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write(HEADER)
         written = len(HEADER)
         while written < size:
             block = "".join(
-                f"{rows + i},name-{(rows + i) % 9973},{(rows + i) % 1000},c{i % 10},"
-                f'"a comment, with a comma, padding the row to about a hundred bytes"\n'
-                for i in range(10_000)
+                f"{i % 2 + 1},{i % 6 + 1},{i % 97 / 10:.2f},{5 + i % 450 / 10:.2f},"
+                f'{i % 31 / 4:.2f},{i % 4 + 1},"Zone {i % 263}, borough {i % 5}"\n'
+                for i in range(rows, rows + 10_000)
             )
             out.write(block)
             written += len(block)
@@ -63,74 +67,172 @@ def generate(path: Path, size: int) -> int:
     return rows
 
 
-def child(sql: str) -> None:
-    """Run one query with the local engine and print what it cost (in the child process)."""
+class FileS3:
+    """``get_object`` with ``Range`` over a local file: the ranged GETs of S3, without a server."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+        self._size = path.stat().st_size
+
+    def get_object(self, Bucket: str, Key: str, Range: str, IfMatch: str | None = None) -> Any:
+        """Answer one ranged GET as S3 does (ContentRange, ETag)."""
+        import io
+
+        first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", Range).groups())
+        self._file.seek(first)
+        part = self._file.read(last + 1 - first)
+        return {
+            "Body": io.BytesIO(part),
+            "ContentRange": f"bytes {first}-{first + len(part) - 1}/{self._size}",
+            "ETag": '"bench"',
+        }
+
+
+def child(contender: str, sql: str, path: Path) -> None:
+    """Run one query with one contender and print what it cost (in the child process)."""
+    if contender == "duckdb":
+        import duckdb
+
+        run = _duckdb_run(duckdb, sql, path)
+    else:
+        run = _local_run(contender, sql, path)
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    run["peak_rss_mib"] = round(cpu.ru_maxrss / 1024, 1)
+    print(json.dumps(run))
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _local_run(contender: str, sql: str, path: Path) -> dict[str, Any]:
     from worker.messages import InputFormat
-    from worker.query import QueryRequest, run_query
+    from worker.query import Deadline, QueryRequest, local, run_query
+    from worker.query.local.fastplan import refusal
+    from worker.query.local.sql import compile_query
 
-    started = time.monotonic()
-    result = run_query(boto3.client("s3"), QueryRequest(BUCKET, KEY, sql, InputFormat()), "local")
-    seconds = time.monotonic() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    report = {
+    local.FAST_PATH = contender == "fast path"
+    if local.FAST_PATH and refusal(compile_query(sql), InputFormat()) is None:
+        import worker.query.local.fast  # noqa: F401 - once per worker process, not per query
+    deadlines: list[Deadline] = []
+
+    class CountingDeadline(Deadline):  # the records read, as the engine counts them
+        def __init__(self, at: float | None) -> None:
+            super().__init__(at)
+            deadlines.append(self)
+
+    local.Deadline = CountingDeadline
+    started, cpu = time.monotonic(), _cpu_seconds()
+    result = run_query(FileS3(path), QueryRequest("b", "k", sql, InputFormat()), "local")
+    records = output_bytes = 0
+    for chunk in result.chunks():
+        records += chunk.count("\n")
+        output_bytes += len(chunk)
+    return {
+        "seconds": time.monotonic() - started,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "records": records,
+        "output_bytes": output_bytes,
+        "rows_read": sum(d.records for d in deadlines),
         "bytes_fetched": result.bytes_scanned,
-        "records": result.text.count("\n"),
-        "output_bytes": len(result.text),
-        "seconds": round(seconds, 2),
-        "peak_rss_mib": round(peak_kib / 1024, 1),
     }
-    print(json.dumps(report))
 
 
-def run_child(sql: str, env: dict[str, str]) -> dict[str, float]:
+def _duckdb_run(duckdb: Any, sql: str, path: Path) -> dict[str, Any]:
+    """The same query in DuckDB's SQL, on one thread, every field read as text (as S3 Select)."""
+    connection = duckdb.connect()
+    connection.execute("SET threads = 1")
+    table = f"read_csv('{path}', header = true, all_varchar = true)"
+    duck_sql = (
+        sql.replace("FROM S3Object s", f"FROM {table}")
+        .replace("s.", "")
+        .replace("AS FLOAT", "AS DOUBLE")
+        .replace("AS INT", "AS INTEGER")
+    )
+    started, cpu = time.monotonic(), _cpu_seconds()
+    if "COUNT" in sql or "SUM" in sql:
+        records = len(connection.execute(duck_sql).fetchall())
+    else:  # serialised as JSON lines, as the engines' output is, and thrown away
+        connection.execute(f"COPY ({duck_sql}) TO '/dev/null' (FORMAT json)")
+        records = int(re.search(r"LIMIT (\d+)", sql).group(1)) if "LIMIT" in sql else -1
+    return {
+        "seconds": time.monotonic() - started,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "records": records,
+    }
+
+
+def run_child(contender: str, sql: str, path: Path) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter so that its peak RSS is its own."""
-    command = [sys.executable, __file__, "--child", sql]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    command = [sys.executable, __file__, "--child", contender, sql, str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"query {sql!r} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{contender} on {sql!r} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--child", metavar="SQL", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("CONTENDER", "SQL", "PATH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        contender, sql, path = args.child
+        child(contender, sql, Path(path))
         return
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
-        data = Path(tmp) / KEY
+        data = Path(tmp) / "taxi.csv"
         started = time.monotonic()
         rows = generate(data, args.size_mib << 20)
         size = data.stat().st_size
         print(
             f"generated {size / 2**20:.0f} MiB, {rows} rows in {time.monotonic() - started:.0f} s"
         )
-        with moto_server(Path(tmp) / "logs") as emulator:
-            env = {**os.environ, **emulator.client_env(), "AWS_EC2_METADATA_DISABLED": "true"}
-            os.environ.update(emulator.client_env())
-            s3 = boto3.client("s3")
-            s3.create_bucket(Bucket=BUCKET)
-            transfer = TransferConfig(multipart_chunksize=64 << 20, max_concurrency=2)
-            s3.upload_file(str(data), BUCKET, KEY, Config=transfer)
-            data.unlink()  # moto holds it now; keep the disk free
-            results = {name: run_child(sql, env) for name, sql in QUERIES.items()}
-    limited = results["LIMIT 10000"]
-    needed = len(HEADER) + round(size / rows * 10_000)
-    print(f"\nobject: {size / 2**20:.0f} MiB CSV, {rows} rows; budget {MEMORY_BUDGET_MIB} MiB")
-    print(f"{'query':<24}{'fetched MiB':>12}{'records':>10}{'seconds':>9}{'MB/s':>8}{'RSS MiB':>9}")
-    for name, r in results.items():
-        rate = r["bytes_fetched"] / 1e6 / max(r["seconds"], 1e-3)
-        print(
-            f"{name:<24}{r['bytes_fetched'] / 2**20:>12.2f}{r['records']:>10}"
-            f"{r['seconds']:>9.2f}{rate:>8.1f}{r['peak_rss_mib']:>9.1f}"
-        )
+        results = {
+            name: {contender: run_child(contender, sql, data) for contender in CONTENDERS}
+            for name, sql in QUERIES.items()
+        }
+    report(results, size, rows)
+
+
+def report(results: dict[str, dict[str, dict[str, Any]]], size: int, rows: int) -> None:
+    """Print the table, the goals of issue 14 against it, and the figures as one JSON line."""
+    print(f"\n{size / 2**20:.0f} MiB CSV, {rows} rows; MB/s per vCPU = MB / CPU seconds")
     print(
-        f"LIMIT 10000 needs ~{needed / 2**20:.2f} MiB of rows; fetched "
-        f"{limited['bytes_fetched'] / 2**20:.2f} MiB (bound: 2x + 1 MiB first range)"
+        f"{'query':<22}{'contender':<11}{'MB/s/vCPU':>10}{'wall s':>8}{'RSS MiB':>9}{'records':>10}"
     )
-    print(json.dumps({"object_bytes": size, "rows": rows, "needed_bytes": needed, **results}))
+    for name, runs in results.items():
+        for contender, run in runs.items():
+            # LIMIT reads a prefix: its rate is of the bytes fetched (DuckDB's are not known).
+            scanned = run.get("bytes_fetched") if "LIMIT" in name else size
+            rate = scanned / 1e6 / max(run["cpu_seconds"], 1e-3) if scanned else None
+            run["mb_per_cpu_second"] = rate and round(rate, 1)
+            shown = f"{rate:.1f}" if rate else "-"
+            print(
+                f"{name:<22}{contender:<11}{shown:>10}"
+                f"{run['seconds']:>8.2f}{run['peak_rss_mib']:>9.1f}{run['records']:>10}"
+            )
+    for name in ("COUNT(*)", "WHERE + SUM"):
+        ratio = (
+            results[name]["fast path"]["mb_per_cpu_second"]
+            / results[name]["duckdb"]["mb_per_cpu_second"]
+        )
+        print(f"{name}: fast path at {ratio:.0%} of one-thread DuckDB (goal: at least 50%)")
+    mean_row = size / rows
+    for contender in ("evaluator", "fast path"):
+        limited = results[f"SELECT * LIMIT {LIMIT_ROWS}"][contender]
+        print(
+            f"LIMIT {LIMIT_ROWS}, {contender}: read {limited['rows_read']} rows "
+            f"({limited['rows_read'] / LIMIT_ROWS:.2f}x the rows needed; goal: at most 2x), "
+            f"fetched {limited['bytes_fetched'] / 2**20:.2f} MiB for "
+            f"{LIMIT_ROWS * mean_row / 2**20:.2f} MiB of rows"
+        )
+        peak = max(run[contender]["peak_rss_mib"] for run in results.values())
+        print(f"peak RSS, {contender}: {peak:.1f} MiB (budget {BUDGETS_MIB[contender]} MiB)")
+    print(json.dumps({"object_bytes": size, "rows": rows, "results": results}))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """``python -m worker``: the image's default command, one per AWS Batch array child.
 
+With ``WORKER_PROCESSES`` above 1 it starts that many worker processes and supervises them
+(:mod:`worker.processes`); each is this same command with ``WORKER_PROCESSES=1``.
+
 Exit codes: 0 when the queue stayed empty or the worker was stopped (nothing is lost either
 way), 2 for a configuration error (one sentence on stderr), 3 when custom code hung in every
-thread (Batch's retry strategy then starts a fresh container).
+thread (Batch's retry strategy then starts a fresh container). With several processes, the
+worst of theirs.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ def build_worker(config: Config, stop: StopSignal) -> Worker:
         handler=handler.name,
         engine=config.query_engine,
         concurrency=config.concurrency,
+        process=config.process_index,
         visibility_timeout=visibility_timeout,
         max_receive_count=max_receive_count,
         job_id=config.job_id,
@@ -155,6 +160,10 @@ def main() -> int:
 
     try:
         config = load_config()
+        if config.processes > 1:
+            from worker.processes import supervise
+
+            return supervise(config.processes, stop)
         worker = build_worker(config, stop)
     except ConfigError as error:
         print(f"worker: configuration error: {error}", file=sys.stderr)

@@ -7,6 +7,11 @@
 * neither: the built-in ``rows-to-json``, which stores the rows as one JSON array, as the
   original worker did.
 
+The rows arrive as a stream of text chunks, produced by the query as they are pulled. A
+command reads them on stdin as they come and ``rows-to-json`` turns them into the array as it
+is uploaded, so neither holds the whole result; only a Python callable, whose interface is one
+``str``, gets them joined, capped at :data:`worker.query.MAX_RESULT_BYTES`.
+
 Each returns a :class:`HandlerOutput`, a stream of JSON bytes, so that a large result is
 uploaded part by part and never held twice in memory.
 
@@ -32,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
@@ -40,6 +45,7 @@ import ijson
 
 from worker.config import Config, ConfigError
 from worker.logs import brief, log
+from worker.query import join_capped
 
 CHUNK_BYTES = 1024 * 1024
 # What one read of a pipe takes: a Linux pipe holds 64 KiB by default.
@@ -64,6 +70,8 @@ DRAIN_SECONDS = 1.0
 KILL_WAIT_SECONDS = 1.0
 
 Ending = Literal["exited", "late", "too-large"]
+# An item's rows: the query's chunks as they are produced, or (in tests, for one) a string.
+Rows = str | Iterable[str]
 
 
 class HandlerError(Exception):
@@ -83,7 +91,7 @@ class Handler(Protocol):
 
     name: str
 
-    def __call__(self, rows: str, deadline: float | None = None) -> HandlerOutput:
+    def __call__(self, rows: Rows, deadline: float | None = None) -> HandlerOutput:
         """Run the custom code on one item's rows, by ``deadline`` (a ``time.monotonic()``)."""
         ...
 
@@ -180,13 +188,15 @@ class PythonHandler:
         self._timeout = timeout
         self.abandoned = 0
 
-    def __call__(self, rows: str, deadline: float | None = None) -> HandlerOutput:
+    def __call__(self, rows: Rows, deadline: float | None = None) -> HandlerOutput:
         """Run the callable in its own thread so a hung call cannot hold the item forever.
 
-        Python cannot kill a thread: a call past ``HANDLER_TIMEOUT`` or the item's deadline
-        is abandoned (counted in ``abandoned``) and the item fails; the worker restarts itself
+        The rows are read whole first (the query's time is not the custom code's). Python
+        cannot kill a thread: a call past ``HANDLER_TIMEOUT`` or the item's deadline is
+        abandoned (counted in ``abandoned``) and the item fails; the worker restarts itself
         when too many are. An exception's message is cut short: it may quote the rows.
         """
+        text = join_capped(_chunks(rows))
         limit, by_deadline = _time_limit(self._timeout, deadline)
         if limit <= 0:
             raise HandlerError(_past_deadline(limit))
@@ -194,7 +204,7 @@ class PythonHandler:
 
         def call() -> None:
             try:
-                outcome["value"] = self._function(rows)
+                outcome["value"] = self._function(text)
             except BaseException as error:
                 outcome["error"] = error
 
@@ -234,18 +244,22 @@ class CommandHandler:
         self._running: dict[int, str] = {}  # process group -> run id
         self.abandoned = 0
 
-    def __call__(self, rows: str, deadline: float | None = None) -> HandlerOutput:
+    def __call__(self, rows: Rows, deadline: float | None = None) -> HandlerOutput:
         """Run the command; whatever the way it ends, kill everything it started.
 
-        Its stdout goes through the worker into the spool, so once the call has read it no
-        process left behind can add to the result that is validated and stored.
+        The rows are written to its stdin as the query produces them, and ``HANDLER_TIMEOUT``
+        counts from its start, checked between chunks. Its stdout goes through the worker into
+        the spool, so once the call has read it no process left behind can add to the result
+        that is validated and stored. A query failure while the command runs (its deadline,
+        a cap, a read error) kills the command and is raised as it is.
         """
+        chunks = (chunk.encode("utf-8") for chunk in _chunks(rows))
         limit, by_deadline = _time_limit(self._timeout, deadline)
         if limit <= 0:
             raise HandlerError(_past_deadline(limit))
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to JsonFile, which closes it
         try:
-            ending, status, tail = self._run(rows, spool, limit)
+            ending, status, tail = self._run(chunks, spool, limit)
             if ending == "late":
                 reason = (
                     _past_deadline(limit)
@@ -260,6 +274,10 @@ class CommandHandler:
                 )
             if status != 0:
                 raise HandlerError(f"command exited with {status}{tail}")
+            # A command may stop reading early (``head``): the query still runs to its end, so
+            # its failures and its check that the source did not change are not skipped.
+            for _ in chunks:
+                pass
             output = JsonFile(spool)
             try:
                 output.validate()
@@ -270,7 +288,9 @@ class CommandHandler:
             spool.close()
             raise
 
-    def _run(self, rows: str, spool: IO[bytes], limit: float) -> tuple[Ending, int, str]:
+    def _run(
+        self, rows: Iterator[bytes], spool: IO[bytes], limit: float
+    ) -> tuple[Ending, int, str]:
         """Start the command and serve its pipes; return how it ended, its status, its stderr.
 
         Once the command has exited (or been stopped), everything it started is killed before
@@ -290,7 +310,7 @@ class CommandHandler:
             raise HandlerError(f"command {self._argv[0]!r} could not start: {error}") from None
         with self._lock:
             self._running[process.pid] = run_id
-        pipes = _Pipes(process, rows.encode("utf-8"), spool, self._max_output_bytes)
+        pipes = _Pipes(process, rows, spool, self._max_output_bytes)
         try:
             try:
                 ending = pipes.run(time.monotonic() + limit)
@@ -316,18 +336,19 @@ class CommandHandler:
 class _Pipes:
     """A command's three pipes, served by the calling thread alone.
 
-    Rows go in; stdout goes to the spool until it would pass ``limit`` bytes; of stderr only
-    the last ``STDERR_TAIL_BYTES`` are kept. Disk and memory stay bounded whatever the command
-    prints, and no pipe can fill and stall it while another is being served.
+    Rows go in, a chunk pulled from the query whenever the last one is written; stdout goes
+    to the spool until it would pass ``limit`` bytes; of stderr only the last
+    ``STDERR_TAIL_BYTES`` are kept. Disk and memory stay bounded whatever the query returns or
+    the command prints, and no pipe can fill and stall it while another is being served.
     """
 
     def __init__(
-        self, process: subprocess.Popen[bytes], rows: bytes, spool: IO[bytes], limit: int
+        self, process: subprocess.Popen[bytes], rows: Iterator[bytes], spool: IO[bytes], limit: int
     ) -> None:
         """Make the pipes non-blocking, so one read or write never waits on the command."""
         self._process = process
-        self._rows = memoryview(rows)
-        self._sent = 0
+        self._rows = rows
+        self._unsent = memoryview(b"")
         self._spool = spool
         self._limit = limit
         self._size = 0
@@ -342,8 +363,6 @@ class _Pipes:
         ):
             os.set_blocking(pipe.fileno(), False)
             self._selector.register(pipe, events)
-        if not rows:
-            self._close(self._stdin)
 
     def run(self, until: float) -> Ending:
         """Serve the pipes until the command exits, passes ``until`` or prints too much."""
@@ -406,14 +425,19 @@ class _Pipes:
         return True
 
     def _feed(self) -> None:
+        """Write what stdin takes now; after the last chunk, close it so the command sees EOF."""
+        if not self._unsent:
+            chunk = next(self._rows, None)
+            if chunk is None:
+                self._close(self._stdin)
+                return
+            self._unsent = memoryview(chunk)
         try:
-            self._sent += os.write(self._stdin.fileno(), self._rows[self._sent :])
+            self._unsent = self._unsent[os.write(self._stdin.fileno(), self._unsent) :]
         except BlockingIOError:
             return
         except BrokenPipeError:
-            self._sent = len(self._rows)  # it stopped reading; its exit status tells the rest
-        if self._sent == len(self._rows):
-            self._close(self._stdin)
+            self._close(self._stdin)  # it stopped reading; its exit status tells the rest
 
     def _close(self, pipe: IO[bytes]) -> None:
         self._selector.unregister(pipe)
@@ -429,26 +453,26 @@ class RowsToJson:
         """Remember whether rows arrive as JSON lines or CSV."""
         self._rows_format = rows_format
 
-    def __call__(self, rows: str, deadline: float | None = None) -> HandlerOutput:
+    def __call__(self, rows: Rows, deadline: float | None = None) -> HandlerOutput:
         """Wrap the rows; JSON lines are already JSON, CSV records become arrays of strings.
 
-        Nothing runs here to bound by ``deadline``: the array is built as it is uploaded.
+        Nothing runs here to bound by ``deadline``: the array is built as it is uploaded, as
+        the query produces the rows (which checks the deadline itself).
         """
-        return _RowsArray(rows, self._rows_format)
+        return _RowsArray(_chunks(rows), self._rows_format)
 
 
 class _RowsArray:
-    def __init__(self, rows: str, rows_format: str) -> None:
+    def __init__(self, rows: Iterable[str], rows_format: str) -> None:
         self._rows = rows
         self._rows_format = rows_format
 
     def chunks(self) -> Iterator[bytes]:
+        lines = _lines(self._rows)
         if self._rows_format == "json":
-            records: Iterator[str] = (line for line in self._rows.splitlines() if line.strip())
+            records: Iterator[str] = (line.rstrip("\n") for line in lines if line.strip())
         else:
-            records = (
-                json.dumps(r, ensure_ascii=False) for r in csv.reader(io.StringIO(self._rows))
-            )
+            records = (json.dumps(r, ensure_ascii=False) for r in csv.reader(lines))
         buffer = io.StringIO()
         buffer.write("[")
         for index, record in enumerate(records):
@@ -473,6 +497,31 @@ def load_handler(config: Config) -> Handler:
     if config.handler:
         return PythonHandler(config.handler, config.handler_timeout)
     return RowsToJson(config.rows_format)
+
+
+def _chunks(rows: Rows) -> Iterable[str]:
+    return (rows,) if isinstance(rows, str) else rows
+
+
+def _lines(chunks: Iterable[str]) -> Iterator[str]:
+    """Regroup text chunks into lines, each with its newline (S3 Select's record delimiter).
+
+    A line split across chunks is held in pieces until its end arrives, so a long record costs
+    time linear in its length. CSV's quoted newlines are left to ``csv.reader``, which takes a
+    record that spans lines.
+    """
+    partial: list[str] = []
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find("\n", start)) != -1:
+            partial.append(chunk[start : end + 1])
+            yield "".join(partial)
+            partial.clear()
+            start = end + 1
+        if start < len(chunk):
+            partial.append(chunk[start:])
+    if partial:
+        yield "".join(partial)
 
 
 def _time_limit(timeout: float, deadline: float | None) -> tuple[float, bool]:

@@ -23,7 +23,7 @@ from tests.integration.harness import (
     worker_env,
 )
 from worker.messages import InputFormat
-from worker.query import QueryError, QueryRequest, run_query
+from worker.query import QueryError, QueryRequest, local, run_query
 from worker.query.auto import AutoEngine
 
 pytestmark = pytest.mark.moto_only  # LocalStack refuses S3 Select; its case is a unit test
@@ -104,3 +104,42 @@ def test_the_worker_with_auto_stores_limit_rows_and_dead_letters_bad_sql(sqs, s3
     reasons = [e["reason"] for e in logged if e["event"] == "item" and e["outcome"] == "failed"]
     assert len(reasons) == 1 and "ORDER BY is not supported" in reasons[0]
     assert drain(sqs, stack.dlq_url) == [json.dumps(bad)]
+
+
+def test_the_fast_path_reads_moto_ranged_gets_as_the_evaluator_does(env_s3, monkeypatch, capsys):
+    s3, bucket = env_s3
+    rows = b"".join(f"{i},{i * 10 % 997},trip {i}\n".encode() for i in range(100_000))
+    s3.put_object(Bucket=bucket, Key="big.csv", Body=b"id,value,note\n" + rows)  # ~2 MiB
+    answers = {}
+    for fast in (True, False):
+        monkeypatch.setattr(local, "FAST_PATH", fast)
+        answers[fast] = [
+            run_query(s3, QueryRequest(bucket, "big.csv", sql, InputFormat()), "local").text
+            for sql in (
+                "SELECT COUNT(*) FROM S3Object s WHERE CAST(s.value AS INT) > 500",
+                "SELECT SUM(CAST(s.value AS FLOAT)), MAX(s.note) FROM S3Object s",
+                "SELECT * FROM S3Object s WHERE s.note >= 'trip 99990'",
+            )
+        ]
+    assert answers[True] == answers[False]
+    paths = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if "query-path" in line
+    ]
+    assert [e["path"] for e in paths[:3]] == ["fast"] * 3
+
+
+def test_the_worker_runs_an_item_without_limit_on_the_fast_path(sqs, s3, aws_env):
+    stack = make_stack(sqs, s3, max_receive=1)
+    s3.put_object(Bucket=stack.input_bucket, Key="rows.csv", Body=CSV)
+    query = "SELECT SUM(CAST(s.value AS INT)) AS total FROM S3Object s WHERE CAST(s.id AS INT) > 9"
+    item = {"bucket": stack.input_bucket, "key": "rows.csv", "query": query}
+    send_all(sqs, stack.queue_url, [json.dumps(item)])
+
+    env = worker_env(aws_env, stack, QUERY_ENGINE="local", IDLE_EXIT_SECONDS="3")
+    finished = run_worker(env)
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    [stored] = output_objects(s3, stack.output_bucket).values()
+    assert json.loads(stored) == [{"total": sum(i * 10 for i in range(10, 50))}]
+    paths = [e for e in log_events(finished.stdout) if e["event"] == "query-path"]
+    assert [(e["path"], e["reason"]) for e in paths] == [("fast", "vectorised")]

@@ -56,12 +56,15 @@ class FakeS3:
             raise self.error
         answer = self.answers[kwargs["Expression"]]
         events = [{"Records": {"Payload": answer.encode()}}, {"Stats": {"Details": {}}}]
-        return {"Payload": [*events, {"End": {}}]}
+        return {"Payload": (event for event in [*events, {"End": {}}])}  # closable, as botocore's
 
     def get_object(self, **kwargs):
         with self._lock:
             self.gets += 1
         return self._s3.get_object(**kwargs)
+
+    def head_object(self, **kwargs):
+        return self._s3.head_object(**kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from tests.unit.in_memory_s3 import in_memory_bucket
+from tests.unit.query_paths import query_path  # noqa: F401 - each test runs on both paths
 from worker.messages import InputFormat
 from worker.query import QueryError, QueryRequest, run_query
 

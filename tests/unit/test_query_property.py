@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.in_memory_s3 import in_memory_bucket
+from tests.unit.query_paths import query_path  # noqa: F401 - each test runs on both paths
 from worker.messages import InputFormat
 from worker.query import QueryRequest, run_query
 

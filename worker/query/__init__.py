@@ -10,6 +10,7 @@ free edition, incomplete in moto).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,9 +18,10 @@ from worker.messages import InputFormat
 
 RowsFormat = Literal["json", "csv"]
 EngineName = Literal["auto", "s3select", "local"]
-# The result is one string in memory, handed whole to the custom code (which encodes it again),
-# and building it holds it about twice: ~55 MiB of process plus 2 x 32 MiB stays inside the
-# original job's 128 MiB. Counted in UTF-8 bytes, as the custom code receives it.
+# Rows stream from the engine to the custom code; only where they must become one string (a
+# Python HANDLER's argument, auto's comparison of two engines) is it held, and building it
+# holds it about twice: ~55 MiB of process plus 2 x 32 MiB stays inside the original job's
+# 128 MiB. Counted in UTF-8 bytes, as the custom code receives it.
 MAX_RESULT_BYTES = 32 << 20
 
 
@@ -91,14 +93,74 @@ class QueryRequest:
     deadline: float | None = None
 
 
-@dataclass(frozen=True)
 class QueryResult:
-    """The rows, serialised as S3 Select's JSON-lines or CSV output, plus what was learnt."""
+    """The rows as S3 Select's JSON-lines or CSV output, streamed as the engine produces them.
 
-    text: str
-    engine: str
-    bytes_scanned: int = 0
-    etag: str | None = None
+    ``chunks()`` yields the serialised text in pieces (whole records from the local engine,
+    event payloads from S3 Select) while the engine reads, so a ``SELECT *`` of any size is
+    never held whole; the query's deadline and caps are enforced as they are pulled, and its
+    errors (:class:`QueryError`) surface from the iteration. ``etag`` is the source version
+    being read, known before the first chunk wherever the engine can know it. The stream is
+    read once; ``close()`` stops an unfinished query and releases its connection.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterable[str],
+        engine: str,
+        etag: str | None = None,
+        scanned: Callable[[], int] = lambda: 0,
+    ) -> None:
+        """Wrap an engine's chunk stream; ``scanned`` reports the bytes it has read so far."""
+        self._chunks = iter(chunks)
+        self._scanned = scanned
+        self._text: str | None = None
+        self.engine = engine
+        self.etag = etag
+        self.chars = 0  # characters yielded so far: the log's ``bytes_in`` once consumed
+
+    @classmethod
+    def of_text(
+        cls, text: str, engine: str, etag: str | None = None, bytes_scanned: int = 0
+    ) -> QueryResult:
+        """Wrap a result already held as one string (auto's checked answer)."""
+        return cls((text,), engine, etag, lambda: bytes_scanned)
+
+    def chunks(self) -> Iterator[str]:
+        """Yield the rows' text once, in order, running the query as it is pulled."""
+        for chunk in self._chunks:
+            self.chars += len(chunk)
+            yield chunk
+
+    @property
+    def text(self) -> str:
+        """The whole result as one string, read on first use; a QueryError past the cap."""
+        if self._text is None:
+            self._text = join_capped(self.chunks())
+        return self._text
+
+    @property
+    def bytes_scanned(self) -> int:
+        """The bytes the engine has read (or S3 Select reported) so far."""
+        return self._scanned()
+
+    def close(self) -> None:
+        """Stop the query if it is still running (a generator's ``finally`` runs now)."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def join_capped(chunks: Iterable[str]) -> str:
+    """Join streamed rows into one string, refusing past :data:`MAX_RESULT_BYTES` as they come."""
+    pieces: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk) if chunk.isascii() else len(chunk.encode("utf-8"))
+        if size > MAX_RESULT_BYTES:
+            raise result_too_large()
+        pieces.append(chunk)
+    return "".join(pieces)
 
 
 def run_query(s3: Any, request: QueryRequest, engine: EngineName = "auto") -> QueryResult:

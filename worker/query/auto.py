@@ -71,6 +71,8 @@ class AutoEngine:
         signature = (request.sql, request.input, request.rows_format)
         try:
             selected = s3select.run(s3, request)
+            if not self._is_trusted(signature):
+                selected.text  # noqa: B018 - read whole now: it is compared, and fails here
         except QueryRefused as refusal:
             self._switch(str(refusal))
             return local.run(s3, request)
@@ -135,7 +137,9 @@ class AutoEngine:
         if same_rows(selected.text, checked.text, request.rows_format):
             with self._lock:
                 self._trusted.add(signature)
-            return QueryResult(selected.text, selected.engine, selected.bytes_scanned, checked.etag)
+            return QueryResult.of_text(
+                selected.text, selected.engine, checked.etag, selected.bytes_scanned
+            )
         self._switch(
             f"S3 Select's answer to {brief(request.sql)!r} on s3://{request.bucket}/{request.key} "
             f"differs from the local engine's ({_count(selected.text)} vs "

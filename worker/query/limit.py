@@ -7,6 +7,7 @@ trusted as far as it can be checked, so S3 Select's output is cut to LIMIT recor
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 from worker.query import QueryUnsupported
 from worker.query.local.sql import limit_value, parse_select
@@ -14,6 +15,8 @@ from worker.query.local.sql import limit_value, parse_select
 # In S3 Select's CSV output (QuoteCharacter '"', RecordDelimiter "\n") a newline ends a record
 # only outside quotes; a doubled quote inside quotes toggles twice, so counting quotes works.
 _CSV_TOKENS = re.compile(r'["\n]')
+# JSON output never has a raw newline inside a record.
+_JSON_TOKENS = re.compile(r"\n")
 
 
 def declared_limit(sql: str) -> int | None:
@@ -27,27 +30,27 @@ def declared_limit(sql: str) -> int | None:
         return None
 
 
-def cap_records(text: str, rows_format: str, limit: int | None) -> str:
-    """Keep the first ``limit`` records of S3 Select output ``text`` (all if limit is None)."""
+def cap_records(chunks: Iterable[str], rows_format: str, limit: int | None) -> Iterator[str]:
+    """Pass on S3 Select output up to the end of record ``limit`` (all if None), then stop.
+
+    Works on the stream as it arrives: a record may be split across chunks, and nothing after
+    the last record kept is pulled from ``chunks``.
+    """
     if limit is None:
-        return text
+        yield from chunks
+        return
     if limit == 0:
-        return ""
+        return
+    tokens = _JSON_TOKENS if rows_format == "json" else _CSV_TOKENS
     seen = 0
-    if rows_format == "json":  # JSON output never has a raw newline inside a record
-        end = -1
-        while seen < limit:
-            end = text.find("\n", end + 1)
-            if end == -1:
-                return text
-            seen += 1
-        return text[: end + 1]
     quoted = False
-    for token in _CSV_TOKENS.finditer(text):
-        if token.group() == '"':
-            quoted = not quoted
-        elif not quoted:
-            seen += 1
-            if seen == limit:
-                return text[: token.end()]
-    return text
+    for chunk in chunks:
+        for token in tokens.finditer(chunk):
+            if token.group() == '"':
+                quoted = not quoted
+            elif not quoted:
+                seen += 1
+                if seen == limit:
+                    yield chunk[: token.end()]
+                    return
+        yield chunk

@@ -2,35 +2,146 @@
 
 sqlglot parses the SQL (:mod:`.sql`), ranged GETs stream and decode the object
 (:mod:`.reader`), the plan runs record by record (:mod:`.evaluator`) and the output is written
-as S3 Select writes it (:mod:`.serialise`). Memory stays bounded by one fetched range, one
-record and the output, and time linear in the bytes read, whatever the input (:mod:`.caps`);
-``LIMIT`` stops the fetching and the item's deadline stops the query.
+as S3 Select writes it (:mod:`.serialise`), streamed to the caller a chunk at a time. Memory
+stays bounded by one fetched range, one record and one output chunk, and time linear in the
+bytes read, whatever the input (:mod:`.caps`); ``LIMIT`` stops the fetching and the item's
+deadline stops the query.
+
+Queries the vectorised fast path can run exactly (:mod:`.fastplan`) run there instead
+(:mod:`.fast`, pyarrow over the same ranged GETs); the choice is made per query and logged
+once. Should the data turn out to be beyond the fast path part way (a value that does not
+CAST, a ragged row), the Python evaluator reruns the query on the same version of the object
+and the text already passed on is skipped, so the caller sees one result either way. A process runs
+one fast-path scan at a time, which bounds its memory whatever WORKER_CONCURRENCY is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from worker.query import Deadline, QueryRequest, QueryResult
+from worker.logs import brief, log
+from worker.query import Deadline, QueryRequest, QueryResult, QueryTimeout
 from worker.query.local.evaluator import evaluate
-from worker.query.local.reader import RangedObject, open_records
+from worker.query.local.fastplan import Declined, refusal
+from worker.query.local.reader import RangedObject, check_format, open_records
 from worker.query.local.serialise import serialise
-from worker.query.local.sql import compile_query
+from worker.query.local.sql import Plan, compile_query
 
 ENGINE = "local"
+# False: every query on the Python evaluator (the tests run both paths through this switch).
+FAST_PATH = True
+# One fast-path scan at a time per process: each holds ~40 MiB (Arrow's readahead, a range, a
+# batch) and keeps a core busy, and processes (one per vCPU) give the parallelism. Four at once
+# (WORKER_CONCURRENCY's default) peak at ~330 MiB, past the 256 MiB budget; one at ~185 MiB.
+_FAST_SCANS = threading.Semaphore(1)
+_logged: set[tuple[object, ...]] = set()
+_logged_lock = threading.Lock()
 
 
 def run(s3: Any, request: QueryRequest) -> QueryResult:
-    """Run ``request`` here; raise QueryUnsupported before any read if the SQL is beyond us.
+    """Start ``request`` here; raise QueryUnsupported before any read if the SQL is beyond us.
 
-    Raises QueryTimeout once ``request.deadline`` passes, and a QueryError naming the cap for
-    any input or result past the caps of :mod:`.caps`.
+    The first range is fetched before this returns, so a missing object fails here and the
+    result's ETag is the version the rows come from (later ranges carry If-Match on it). The
+    rows are produced as the result is read; that iteration raises QueryTimeout once
+    ``request.deadline`` passes, and a QueryError naming the cap for any input past the caps
+    of :mod:`.caps`.
     """
     plan = compile_query(request.sql)
-    deadline = Deadline(request.deadline)
-    source = RangedObject(s3, request.bucket, request.key)
-    with open_records(source, request.input, deadline) as records:
-        text = serialise(evaluate(plan, records, deadline), request.rows_format)
+    sources = [RangedObject(s3, request.bucket, request.key)]
+    chunks = _chunks(s3, plan, sources, request)
+    next(chunks)  # opened: the format is checked and the first range read
     return QueryResult(
-        text=text, engine=ENGINE, bytes_scanned=source.bytes_fetched, etag=source.etag
+        chunks,
+        ENGINE,
+        etag=sources[0].etag,
+        scanned=lambda: sum(source.bytes_fetched for source in sources),
     )
+
+
+def _chunks(
+    s3: Any, plan: Plan, sources: list[RangedObject], request: QueryRequest
+) -> Iterator[str]:
+    """Yield "" once the object is open, then the serialised rows as they are produced.
+
+    A fast-path run that declines part way is rerun by the Python evaluator from a second
+    source pinned to the first one's ETag (appended to ``sources``, so its bytes count).
+    """
+    check_format(request.input)
+    deadline = Deadline(request.deadline)
+    source = sources[0]
+    why_not = _fast_path_refusal(plan, request)
+    _log_path(request, why_not)
+    if why_not is not None:
+        yield from _evaluated(plan, source, request, deadline)
+        return
+    from worker.query.local import fast  # pyarrow: ~80 MiB, loaded only by a query using it
+
+    source.fetch_first()
+    yield ""
+    passed_on = 0
+    with _fast_scan_slot(request.deadline):  # taken once rows are pulled, not by an open result
+        try:
+            for chunk in fast.chunks(source, request.input, plan, request.rows_format, deadline):
+                passed_on += len(chunk)
+                yield chunk
+            return
+        except Declined as declined:
+            _log_path(request, f"declined on the data: {declined}")
+    rerun = RangedObject(s3, request.bucket, request.key, etag=source.etag)
+    sources.append(rerun)
+    rest = _evaluated(plan, rerun, request, Deadline(request.deadline))
+    next(rest)
+    yield from _skipped(rest, passed_on)
+
+
+@contextlib.contextmanager
+def _fast_scan_slot(deadline_at: float | None) -> Iterator[None]:
+    """Hold the process's one fast-path slot; QueryTimeout if the deadline passes waiting."""
+    wait = None if deadline_at is None else max(0.0, deadline_at - time.monotonic())
+    if not _FAST_SCANS.acquire(timeout=wait):
+        raise QueryTimeout("the item's deadline passed while waiting for the fast path")
+    try:
+        yield
+    finally:
+        _FAST_SCANS.release()
+
+
+def _evaluated(
+    plan: Plan, source: RangedObject, request: QueryRequest, deadline: Deadline
+) -> Iterator[str]:
+    """Yield the Python evaluator's rows: "" once the object is open, then the serialised rows."""
+    with open_records(source, request.input, deadline) as records:
+        source.fetch_first()
+        yield ""
+        yield from serialise(evaluate(plan, records, deadline), request.rows_format)
+
+
+def _skipped(chunks: Iterator[str], count: int) -> Iterator[str]:
+    """``chunks`` without their first ``count`` characters."""
+    for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:]
+        count = 0
+
+
+def _fast_path_refusal(plan: Plan, request: QueryRequest) -> str | None:
+    """Why this query runs on the Python evaluator; None: the fast path runs it."""
+    return refusal(plan, request.input) if FAST_PATH else "the fast path is switched off"
+
+
+def _log_path(request: QueryRequest, why_not: str | None) -> None:
+    """Log which path runs a query, once per query and reason for the life of the process."""
+    path = "python" if why_not else "fast"
+    key = (request.sql, request.input, request.rows_format, path, why_not)
+    with _logged_lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    log("query-path", path=path, reason=why_not or "vectorised", sql=brief(request.sql))

@@ -135,14 +135,15 @@ class CsvLayout:
             raise QueryError(f"CSV columns have no nested fields or indexes: {_path_text(path)}")
         if self._header == []:
             return lambda row: MISSING  # an empty object: there are no records to read
-        index = self._index(*path[0])
+        index = self.index(*path[0])
 
         def get(row: list[str]) -> Any:
             return row[index] if index < len(row) else MISSING
 
         return get
 
-    def _index(self, name: str, quoted: bool) -> int:
+    def index(self, name: str, quoted: bool) -> int:
+        """Return the zero-based field position a column name refers to; QueryError if none."""
         if self._header:
             wanted = name if quoted else name.lower()
             matches = [
@@ -524,7 +525,7 @@ CASTS: dict[str, Callable[[Any], Any]] = {
 # --- aggregates ------------------------------------------------------------------------------
 
 
-class _Accumulator:
+class Accumulator:
     """One aggregate's running state; NULL and MISSING values are skipped, as in SQL."""
 
     def __init__(self, node: sql.Aggregate, operand: Getter | None) -> None:
@@ -576,7 +577,7 @@ def _aggregate(
         assert isinstance(projection.expr, sql.Aggregate)  # Plan.aggregate guarantees it
         operand = projection.expr.operand
         getter = compile_expr(operand, layout, deadline) if operand is not None else None
-        accumulators.append(_Accumulator(projection.expr, getter))
+        accumulators.append(Accumulator(projection.expr, getter))
     for number, row in enumerate(records.rows, start=1):
         try:
             if where is not None and not where(row):

@@ -77,7 +77,9 @@ class RangedObject(io.RawIOBase):
         key: str,
         first_range: int = FIRST_RANGE,
         max_range: int = MAX_RANGE,
+        etag: str | None = None,
     ) -> None:
+        """Read ``bucket``/``key``; given ``etag``, every range carries If-Match on it."""
         super().__init__()
         self._s3, self._bucket, self._key = s3, bucket, key
         self._next_range, self._max_range = first_range, max_range
@@ -86,11 +88,16 @@ class RangedObject(io.RawIOBase):
         self._pending = memoryview(b"")
         self.bytes_fetched = 0
         self.bytes_read = 0
-        self.etag: str | None = None
+        self.etag = etag
 
     def readable(self) -> bool:
         """Say yes: this is a read-only stream."""
         return True
+
+    def fetch_first(self) -> None:
+        """Fetch the first range now, so that ``etag`` names the version read before any row."""
+        if self._size is None:
+            self._fetch()
 
     def readinto(self, target: Any) -> int:
         """Copy buffered bytes into ``target``, fetching the next range when none are left."""
@@ -162,7 +169,7 @@ def open_records(source: RangedObject, fmt: InputFormat, deadline: Deadline) -> 
 
     ``deadline`` is checked between lines and JSON records, and counts the records read.
     """
-    _check_format(fmt)
+    check_format(fmt)
     binary = _decompressed(io.BufferedReader(source, buffer_size=1 << 16), fmt.compression, source)
     try:
         if fmt.kind == "CSV":
@@ -178,7 +185,7 @@ def open_records(source: RangedObject, fmt: InputFormat, deadline: Deadline) -> 
         binary.close()
 
 
-def _check_format(fmt: InputFormat) -> None:
+def check_format(fmt: InputFormat) -> None:
     """Refuse CSV settings whose records cannot be told apart (before any byte is read)."""
     if fmt.kind != "CSV":
         return

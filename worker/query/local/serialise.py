@@ -4,39 +4,49 @@ JSON: one object a line, a newline after each, MISSING fields left out, text val
 strings, numbers as numbers. CSV: fields quoted only when needed, a newline after each record,
 NULL and MISSING as empty fields.
 
-The output is capped as S3 Select caps it: a record over 1 MiB is refused (OverMaxRecordSize),
-and so is a result past :data:`worker.query.MAX_RESULT_BYTES`, before either is held.
+The output is produced as it is read, in chunks of whole records, so a result of any size
+streams to the custom code without being held. A record over 1 MiB is refused as S3 Select
+refuses it (OverMaxRecordSize), before it is passed on; the whole result is capped only where
+it is joined into one string (:func:`worker.query.join_capped`).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from worker.query import MAX_RESULT_BYTES, QueryError, result_too_large
+from worker.query import QueryError
 from worker.query.local.caps import MAX_INT_DIGITS, MAX_RECORD_CHARS, over_max_record_size
 from worker.query.local.evaluator import MISSING, Output
 
+# A chunk is handed on once it holds this many characters: one pipe's worth for a command
+# handler, and few enough pieces that their overhead does not count.
+CHUNK_CHARS = 64 * 1024
 
-def serialise(rows: Iterable[Output], rows_format: str) -> str:
-    """Serialise every output record into one text, in ``rows_format`` ("json" or "csv")."""
+
+def serialise(rows: Iterable[Output], rows_format: str, first_number: int = 1) -> Iterator[str]:
+    """Yield the output records' text in ``rows_format`` ("json" or "csv"), in chunks.
+
+    ``first_number`` is the first record's number in errors (the fast path serialises here
+    the batches it cannot render itself, part way through a result).
+    """
     render = _json_record() if rows_format == "json" else _csv_record()
-    # One growing buffer, not a list of small strings (~50 bytes of overhead each).
-    buffer = io.StringIO()
-    size = 0
-    for number, row in enumerate(rows, start=1):
+    pieces: list[str] = []
+    buffered = 0
+    for number, row in enumerate(rows, start=first_number):
         text = render(row, number)
         if len(text) - 1 > MAX_RECORD_CHARS:  # the record's newline is not part of it
             raise over_max_record_size(f"output record {number}")
-        size += len(text) if text.isascii() else len(text.encode("utf-8"))
-        if size > MAX_RESULT_BYTES:
-            raise result_too_large()
-        buffer.write(text)
-    return buffer.getvalue()
+        pieces.append(text)
+        buffered += len(text)
+        if buffered >= CHUNK_CHARS:
+            yield "".join(pieces)
+            pieces, buffered = [], 0
+    if pieces:
+        yield "".join(pieces)
 
 
 def _json_record() -> Callable[[Output, int], str]:

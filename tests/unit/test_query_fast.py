@@ -1,0 +1,222 @@
+"""The vectorised fast path: which queries it answers itself, and that handing a query back to
+the Python evaluator (before or part way through) is invisible in the result.
+
+The golden, property and hostile tests (``test_query_local.py``, ``test_query_property.py``,
+``test_query_hostile.py``) run on both paths and compare with fixed answers; these prove that
+the fast path, not the fallback, produced them where it should.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.bare_s3 import BytesS3
+from worker.messages import InputFormat
+from worker.query import (
+    QueryError,
+    QueryLimitExceeded,
+    QueryRequest,
+    QueryTimeout,
+    local,
+    run_query,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = 60_000  # ~3 MiB: several of the fast path's 1 MiB batches
+TAXI = "vendor,passenger_count,tip_amount,note\n" + "".join(
+    f"{i % 3},{i % 7},{(i * 37) % 1000 / 100},trip {i}\n" for i in range(ROWS)
+)
+QUERIES = [
+    "SELECT COUNT(*) FROM S3Object s",
+    "SELECT SUM(CAST(s.tip_amount AS FLOAT)) FROM S3Object s "
+    "WHERE CAST(s.passenger_count AS INT) > 3",
+    "SELECT AVG(CAST(s.vendor AS INT)), MIN(s.note), MAX(CAST(s.tip_amount AS FLOAT)) "
+    "FROM S3Object s WHERE s.note <> 'trip 5' AND NOT CAST(s.vendor AS INT) IN (1, 2)",
+    "SELECT COUNT(*), SUM(CAST(s.passenger_count AS INT)) FROM S3Object s "
+    "WHERE CAST(s.passenger_count AS INT) < 3 OR s.note <= 'trip 5' OR s.vendor >= '2'",
+    "SELECT * FROM S3Object s",
+    "SELECT s.note, CAST(s.passenger_count AS INT) AS n FROM S3Object s "
+    "WHERE CAST(s.tip_amount AS FLOAT) BETWEEN 1.5 AND 2.25",
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_path_log(monkeypatch) -> None:
+    """Each test sees the path logged anew: it is logged once per query per process."""
+    monkeypatch.setattr(local, "_logged", set())
+
+
+def paths_log(capsys) -> list[dict]:
+    lines = capsys.readouterr().out.splitlines()
+    return [json.loads(line) for line in lines if '"query-path"' in line]
+
+
+def answer(s3, sql: str, path: str, monkeypatch, rows_format: str = "json", key: str = "k"):
+    monkeypatch.setattr(local, "FAST_PATH", path == "fast")
+    request = QueryRequest("b", key, sql, InputFormat(), rows_format)
+    return run_query(s3, request, "local")
+
+
+@pytest.mark.parametrize("rows_format", ["json", "csv"])
+@pytest.mark.parametrize("sql", QUERIES)
+def test_the_fast_path_answers_scans_itself_and_as_the_evaluator_does(
+    sql, rows_format, monkeypatch, capsys
+) -> None:
+    s3 = BytesS3({"k": TAXI.encode()})
+    fast = answer(s3, sql, "fast", monkeypatch, rows_format).text
+    assert [(e["path"], e["reason"]) for e in paths_log(capsys)] == [("fast", "vectorised")]
+    assert fast == answer(s3, sql, "python", monkeypatch, rows_format).text
+
+
+def test_data_declined_part_way_is_rerun_and_passed_on_once(monkeypatch, capsys) -> None:
+    # A ragged row after the first batch: Arrow cannot hold it, the evaluator gives MISSING.
+    body = (TAXI + "1,2\n" + TAXI.split("\n", 1)[1]).encode()
+    s3 = BytesS3({"k": body})
+    sql = "SELECT * FROM S3Object s"
+    fast = answer(s3, sql, "fast", monkeypatch)
+    text = "".join(fast.chunks())
+    reasons = [e["reason"] for e in paths_log(capsys)]
+    assert reasons[0] == "vectorised" and reasons[1].startswith("declined on the data")
+    assert text == answer(s3, sql, "python", monkeypatch).text
+    assert text.count("\n") == 2 * ROWS + 1
+    assert fast.bytes_scanned > len(body)  # the rerun read the object again
+
+
+def test_a_value_that_does_not_cast_fails_as_on_the_evaluator(monkeypatch) -> None:
+    body = (TAXI + "1,x,2.5,late\n").encode()
+    sql = "SELECT COUNT(*) FROM S3Object s WHERE CAST(s.passenger_count AS INT) > 3"
+    errors = []
+    for path in ("python", "fast"):
+        with pytest.raises(Exception) as failure:
+            answer(BytesS3({"k": body}), sql, path, monkeypatch).text  # noqa: B018
+        errors.append((type(failure.value), str(failure.value)))
+    assert errors[0] == errors[1]
+    assert f"record {ROWS + 1}" in errors[0][1]
+
+
+def test_limit_runs_on_the_evaluator_which_stops_reading_at_the_rows_needed(
+    monkeypatch, capsys
+) -> None:
+    s3 = BytesS3({"k": (TAXI * 8).encode()})  # ~24 MiB
+    result = answer(s3, "SELECT * FROM S3Object s LIMIT 100", "fast", monkeypatch)
+    assert result.text.count("\n") == 100
+    assert [e["path"] for e in paths_log(capsys)] == ["python"]
+    assert s3.bytes_served <= 1 << 20  # the first range; Arrow would have read ~32 MiB ahead
+
+
+def test_the_deadline_stops_the_fast_path_between_batches(monkeypatch) -> None:
+    monkeypatch.setattr(local, "FAST_PATH", True)
+    request = QueryRequest("b", "k", QUERIES[0], InputFormat(), deadline=time.monotonic())
+    result = run_query(BytesS3({"k": TAXI.encode()}), request, "local")
+    with pytest.raises(QueryTimeout):
+        result.text  # noqa: B018
+
+
+def test_one_fast_scan_runs_at_a_time_and_one_waiting_keeps_its_deadline(monkeypatch) -> None:
+    s3 = BytesS3({"k": TAXI.encode()})
+    holding = answer(s3, QUERIES[0], "fast", monkeypatch).chunks()
+    assert next(holding) == f'{{"_1":{ROWS}}}\n'  # the scan is done, its result not yet taken
+    waiting = QueryRequest("b", "k", QUERIES[0], InputFormat(), deadline=time.monotonic() + 0.05)
+    result = run_query(s3, waiting, "local")  # opening takes no slot: only pulling rows does
+    with pytest.raises(QueryTimeout, match="waiting for the fast path"):
+        result.text  # noqa: B018
+    assert list(holding) == []  # finished: the slot is free again
+    assert answer(s3, QUERIES[0], "fast", monkeypatch).text == f'{{"_1":{ROWS}}}\n'
+
+
+def test_a_record_past_arrows_block_is_refused_by_the_evaluator_unread(monkeypatch) -> None:
+    s3 = BytesS3({"k": b"a\n" + b"1\n" * 10 + b"x" * (64 << 20) + b"\n"})
+    with pytest.raises(QueryLimitExceeded, match="OverMaxRecordSize"):
+        answer(s3, "SELECT COUNT(*) FROM S3Object s", "fast", monkeypatch).text  # noqa: B018
+    assert s3.bytes_served < 64 << 20  # neither path read the record whole
+
+
+CHILD = """
+import sys
+from tests.unit.bare_s3 import BytesS3
+from worker.messages import InputFormat
+from worker.query import QueryRequest, run_query
+
+s3 = BytesS3({"k": b"a,b\\n" + b"1,2\\n" * 1000})
+run_query(s3, QueryRequest("b", "k", sys.argv[1], InputFormat()), "local").text
+print("pyarrow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("sql", "loads_pyarrow"),
+    [("SELECT * FROM S3Object s LIMIT 10", False), ("SELECT COUNT(*) FROM S3Object s", True)],
+)
+def test_pyarrow_is_loaded_only_by_a_query_the_fast_path_runs(sql, loads_pyarrow) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, sql], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == str(loads_pyarrow)
+
+
+FIELD_TEXT = st.text(alphabet='ab1 é\t\\"\n\r,#-.5e', max_size=5)
+NUMBER_TEXT = st.sampled_from(
+    ["1", "-2", "3.5", "1e3", "007", "+4", " 5", "", "x", ".5", "-0", "inf"]
+)
+AGREE_SQL = [
+    "SELECT * FROM S3Object s",
+    "SELECT COUNT(*), MIN(s._1), MAX(s._2) FROM S3Object s",
+    "SELECT s._2, s._1 FROM S3Object s WHERE s._1 <> 'a' OR s._2 >= '1'",
+    "SELECT SUM(CAST(s._1 AS FLOAT)), AVG(CAST(s._2 AS INT)) FROM S3Object s",
+    "SELECT CAST(s._2 AS INT) FROM S3Object s WHERE CAST(s._1 AS FLOAT) > 0.5",
+]
+
+
+@st.composite
+def csv_fields(draw) -> str:
+    """A field written as people write CSV: quoted, plain, or plain with stray characters."""
+    text = draw(FIELD_TEXT)
+    style = draw(st.sampled_from(["quoted", "plain", "stray"]))
+    if style == "quoted":
+        return '"' + text.replace('"', '""') + '"'
+    kept = ',\n\r"' if style == "plain" else ",\n\r"
+    return "".join(c for c in text if c not in kept)
+
+
+@st.composite
+def csv_bodies(draw) -> tuple[str, str]:
+    """A two-column CSV (text or numbers, LF or CRLF, maybe blank lines) and its line end."""
+    field = NUMBER_TEXT if draw(st.booleans()) else csv_fields()
+    rows = draw(st.lists(st.tuples(field, field), max_size=8))
+    end = draw(st.sampled_from(["\n", "\r\n"]))
+    body = end.join(",".join(row) for row in rows) + draw(st.sampled_from(["", end]))
+    return (body.replace(end, end * 2, 1) if draw(st.booleans()) else body), end
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    csv_body=csv_bodies(),
+    sql=st.sampled_from(AGREE_SQL),
+    rows_format=st.sampled_from(["json", "csv"]),
+    header=st.sampled_from(["NONE", "USE", "IGNORE"]),
+)
+def test_the_paths_agree_on_any_csv(monkeypatch, csv_body, sql, rows_format, header) -> None:
+    body, end = csv_body
+    if header == "USE":
+        sql = sql.replace("s._1", "s.a").replace("s._2", "s.b")
+        body = f"a,b{end}{body}"
+    s3 = BytesS3({"k": body.encode()})
+    request = QueryRequest("b", "k", sql, InputFormat(csv_header=header), rows_format)
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(local, "FAST_PATH", fast)
+        try:
+            results.append(run_query(s3, request, "local").text)
+        except QueryError as error:
+            results.append(f"{type(error).__name__}: {error}")
+    assert results[0] == results[1]

@@ -1,0 +1,474 @@
+"""The vectorised fast path: the local engine's queries over Arrow record batches.
+
+pyarrow's streaming CSV reader parses the same ranged GETs the Python evaluator reads
+(:class:`.reader.RangedObject`), a block of 1 MiB at a time, every field as text as S3 Select
+has it; WHERE, projections and aggregates run as Arrow compute kernels over each batch, and
+rows are serialised a batch at a time. Memory holds Arrow's readahead (~32 blocks) and one
+batch, and the item's deadline is checked between batches. Queries with ``LIMIT`` stay with the
+Python evaluator, which stops reading at the rows needed.
+
+The output must be the Python evaluator's byte for byte, so this path runs only what it can
+run exactly (:mod:`.fastplan` decides from the SQL) and hands the query back
+(:class:`.fastplan.Declined`) at the first batch whose data it cannot vouch for: a value that
+does not CAST as Python would, a ragged row, a comment line, a field Arrow cannot parse as
+Python's csv does. Batches whose text needs JSON escaping or CSV quoting are written by the
+Python serialiser. Importing this module loads pyarrow (~80 MiB): import it only to use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv as arrow_csv
+
+from worker.messages import InputFormat
+from worker.query import Deadline, QueryError
+from worker.query.local import sql
+from worker.query.local.caps import MAX_NUMBER_CHARS, MAX_RECORD_CHARS
+from worker.query.local.evaluator import Accumulator, CsvLayout
+from worker.query.local.fastplan import MAX_EXACT_INT, Declined, kind_of, literal_value
+from worker.query.local.reader import COMMENT, RangedObject
+from worker.query.local.serialise import serialise
+
+# Arrow parses a block at a time and refuses a record that spans more than two blocks
+# (ArrowInvalid: it "straddles two block boundaries"), so every record it accepts is under
+# 2 x 512 KiB bytes, under the evaluator's cap of 1 MiB characters: one it would refuse is
+# declined, and the evaluator refuses it in S3 Select's words. Arrow's reader also fetches up
+# to 32 blocks ahead on its IO thread: ~16 MiB, the bulk of its memory.
+BLOCK_BYTES = 512 << 10
+# The first record (header or row) is parsed from the object's first bytes, this many.
+PEEK_BYTES = 1 << 16
+# What the Python evaluator reads as a FLOAT (evaluator.py's _NUMBER_TEXT without its spaces).
+_FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# Summed per batch in int64: |value| under 10**12 times the ~260 000 rows a 512 KiB block can
+# hold cannot overflow it. Python's integers (the evaluator's) do not overflow at all.
+MAX_SUMMED_INT = 10**12
+# Text that JSON escapes, or that a CSV writer quotes: such batches go to the Python serialiser.
+_JSON_SPECIAL = r'[\x00-\x1f"\\]'
+_CSV_SPECIAL = r'[,"\r\n]'
+_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": pc.equal,
+    "!=": pc.not_equal,
+    "<": pc.less,
+    "<=": pc.less_equal,
+    ">": pc.greater,
+    ">=": pc.greater_equal,
+}
+
+Value = Callable[[pa.RecordBatch], Any]  # an Arrow array (or scalar) for one batch
+
+
+def chunks(
+    source: RangedObject, fmt: InputFormat, plan: sql.Plan, rows_format: str, deadline: Deadline
+) -> Iterator[str]:
+    """Yield the query's output text, batch by batch; raise Declined where it cannot be exact.
+
+    A Declined after some output means the Python evaluator's output starts with exactly that
+    text: the caller passes on only the rest of it.
+    """
+    if plan.limit == 0:  # an aggregate's LIMIT 0 (fastplan sends other LIMITs to the evaluator)
+        return
+    stream = io.BufferedReader(source, buffer_size=PEEK_BYTES)
+    first_record = _first_record(stream, fmt)
+    layout = _FastLayout(first_record if fmt.csv_header == "USE" else None, len(first_record))
+    where = _compile(plan.where, layout) if plan.where is not None else None
+    batches = _batches(stream, fmt, _columns_read(plan, layout), deadline)
+    if plan.aggregate:
+        yield from _aggregate(plan, layout, where, batches, rows_format)
+    else:
+        yield from _rows(plan, layout, where, batches, rows_format)
+
+
+def _first_record(stream: io.BufferedReader, fmt: InputFormat) -> list[str]:
+    """Parse the object's first record (the header, or the first row) from its first bytes.
+
+    It gives the names and the width before Arrow opens, so that Arrow converts only the
+    columns the query reads; Python's csv parses it, as the evaluator does. Declined unless it
+    ends within the first PEEK_BYTES (a shorter peek is the whole object: the first range
+    holds at least PEEK_BYTES of any larger one).
+    """
+    head = stream.peek(PEEK_BYTES)[:PEEK_BYTES]
+    whole = len(head) < PEEK_BYTES
+    try:
+        text = (head if whole else head[: head.rfind(b"\n") + 1]).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Declined("the object's first bytes are not UTF-8") from None
+    records = csv.reader(
+        io.StringIO(text, newline=""), delimiter=fmt.delimiter, quotechar=fmt.quote
+    )
+    try:
+        first = next((row for row in records if row), None)
+        ended = whole or records.line_num < text.count("\n")
+    except csv.Error:
+        raise Declined("the object's first record is not CSV as Python reads it") from None
+    if first is None or not ended:
+        raise Declined(f"the first record does not end within {PEEK_BYTES} bytes")
+    if first[0].startswith(COMMENT):
+        raise Declined("the first record is a comment")
+    return first
+
+
+def _columns_read(plan: sql.Plan, layout: _FastLayout) -> list[int]:
+    """Return the positions of the fields the query reads; the first always (comments)."""
+    if plan.projections is None:
+        return list(range(layout.width))
+    columns = {0}
+    stack: list[object] = [plan.where, *(p.expr for p in plan.projections)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, sql.Column):
+            columns.add(layout.position(node))
+        elif hasattr(node, "__dataclass_fields__"):
+            stack += [getattr(node, name) for name in node.__dataclass_fields__]
+        elif isinstance(node, tuple):
+            stack += node
+    return sorted(columns)
+
+
+def _batches(
+    stream: io.BufferedReader, fmt: InputFormat, columns: list[int], deadline: Deadline
+) -> Iterator[pa.RecordBatch]:
+    """Yield the records block by block: the fields at ``columns``, each named ``f<position>``.
+
+    The first record is skipped when it is the header (FileHeaderInfo USE or IGNORE). Arrow
+    errors (bad UTF-8, a row of another width, a record past two blocks) decline: the Python
+    evaluator reads the same bytes and either succeeds or says exactly what is wrong.
+    """
+    convert = arrow_csv.ConvertOptions(
+        column_types={f"f{i}": pa.string() for i in columns},
+        include_columns=[f"f{i}" for i in columns],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        reader = arrow_csv.open_csv(
+            stream,
+            read_options=_read_options(BLOCK_BYTES),
+            parse_options=_parse_options(fmt),
+            convert_options=convert,
+        )
+    except pa.ArrowException as error:
+        raise _unreadable(error) from None
+    header_left = fmt.csv_header in ("USE", "IGNORE")
+    while True:
+        deadline.check()
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowException as error:
+            raise _unreadable(error) from None
+        if batch.num_rows and pc.any(pc.starts_with(batch.column(0), COMMENT)).as_py():
+            raise Declined("a record starts with the comment character")
+        if header_left and batch.num_rows:
+            batch, header_left = batch.slice(1), False
+        deadline.records += batch.num_rows
+        yield batch
+
+
+def _read_options(block_size: int | None = None) -> arrow_csv.ReadOptions:
+    """Fields named by position (f0, f1, ...), all as data: the header is handled here."""
+    size = {"block_size": block_size} if block_size else {}
+    return arrow_csv.ReadOptions(use_threads=False, autogenerate_column_names=True, **size)
+
+
+def _parse_options(fmt: InputFormat) -> arrow_csv.ParseOptions:
+    """Python csv's reading as the evaluator configures it: doubled quotes, newlines in quotes."""
+    return arrow_csv.ParseOptions(
+        delimiter=fmt.delimiter,
+        quote_char=fmt.quote,
+        double_quote=True,
+        escape_char=False,
+        newlines_in_values=True,
+        ignore_empty_lines=True,
+        invalid_row_handler=lambda row: "error",
+    )
+
+
+def _unreadable(error: pa.ArrowException) -> Declined:
+    """Arrow's messages quote the rows they fail on; logs name only the kind of failure."""
+    return Declined(f"Arrow cannot read the CSV as Python's csv does ({type(error).__name__})")
+
+
+class _FastLayout:
+    """Column names to positions, as :class:`.evaluator.CsvLayout` resolves them."""
+
+    def __init__(self, header: list[str] | None, width: int) -> None:
+        self.header, self.width = header, width
+        self._layout = CsvLayout(header)
+
+    def position(self, column: sql.Column) -> int:
+        """Return the field ``column`` names; Declined where the Python evaluator would fail."""
+        step = column.path[0]
+        assert isinstance(step, tuple)  # fastplan.kind_of admits one-name paths only
+        try:
+            position = self._layout.index(*step)
+        except QueryError as error:
+            raise Declined(str(error)) from None
+        if position >= self.width:
+            raise Declined(f"{sql.describe(column)} is past the rows' end (MISSING)")
+        return position
+
+    def star_names(self) -> list[str]:
+        """Return the names ``SELECT *`` gives: the header, else ``_1``, ``_2``, ..."""
+        names = self.header or [f"_{i + 1}" for i in range(self.width)]
+        if len(set(names)) != len(names):
+            raise Declined("the header repeats a name")
+        return names
+
+
+# --- expressions ------------------------------------------------------------------------------
+
+
+def _compile(expr: sql.Expr, layout: _FastLayout) -> Value:
+    """Compile a plan expression :func:`.fastplan.kind_of` admitted into a batch function."""
+    if isinstance(expr, (sql.Literal, sql.Negate)):
+        constant = pa.scalar(literal_value(expr))
+        return lambda batch: constant
+    if isinstance(expr, sql.Column):
+        name = f"f{layout.position(expr)}"
+        return lambda batch: batch.column(name)
+    if isinstance(expr, sql.Cast):
+        operand = _compile(expr.operand, layout)
+        convert = {"INT": _to_int, "FLOAT": _to_float, "STRING": lambda text: text}[expr.type]
+        return lambda batch: convert(operand(batch))
+    if isinstance(expr, sql.Compare):
+        left, right, kernel = _compile(expr.left, layout), _compile(expr.right, layout), expr.op
+        return lambda batch: _KERNELS[kernel](left(batch), right(batch))
+    if isinstance(expr, sql.Between):
+        low = sql.Compare(">=", expr.operand, expr.low)
+        return _compile(
+            sql.Logical("AND", (low, sql.Compare("<=", expr.operand, expr.high))), layout
+        )
+    if isinstance(expr, sql.In):
+        equals = tuple(sql.Compare("=", expr.operand, item) for item in expr.items)
+        return _compile(sql.Logical("OR", equals), layout)
+    if isinstance(expr, sql.Logical):
+        operands = [_compile(item, layout) for item in expr.operands]
+        join = pc.and_ if expr.op == "AND" else pc.or_
+        return lambda batch: _fold(join, [operand(batch) for operand in operands])
+    if isinstance(expr, sql.Not):
+        operand = _compile(expr.operand, layout)
+        return lambda batch: pc.invert(operand(batch))
+    raise Declined(sql.describe(expr))  # kind_of admits nothing else
+
+
+def _fold(join: Callable[[Any, Any], Any], values: list[Any]) -> Any:
+    result = values[0]
+    for value in values[1:]:
+        result = join(result, value)
+    return result
+
+
+def _to_int(text: pa.Array) -> pa.Array:
+    """CAST AS INT where every value is a plain integer both engines read alike."""
+    try:
+        values = pc.cast(text, pa.int64())
+    except pa.ArrowInvalid:
+        raise Declined("a value that is not a plain integer is CAST AS INT") from None
+    extremes = pc.min_max(values)
+    if len(values) and max(-extremes["min"].as_py(), extremes["max"].as_py()) >= MAX_EXACT_INT:
+        raise Declined("an INT too large to compare exactly with a FLOAT")
+    return values
+
+
+def _to_float(text: pa.Array) -> pa.Array:
+    """CAST AS FLOAT where every value is a number as the Python evaluator reads it.
+
+    Arrow reads every finite number the evaluator reads, alike (both round correctly), and
+    refuses the rest, except that it also reads "nan" and "inf": only a batch with a value
+    that is not finite is matched against the evaluator's pattern.
+    """
+    longest = pc.max(pc.binary_length(text)).as_py() if len(text) else 0
+    try:
+        values = pc.cast(text, pa.float64())
+    except pa.ArrowInvalid:
+        raise Declined("a value that is not a plain number is CAST AS FLOAT") from None
+    if longest > MAX_NUMBER_CHARS or not (
+        pc.all(pc.is_finite(values)).as_py()
+        or pc.all(pc.match_substring_regex(text, _FLOAT_TEXT)).as_py()
+    ):
+        raise Declined("a value that is not a plain number is CAST AS FLOAT")
+    return values
+
+
+def _mask(where: Value | None, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Return the batch's records whose condition is TRUE (CSV fields are never NULL here)."""
+    if where is None:
+        return batch
+    keep = where(batch)
+    if isinstance(keep, pa.Scalar):
+        return batch if keep.as_py() else batch.slice(0, 0)
+    return batch.filter(keep)
+
+
+# --- rows ---------------------------------------------------------------------------------
+
+
+def _rows(
+    plan: sql.Plan,
+    layout: _FastLayout,
+    where: Value | None,
+    batches: Iterator[pa.RecordBatch],
+    rows_format: str,
+) -> Iterator[str]:
+    if plan.projections is None:
+        names = layout.star_names()
+        values = [_column(f"f{position}") for position in range(layout.width)]
+    else:
+        names = [p.name for p in plan.projections]
+        values = [_compile(p.expr, layout) for p in plan.projections]
+    render = _JsonRows(names) if rows_format == "json" else _CsvRows(len(names))
+    emitted = 0
+    for batch in batches:
+        selected = _mask(where, batch)
+        if not selected.num_rows:
+            continue
+        fields = [value(selected) for value in values]
+        text = render.fast(fields)
+        if text is None:  # text needing escapes or quotes: the Python serialiser writes it
+            records = zip(*(field.to_pylist() for field in fields), strict=True)
+            text = "".join(serialise(((names, list(r)) for r in records), rows_format, emitted + 1))
+        yield text
+        emitted += selected.num_rows
+
+
+def _column(name: str) -> Value:
+    return lambda batch: batch.column(name)
+
+
+class _JsonRows:
+    """Writes ``{"name":"text",...,"name":123}`` lines with Arrow's string kernels."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._prefixes = [
+            ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+            for i, name in enumerate(names)
+        ]
+
+    def fast(self, fields: list[pa.Array]) -> str | None:
+        """Return the batch's lines, or None if a text value needs JSON escaping."""
+        parts: list[Any] = []
+        for prefix, field in zip(self._prefixes, fields, strict=True):
+            if pa.types.is_string(field.type):
+                if pc.any(pc.match_substring_regex(field, _JSON_SPECIAL)).as_py():
+                    return None
+                parts += [prefix + '"', field, '"']
+            else:
+                parts += [prefix, pc.cast(field, pa.string())]
+        return _joined(pc.binary_join_element_wise(*parts, "}\n", ""))
+
+
+class _CsvRows:
+    """Writes ``text,123`` lines; a record needing quotes sends its batch to Python's writer."""
+
+    def __init__(self, width: int) -> None:
+        self._width = width
+
+    def fast(self, fields: list[pa.Array]) -> str | None:
+        """Return the batch's lines, or None if a value needs quoting."""
+        texts = []
+        for field in fields:
+            if pa.types.is_string(field.type):
+                if pc.any(pc.match_substring_regex(field, _CSV_SPECIAL)).as_py():
+                    return None
+                # csv.writer quotes the one empty field of a one-field record.
+                if self._width == 1 and pc.any(pc.equal(pc.utf8_length(field), 0)).as_py():
+                    return None
+                texts.append(field)
+            else:
+                texts.append(pc.cast(field, pa.string()))
+        return _joined(pc.binary_join_element_wise(*_interleave(texts, ","), "\n", ""))
+
+
+def _interleave(texts: list[Any], separator: str) -> list[Any]:
+    parts: list[Any] = []
+    for i, text in enumerate(texts):
+        parts += [separator, text] if i else [text]
+    return parts
+
+
+def _joined(lines: pa.Array) -> str:
+    """Return a string array's lines as one str; Declined for a line that may pass 1 MiB.
+
+    The lines lie end to end in the array's data buffer: one slice of it, decoded once.
+    """
+    if pc.max(pc.binary_length(lines)).as_py() > MAX_RECORD_CHARS:
+        raise Declined("an output record may pass 1 MiB")
+    offsets, data = lines.buffers()[1], lines.buffers()[2]
+    bounds = pa.Array.from_buffers(pa.int32(), len(lines) + 1, [None, offsets], offset=lines.offset)
+    start, end = bounds[0].as_py(), bounds[-1].as_py()
+    return data[start:end].to_pybytes().decode("utf-8")
+
+
+# --- aggregates ---------------------------------------------------------------------------
+
+
+def _aggregate(
+    plan: sql.Plan,
+    layout: _FastLayout,
+    where: Value | None,
+    batches: Iterator[pa.RecordBatch],
+    rows_format: str,
+) -> Iterator[str]:
+    folds = []
+    for projection in plan.projections or ():
+        node = projection.expr
+        assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
+        operand = _compile(node.operand, layout) if node.operand is not None else None
+        kind = kind_of(node.operand) if node.operand is not None else "int"
+        folds.append(_Fold(node, operand, kind))
+    for batch in batches:
+        selected = _mask(where, batch)
+        for fold in folds:
+            fold.add(selected)
+    names = [p.name for p in plan.projections or ()]
+    yield from serialise([(names, [fold.result() for fold in folds])], rows_format)
+
+
+class _Fold:
+    """One aggregate over batches, into the evaluator's own :class:`.evaluator.Accumulator`.
+
+    The accumulator's ``result`` then types the answer as the Python evaluator does (AVG of
+    INT as DECIMAL, SUM of nothing as NULL). FLOAT sums add value by value, in order, as the
+    evaluator does, so rounding matches to the last bit.
+    """
+
+    def __init__(self, node: sql.Aggregate, operand: Value | None, kind: str) -> None:
+        self._state = Accumulator(node, None)
+        self._function, self._operand, self._kind = node.function, operand, kind
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        state = self._state
+        if self._operand is None or not batch.num_rows:
+            state.count += batch.num_rows
+            return
+        values = self._operand(batch)
+        state.count += len(values)
+        if self._function in ("SUM", "AVG"):
+            state.total = self._sum(values, state.total)
+        elif self._function in ("MIN", "MAX"):
+            best = pc.min_max(values)["min" if self._function == "MIN" else "max"].as_py()
+            if best == 0 and self._kind == "float":
+                raise Declined("MIN / MAX of FLOAT at zero: 0.0 and -0.0 tie")
+            better = state.best is None or (
+                best < state.best if self._function == "MIN" else best > state.best
+            )
+            state.best = best if better else state.best
+
+    def _sum(self, values: pa.Array, total: Any) -> Any:
+        if self._kind == "int":
+            extremes = pc.min_max(values)
+            if max(-extremes["min"].as_py(), extremes["max"].as_py()) >= MAX_SUMMED_INT:
+                raise Declined("an INT too large to sum in 64 bits")
+            return total + pc.sum(values).as_py()
+        return pc.cumulative_sum(values, start=float(total))[-1].as_py()
+
+    def result(self) -> Any:
+        return self._state.result()
