@@ -1,9 +1,10 @@
 """Seed the work queue: one message per S3 source object under a prefix.
 
 Re-running a seed is safe. Each message names a source version (bucket, key, ETag) and the
-worker stores its result under a key derived from exactly that (``worker.keys``), written
-first-writer-wins; a duplicate message therefore costs one wasted read of the source, never a
-second result. ``skip_done`` avoids even that by listing the results already stored.
+worker stores its result under a key derived from exactly that and the run's recipe
+(``worker.keys``), written first-writer-wins; a duplicate message therefore costs one wasted
+read of the source, never a second result. ``skip_done`` avoids even that by listing the
+results already stored, computing each key with the same recipe the workers will use.
 
 SQS refuses a message over 1 MiB and a batch whose bodies total over 1 MiB (``worker.limits``);
 an emulator takes both. So a body over the limit is reported as a failure and never sent, and
@@ -22,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from worker.config import DEFAULT_OUTPUT_PREFIX
-from worker.keys import derive_output_key, output_key_prefix
+from worker.keys import DEFAULT_RECIPE, Recipe, derive_output_key, output_key_prefix
 from worker.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, utf8_len
 from worker.messages import CONTRACT_VERSION
 
@@ -216,6 +217,7 @@ def seed(
     max_count: int | None = None,
     query: str | None = None,
     skip_done: bool = False,
+    recipe: Recipe = DEFAULT_RECIPE,
     output_bucket: str | None = None,
     output_prefix: str = DEFAULT_OUTPUT_PREFIX,
     dry_run: bool = False,
@@ -223,6 +225,8 @@ def seed(
 ) -> SeedReport:
     """List the sources, drop those already done if asked, and queue one message for each.
 
+    ``recipe`` is the workers' (``Config.recipe``): ``skip_done`` counts a source as done only
+    when its result was made by the same code, query and settings.
     ``max_count`` counts messages to send (after ``skip_done``), so repeating
     ``--skip-done --max-count N`` queues the next N sources each time. A body over SQS's limit
     is a failure in the report, not a message, so it does not count.
@@ -244,13 +248,18 @@ def seed(
         else set()
     )
 
+    message_recipe = recipe.for_message(query, None)
+
     def bodies() -> Iterator[str]:
         wanted = 0
         for source in list_sources(s3, bucket, prefix, suffix):
             report.listed += 1
             if (
                 done
-                and derive_output_key(output_prefix, bucket, source.key, source.etag, query) in done
+                and derive_output_key(
+                    output_prefix, bucket, source.key, source.etag, message_recipe
+                )
+                in done
             ):
                 report.skipped_done += 1
                 continue

@@ -1,4 +1,4 @@
-"""Where a run stands: queue depths, dead letters, and the array job's children.
+"""Where a run stands: queue depths, dead letters, the array job's children and its items.
 
 SQS counts are approximate and lag by up to a minute; they are what AWS offers without
 receiving messages, and they are enough to see a run drain. ``watch`` turns successive
@@ -14,7 +14,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from batchspot.aws import QueueCounts, queue_counts
+from batchspot.results import run_of
+from worker.config import DEFAULT_OUTPUT_PREFIX
+from worker.manifest import Counts, count_run
+from worker.queue_depth import QueueCounts, queue_counts
 
 DONE_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
 CHILD_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
@@ -51,6 +54,7 @@ class Snapshot:
     queue: QueueCounts
     dead_letters: QueueCounts | None
     job: JobProgress | None
+    items: Counts | None = None
 
     def render(self) -> str:
         """Return the status as a few lines of text."""
@@ -58,6 +62,8 @@ class Snapshot:
         if self.dead_letters is not None:
             lines.append(f"dead-letter queue: {self.dead_letters.total} message(s)")
         lines.append(self.job.render() if self.job else "job: none found")
+        if self.items is not None:
+            lines.append(f"items: {self.items.render()}")
         return "\n".join(lines)
 
 
@@ -93,13 +99,36 @@ def latest_job(batch: Any, job_queue: str, job_name: str) -> str | None:
 
 
 def snapshot(
-    sqs: Any, batch: Any, *, queue_url: str, dlq_url: str | None, job_id: str | None
+    sqs: Any,
+    batch: Any,
+    *,
+    queue_url: str,
+    dlq_url: str | None,
+    job_id: str | None,
+    s3: Any = None,
+    output_bucket: str | None = None,
+    output_prefix: str = DEFAULT_OUTPUT_PREFIX,
 ) -> Snapshot:
-    """Read queue, dead-letter queue and job once."""
+    """Read queue, dead-letter queue and job once; with ``s3``, count the run's items too.
+
+    The items are counted as ``invoke results`` counts them for the manifest
+    (``worker.manifest.count_run``), without writing it.
+    """
+    items = None
+    if job_id and s3 is not None and output_bucket:
+        run = run_of(
+            batch,
+            job_id=job_id,
+            bucket=output_bucket,
+            output_prefix=output_prefix,
+            queue_url=queue_url,
+        )
+        items = count_run(s3, sqs, run)
     return Snapshot(
         queue=queue_counts(sqs, queue_url),
         dead_letters=queue_counts(sqs, dlq_url) if dlq_url else None,
         job=job_progress(batch, job_id) if job_id else None,
+        items=items,
     )
 
 

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
-from batchspot.aws import queue_counts
+from botocore.exceptions import ClientError
+
+from worker.config import ConfigError, load_config
+from worker.keys import Recipe
+from worker.queue_depth import queue_counts
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on array children
 DEFAULT_PER_WORKER = 100  # messages per child for --size auto
+# <registry>.dkr.ecr.<region>.amazonaws.com/<repository>[:<tag>]
+_ECR_IMAGE = re.compile(
+    r"(?P<host>(?P<registry>\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?)"
+    r"/(?P<repository>[^:@]+)(?::(?P<tag>[^:@/]+))?"
+)
 
 
 class SubmitError(ValueError):
@@ -30,6 +40,7 @@ class Submitted:
     job_id: str
     job_name: str
     size: int
+    final_job_id: str | None = None
 
     def summary(self) -> str:
         """Return the job id and the commands that watch it."""
@@ -38,6 +49,11 @@ class Submitted:
             f"submitted {self.job_name} ({shape}): {self.job_id}\n"
             f"watch it:  invoke status --job-id {self.job_id} --watch\n"
             f"its logs:  invoke logs --job-id {self.job_id} --follow"
+            + (
+                f"\nfinal job (after it): {self.final_job_id}"
+                if self.final_job_id
+                else f"\nits results: invoke results --job-id {self.job_id}"
+            )
         )
 
 
@@ -74,8 +90,8 @@ def capacity_vcpus(batch: Any, job_queue: str) -> int:
     )
 
 
-def vcpus_per_child(batch: Any, job_definition: str) -> float:
-    """Return the vCPUs one child asks for in the job definition (1 if it does not say)."""
+def container_properties(batch: Any, job_definition: str) -> dict[str, Any]:
+    """Return the container the job definition runs (its latest revision for a bare name)."""
     name, _, revision = job_definition.rpartition(":")
     if not name or not revision.isdigit():  # a bare name: the latest active revision
         definitions = batch.describe_job_definitions(
@@ -87,7 +103,12 @@ def vcpus_per_child(batch: Any, job_definition: str) -> float:
         ]
     if not definitions:
         raise SubmitError(f"job definition {job_definition!r} not found")
-    container = max(definitions, key=lambda d: d["revision"]).get("containerProperties", {})
+    return max(definitions, key=lambda d: d["revision"]).get("containerProperties", {})
+
+
+def vcpus_per_child(batch: Any, job_definition: str) -> float:
+    """Return the vCPUs one child asks for in the job definition (1 if it does not say)."""
+    container = container_properties(batch, job_definition)
     for requirement in container.get("resourceRequirements", []):
         if requirement["type"] == "VCPU":
             return float(requirement["value"])
@@ -120,6 +141,83 @@ def resolve_size(
     )
 
 
+def code_version(batch: Any, ecr: Any, job_definition: str) -> str:
+    """Return the workers' CODE_VERSION: the job definition's image, by digest if ECR knows it.
+
+    A tag such as ``latest`` moves with every push; its digest names the code that will run.
+    An image outside ECR, or one ECR cannot describe, is named as the job definition names it.
+    """
+    image = container_properties(batch, job_definition).get("image", "")
+    match = _ECR_IMAGE.fullmatch(image)
+    if not match:
+        return image
+    try:
+        details = ecr.describe_images(
+            registryId=match["registry"],
+            repositoryName=match["repository"],
+            imageIds=[{"imageTag": match["tag"] or "latest"}],
+        )["imageDetails"]
+    except ClientError:
+        return image
+    return (
+        f"{match['host']}/{match['repository']}@{details[0]['imageDigest']}" if details else image
+    )
+
+
+def worker_overrides(
+    batch: Any, ecr: Any, job_definition: str, env: dict[str, str]
+) -> dict[str, str]:
+    """Return what ``invoke submit`` adds to the job definition's environment.
+
+    CODE_VERSION (see :func:`code_version`), then the operator's ``--env``, which wins.
+    """
+    return {"CODE_VERSION": code_version(batch, ecr, job_definition), **env}
+
+
+def workers_recipe(batch: Any, ecr: Any, job_definition: str, env: dict[str, str]) -> Recipe:
+    """Return the recipe the workers of ``invoke submit --env ...`` will key their results by.
+
+    It is read from the settings the containers get: the job definition's environment and
+    what submit adds (:func:`worker_overrides`). ``seed --skip-done`` uses it.
+    """
+    container = container_properties(batch, job_definition)
+    settings = {item["name"]: item["value"] for item in container.get("environment", [])}
+    settings.update(worker_overrides(batch, ecr, job_definition, env))
+    try:
+        return load_config(settings).recipe
+    except ConfigError as error:
+        raise SubmitError(f"the workers' settings are not valid: {error}") from None
+
+
+@dataclass(frozen=True)
+class FinalStep:
+    """The job ``--then`` adds after the array job: manifest, then an optional reduce command."""
+
+    job_definition: str
+    command: str | None = None
+    tolerate_failures: float | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a share that is not a percentage, before anything is submitted."""
+        if self.tolerate_failures is not None and not 0 <= self.tolerate_failures <= 100:
+            raise SubmitError(
+                f"--tolerate-failures must be a percentage 0..100, got {self.tolerate_failures:g}"
+            )
+
+    def environment(self, run_id: str, started: datetime) -> dict[str, str]:
+        """Return what the final job's container is told (read by ``worker.final``)."""
+        env = {"RUN_JOB_ID": run_id, "RUN_STARTED": started.isoformat()}
+        if self.command:
+            env["FINAL_COMMAND"] = self.command
+        if self.tolerate_failures is not None:
+            env["TOLERATE_FAILURES"] = f"{self.tolerate_failures:g}"
+        return env
+
+
+def _overrides(env: dict[str, str]) -> dict[str, Any]:
+    return {"environment": [{"name": name, "value": value} for name, value in env.items()]}
+
+
 def submit(
     batch: Any,
     *,
@@ -128,8 +226,14 @@ def submit(
     size: int,
     env: dict[str, str] | None = None,
     job_name: str = "batchspot",
+    final: FinalStep | None = None,
 ) -> Submitted:
-    """Submit ``size`` children: an array job from 2, a plain job for 1 (Batch's rule)."""
+    """Submit ``size`` children: an array job from 2, a plain job for 1 (Batch's rule).
+
+    With ``final``, also submit the final job, which Batch starts once the whole array job
+    has ended (a plain ``dependsOn`` on the array job: N_TO_N would pair it with one child).
+    """
+    started = datetime.now(UTC)
     request: dict[str, Any] = {
         "jobName": job_name,
         "jobQueue": job_queue,
@@ -138,8 +242,17 @@ def submit(
     if size > 1:
         request["arrayProperties"] = {"size": size}
     if env:
-        request["containerOverrides"] = {
-            "environment": [{"name": name, "value": value} for name, value in env.items()]
-        }
+        request["containerOverrides"] = _overrides(env)
     response = batch.submit_job(**request)
-    return Submitted(job_id=response["jobId"], job_name=response["jobName"], size=size)
+    submitted = Submitted(job_id=response["jobId"], job_name=response["jobName"], size=size)
+    if final is None:
+        return submitted
+    final_env = {**(env or {}), **final.environment(submitted.job_id, started)}
+    following = batch.submit_job(
+        jobName=f"{job_name}-final",
+        jobQueue=job_queue,
+        jobDefinition=final.job_definition,
+        dependsOn=[{"jobId": submitted.job_id}],
+        containerOverrides=_overrides(final_env),
+    )
+    return replace(submitted, final_job_id=following["jobId"])

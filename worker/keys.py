@@ -1,10 +1,13 @@
-"""Where a work item's result is stored: one deterministic key per source version.
+"""Where a work item's result is stored: one deterministic key per source version and recipe.
 
-The key depends only on the source (bucket, key, ETag) and on a query the message itself
-carries, never on the job, the attempt or the clock. So a redelivered or re-seeded item maps to
-the key that already holds its result, and ``If-None-Match: *`` makes the first writer win:
-a retried item is never stored twice. ``invoke seed --skip-done`` computes the same key, and
-lists the results under :func:`output_key_prefix`.
+The key depends on the source (bucket, key, ETag) and on its :class:`Recipe`: everything else
+that decides the result (the effective query, the input serialization, the rows format and the
+code's identity), never on the job, the attempt or the clock. So a redelivered or re-seeded
+item maps to the key that already holds its result, and ``If-None-Match: *`` makes the first
+writer win: a retried item is never stored twice. A rerun with changed code or query gets new
+keys, so it never reports ``already-done`` for another recipe's result. ``invoke seed
+--skip-done`` computes the same key with :func:`derive_output_key`, and lists the results under
+:func:`output_key_prefix`.
 
 S3 refuses keys over 1,024 bytes of UTF-8 (``KeyTooLongError``; see ``worker.limits``), and a
 source key may itself be 1,024 bytes long; the prefix, the bucket and the fingerprint must fit
@@ -14,9 +17,19 @@ too. A source key too long to fit is shortened: its start, then a hash of the wh
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from dataclasses import dataclass, replace
 
 from worker.limits import MAX_KEY_BYTES, SHORTENED_MIN_BYTES, shorten, truncate_utf8, utf8_len
+from worker.messages import InputFormat, parse_input_format
+
+# The code's identity when neither CODE_VERSION nor custom code is set: the built-in handler.
+BUILT_IN_CODE = "rows-to-json"
+# Where, under OUTPUT_PREFIX, the workers record their runs' failures (``worker.manifest``):
+# within the prefix the worker may write, and never a derived key's, since bucket names (the
+# first part of a derived key) cannot start with a dot.
+RUN_RECORDS = ".runs/"
 
 _FINGERPRINT_CHARS = 16
 _SUFFIX_BYTES = len(f".{'0' * _FINGERPRINT_CHARS}.json")  # what follows the source key
@@ -24,10 +37,45 @@ _DERIVED_SUFFIX = re.compile(rf"\.[0-9a-f]{{{_FINGERPRINT_CHARS}}}\.json$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def fingerprint(etag: str, query: str | None = None) -> str:
-    """Short stable digest of the source version (and of a per-message query, if any)."""
-    material = etag.strip('"') + "\n" + (query or "")
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:_FINGERPRINT_CHARS]
+def default_query(limit: int | None = None) -> str:
+    """Return the query run when a message names none: the original job's ``select *``."""
+    return f"SELECT * FROM S3Object s{f' LIMIT {limit}' if limit is not None else ''}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What, besides the source version, decides a result.
+
+    ``code`` is the code's identity (the image's CODE_VERSION and the handler's text);
+    ``input`` None means the serialization the worker infers from the source key.
+    """
+
+    query: str = default_query()
+    rows_format: str = "json"
+    code: str = BUILT_IN_CODE
+    input: InputFormat | None = None
+
+    def for_message(self, query: str | None, input_format: InputFormat | None) -> Recipe:
+        """Return one message's recipe: its own query replaces the run's default query."""
+        return replace(self, query=query or self.query, input=input_format)
+
+
+# A worker with no settings: the built-in handler over ``SELECT *``, rows as JSON.
+DEFAULT_RECIPE = Recipe()
+
+
+def fingerprint(etag: str, key: str, recipe: Recipe = DEFAULT_RECIPE) -> str:
+    """Short stable digest of the source version and of the recipe applied to it."""
+    input_format = recipe.input or parse_input_format(None, key)
+    material = [
+        etag.strip('"'),
+        recipe.query,
+        input_format.to_s3select(),
+        recipe.rows_format,
+        recipe.code,
+    ]
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()[:_FINGERPRINT_CHARS]
 
 
 def _room(head: str) -> int:
@@ -36,7 +84,7 @@ def _room(head: str) -> int:
 
 
 def derive_output_key(
-    prefix: str, bucket: str, key: str, etag: str, query: str | None = None
+    prefix: str, bucket: str, key: str, etag: str, recipe: Recipe = DEFAULT_RECIPE
 ) -> str:
     """Return ``<prefix><bucket>/<key>.<fingerprint>.json``, readable and collision-free.
 
@@ -52,7 +100,7 @@ def derive_output_key(
             f"leaving no room for the source key within S3's {MAX_KEY_BYTES}-byte key limit; "
             "use a shorter output prefix"
         )
-    return f"{head}{shorten(key, room)}.{fingerprint(etag, query)}.json"
+    return f"{head}{shorten(key, room)}.{fingerprint(etag, key, recipe)}.json"
 
 
 def output_key_prefix(prefix: str, bucket: str, source_prefix: str) -> str:
@@ -69,7 +117,8 @@ def check_output_key(key: str, prefix: str) -> None:
     """Refuse a message's own ``output_key`` unless it is a safe key under ``prefix``.
 
     A message must not choose where outside the results prefix it writes, nor take the key
-    another item's result is derived to (a name ending ``.<fingerprint>.json``), nor hand S3 a
+    another item's result is derived to (a name ending ``.<fingerprint>.json``), nor write
+    among the runs' failure records (:data:`RUN_RECORDS`), nor hand S3 a
     key it refuses or that tools resolve elsewhere (``..``, a leading ``/``, control
     characters). Raise ValueError saying which rule the key breaks.
     """
@@ -88,4 +137,8 @@ def check_output_key(key: str, prefix: str) -> None:
     if _DERIVED_SUFFIX.search(key):
         raise ValueError(
             "output_key must not end like a derived result key (.<16 hex digits>.json)"
+        )
+    if key.startswith(prefix + RUN_RECORDS):
+        raise ValueError(
+            f"output_key must not lie under {prefix + RUN_RECORDS!r}, the runs' records"
         )

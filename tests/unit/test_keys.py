@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
-from worker.keys import check_output_key, derive_output_key, fingerprint, output_key_prefix
+from worker.config import Config
+from worker.keys import (
+    DEFAULT_RECIPE,
+    check_output_key,
+    derive_output_key,
+    fingerprint,
+    output_key_prefix,
+)
+from worker.messages import parse_input_format
 
 
 def test_same_source_version_same_key_whatever_the_quotes() -> None:
@@ -18,8 +27,46 @@ def test_same_source_version_same_key_whatever_the_quotes() -> None:
 def test_new_version_or_own_query_gets_its_own_key() -> None:
     base = derive_output_key("r/", "in", "a.csv", "v1")
     assert derive_output_key("r/", "in", "a.csv", "v2") != base
-    assert derive_output_key("r/", "in", "a.csv", "v1", "SELECT s._1 FROM S3Object s") != base
+    own_query = DEFAULT_RECIPE.for_message("SELECT s._1 FROM S3Object s", None)
+    assert derive_output_key("r/", "in", "a.csv", "v1", own_query) != base
     assert derive_output_key("r/", "other", "a.csv", "v1") != base
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"query_limit": 5},
+        {"rows_format": "csv"},
+        {"code_version": "repo@sha256:1234"},
+        {"handler_command": "python3 count.py"},
+    ],
+)
+def test_any_setting_that_changes_the_result_changes_the_key(changed) -> None:
+    before = Config(queue_url="q", output_bucket="out")
+    after = replace(before, **changed)
+    assert derive_output_key("r/", "in", "a.csv", "v1", before.recipe) != derive_output_key(
+        "r/", "in", "a.csv", "v1", after.recipe
+    )
+
+
+def test_a_message_input_serialization_changes_the_key() -> None:
+    semicolons = parse_input_format({"delimiter": ";"}, "a.csv")
+    recipe = DEFAULT_RECIPE.for_message(None, semicolons)
+    assert derive_output_key("r/", "in", "a.csv", "v1", recipe) != derive_output_key(
+        "r/", "in", "a.csv", "v1"
+    )
+
+
+def test_the_same_result_gets_the_same_key_however_it_was_asked_for() -> None:
+    """A LIMIT in the setting or in the message, a defaulted or explicit input: one result."""
+    limited = Config(queue_url="q", output_bucket="out", query_limit=5).recipe
+    spelled_out = DEFAULT_RECIPE.for_message(
+        "SELECT * FROM S3Object s LIMIT 5", parse_input_format(None, "a.csv")
+    )
+    assert derive_output_key("r/", "in", "a.csv", "v1", limited) == derive_output_key(
+        "r/", "in", "a.csv", "v1", spelled_out
+    )
+    assert Config(queue_url="q", output_bucket="out").recipe == DEFAULT_RECIPE
 
 
 # S3 keys are at most 1,024 bytes of UTF-8, prefix included ("Naming Amazon S3 objects",
@@ -39,7 +86,7 @@ def test_a_key_of_exactly_1024_bytes_is_kept_whole(key):
     assert len(key.encode()) == ROOM
     output = derive_output_key("results/", "in", key, "v1")
     assert len(output.encode()) == 1024
-    assert output == f"{HEAD}{key}.{fingerprint('v1')}.json"
+    assert output == f"{HEAD}{key}.{fingerprint('v1', key)}.json"
 
 
 @pytest.mark.parametrize(
@@ -54,7 +101,7 @@ def test_a_key_of_exactly_1024_bytes_is_kept_whole(key):
 def test_a_longer_key_is_shortened_to_1024_bytes_between_characters(key):
     output = derive_output_key("results/", "in", key, "v1")
     assert len(output.encode()) <= 1024
-    assert output.startswith(HEAD) and output.endswith(f".{fingerprint('v1')}.json")
+    assert output.startswith(HEAD) and output.endswith(f".{fingerprint('v1', key)}.json")
     start = readable_start(output)
     assert key.startswith(start) and len(start.encode()) >= ROOM - 20
     assert output == derive_output_key("results/", "in", key, '"v1"'), "deterministic"
@@ -93,6 +140,7 @@ def test_output_key_prefix_starts_every_output_key_under_the_source_prefix(sourc
         ("results/bell\x07.json", "control characters"),
         ("results/" + "k" * 1017, "at most 1024"),
         ("results/in/a.csv.0123456789abcdef.json", "derived result key"),
+        ("results/.runs/job-1/0123456789abcdef.json", "the runs' records"),
     ],
 )
 def test_a_messages_output_key_is_refused_unless_safe(key: str, rule: str) -> None:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -7,7 +8,7 @@ from botocore.stub import Stubber
 from batchspot import seed as seed_module
 from batchspot.seed import Source, message_body, seed, send_batch, send_messages
 from tests.unit.in_memory_s3 import in_memory_bucket
-from worker.keys import derive_output_key
+from worker.keys import Recipe, derive_output_key
 from worker.limits import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/work"
@@ -179,3 +180,33 @@ def test_skip_done_finds_results_whose_keys_were_shortened():
         )
     assert (report.listed, report.skipped_done, report.sent) == (2, 1, 1)
     assert json.loads(report.samples[0])["key"] == keys[1]
+
+
+def test_skip_done_counts_only_results_of_the_same_recipe():
+    """A result made with other code or another limit is not done: the rerun must redo it."""
+    keys = ["in/1.csv", "in/2.csv"]
+    workers = Recipe(query="SELECT * FROM S3Object s LIMIT 5", code="img@sha256:1\nrows-to-json")
+    with in_memory_bucket("src", dict.fromkeys(keys, b"id\n1\n")) as s3:
+        s3.create_bucket(Bucket="dst")
+        etag = s3.head_object(Bucket="src", Key=keys[0])["ETag"]
+        s3.put_object(
+            Bucket="dst",
+            Key=derive_output_key("results/", "src", keys[0], etag, workers),
+            Body=b"{}",
+        )
+
+        def skipped(recipe: Recipe) -> int:
+            return seed(
+                s3,
+                None,
+                queue_url=QUEUE,
+                bucket="src",
+                skip_done=True,
+                recipe=recipe,
+                output_bucket="dst",
+                dry_run=True,
+            ).skipped_done
+
+        assert skipped(workers) == 1
+        assert skipped(replace(workers, code="img@sha256:2\nrows-to-json")) == 0
+        assert skipped(replace(workers, query="SELECT * FROM S3Object s LIMIT 2")) == 0

@@ -1,6 +1,17 @@
-import pytest
+from typing import Any
 
-from batchspot.submit import SubmitError, auto_size, parse_env, resolve_size
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from batchspot.submit import (
+    FinalStep,
+    SubmitError,
+    auto_size,
+    code_version,
+    parse_env,
+    resolve_size,
+)
 
 
 def test_auto_size_is_one_child_per_target_messages():
@@ -31,3 +42,57 @@ def test_env_overrides_parse_and_keep_equals_in_values():
 def test_explicit_size_outside_batch_limits_is_refused(size):
     with pytest.raises(SubmitError, match="--size"):
         resolve_size(size, sqs=None, batch=None, queue_url="", job_queue="", job_definition="")
+
+
+def test_tolerate_failures_is_a_percentage_refused_before_submitting():
+    with pytest.raises(SubmitError, match="--tolerate-failures must be a percentage"):
+        FinalStep("batchspot-final", tolerate_failures=150)
+
+
+ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/batchspot:latest"
+DIGEST = "sha256:" + "a" * 64
+
+
+def _clients(image: str) -> tuple[Any, Any]:
+    """Batch answering one job definition that runs ``image``; ECR knowing ``latest``'s digest."""
+    batch, ecr = (
+        boto3.client(
+            name, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        for name in ("batch", "ecr")
+    )
+    definition = {
+        "jobDefinitionName": "batchspot",
+        "jobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/batchspot:1",
+        "revision": 1,
+        "type": "container",
+        "containerProperties": {"image": image},
+    }
+    batch_stub, ecr_stub = Stubber(batch), Stubber(ecr)
+    batch_stub.add_response("describe_job_definitions", {"jobDefinitions": [definition]})
+    if image == ECR_IMAGE:
+        ecr_stub.add_response(
+            "describe_images",
+            {"imageDetails": [{"imageDigest": DIGEST}]},
+            {
+                "registryId": "123456789012",
+                "repositoryName": "batchspot",
+                "imageIds": [{"imageTag": "latest"}],
+            },
+        )
+    batch_stub.activate()
+    ecr_stub.activate()
+    return batch, ecr
+
+
+def test_code_version_names_an_ecr_tag_by_its_digest():
+    """``latest`` moves with each push; its digest names the code the children will run."""
+    assert code_version(*_clients(ECR_IMAGE), "batchspot") == (
+        f"123456789012.dkr.ecr.us-east-1.amazonaws.com/batchspot@{DIGEST}"
+    )
+
+
+def test_code_version_of_an_image_outside_ecr_is_its_reference():
+    assert (
+        code_version(*_clients("public.ecr.aws/x/y:1.2"), "batchspot") == "public.ecr.aws/x/y:1.2"
+    )

@@ -1,0 +1,68 @@
+"""``invoke results``: a run's counts and manifest, and its results fetched or merged.
+
+The manifest is built by the same code the final job runs (``worker.manifest``); this module
+only adds what an operator does on their own machine: find when the job began, download the
+results, merge them into one JSON-lines file, list the failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from worker.manifest import Entry, Manifest, Run, merge, read_entries
+
+
+def job_started(batch: Any, job_id: str) -> datetime | None:
+    """Return when Batch created the job, or None for a job Batch does not know (a local run).
+
+    Results older than that are not this run's, so the manifest reads none of them.
+    """
+    try:
+        jobs = batch.describe_jobs(jobs=[job_id])["jobs"]
+    except ClientError:
+        return None
+    if not jobs or "createdAt" not in jobs[0]:
+        return None
+    return datetime.fromtimestamp(jobs[0]["createdAt"] / 1000).astimezone()
+
+
+def run_of(batch: Any, *, job_id: str, bucket: str, output_prefix: str, queue_url: str) -> Run:
+    """Return the run of Batch job ``job_id``, from when Batch created it."""
+    return Run(job_id, bucket, output_prefix, queue_url, since=job_started(batch, job_id))
+
+
+def download(s3: Any, manifest: Manifest, directory: Path) -> int:
+    """Copy every result the manifest lists under ``directory`` (by its key); count them."""
+    count = 0
+    for entry in read_entries(s3, manifest.bucket, manifest.succeeded_key):
+        if entry.output is None:
+            continue
+        path = directory / entry.output
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(manifest.bucket, entry.output, str(path))
+        count += 1
+    return count
+
+
+def merge_into(s3: Any, manifest: Manifest, path: Path) -> int:
+    """Merge every result into one JSON-lines file, streamed (bounded memory); count them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as sink:
+        return merge(
+            s3, manifest.bucket, read_entries(s3, manifest.bucket, manifest.succeeded_key), sink
+        )
+
+
+def failures(s3: Any, manifest: Manifest) -> Iterator[Entry]:
+    """Yield the run's failures, with their reasons, from the manifest's FAILED file."""
+    return read_entries(s3, manifest.bucket, manifest.failed_key)
+
+
+def render_failure(entry: Entry) -> str:
+    """Return one failure as a line: source, attempts and reason."""
+    return f"{entry.source or '(no source)'} after {entry.attempts} attempt(s): {entry.reason}"
