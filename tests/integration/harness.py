@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchspot.aws import create_queue_with_dlq, queue_counts
+from batchspot.aws import create_queue_with_dlq
+from batchspot.fleet import worker_env as job_env
+from worker.config import DEFAULT_OUTPUT_PREFIX
+from worker.limits import MAX_BATCH_ENTRIES, chunked
+from worker.manifest import is_run_record
+from worker.queue_depth import queue_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,27 +56,16 @@ def put_sources(s3: Any, stack: Stack, count: int, prefix: str = "src/") -> list
 
 def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
     """Send message bodies in batches of 10."""
-    for start in range(0, len(bodies), 10):
-        entries = [
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
-        ]
+    for batch in chunked(bodies, MAX_BATCH_ENTRIES):
+        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(batch)]
         response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         assert not response.get("Failed"), response["Failed"]
 
 
 def worker_env(aws_env: dict[str, str], stack: Stack, **settings: str) -> dict[str, str]:
-    """The environment of one worker container: the job definition's variables."""
-    env = {
-        **os.environ,
-        **aws_env,
-        "SQS_QUEUE_URL": stack.queue_url,
-        "OUTPUT_BUCKET": stack.output_bucket,
-        "IDLE_EXIT_SECONDS": "2",
-        "RETRY_DELAY_SECONDS": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update(settings)
-    return env
+    """The environment of one worker container on ``stack``, quick to leave and to retry."""
+    quick = {"IDLE_EXIT_SECONDS": "2", "RETRY_DELAY_SECONDS": "0"}
+    return job_env(aws_env, stack.queue_url, stack.output_bucket, **{**quick, **settings})
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -122,10 +115,12 @@ def wait_for_event(log: Path, event: str, timeout: float = 30) -> dict[str, Any]
 
 
 def output_objects(s3: Any, bucket: str) -> dict[str, bytes]:
-    """Every stored result, by key."""
+    """Every stored result, by key; not the runs' records (a failure's, a manifest)."""
     objects: dict[str, bytes] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for entry in page.get("Contents", []):
+            if is_run_record(entry["Key"], DEFAULT_OUTPUT_PREFIX):
+                continue
             objects[entry["Key"]] = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
     return objects
 
@@ -141,10 +136,34 @@ def drain(sqs: Any, queue_url: str) -> list[str]:
     bodies: list[str] = []
     while True:
         messages = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            QueueUrl=queue_url, MaxNumberOfMessages=MAX_BATCH_ENTRIES, WaitTimeSeconds=0
         ).get("Messages", [])
         if not messages:
             return bodies
         for message in messages:
             bodies.append(message["Body"])
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def receive_when_visible(
+    sqs: Any, queue_url: str, what: str, timeout: float = 30
+) -> dict[str, Any]:
+    """Wait until the queue's one message can be received; return it (not deleted).
+
+    Its ``ApproximateReceiveCount`` comes with it, so a test can tell who else had it.
+    """
+    received: list[dict[str, Any]] = []
+
+    def got_it() -> bool:
+        received.extend(
+            sqs.receive_message(
+                QueueUrl=queue_url,
+                WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            ).get("Messages", [])
+        )
+        return bool(received)
+
+    wait_until(got_it, what, timeout)
+    (message,) = received
+    return message

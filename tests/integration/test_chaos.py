@@ -4,10 +4,10 @@
 ``invoke chaos --aws-rules`` runs it through the AWS rules layer, as the second test does, which
 also queues the hostile mix of issue 11 (``--hostile``).
 
-"The storm struck" is checked as at least one blow, which no machine speed can make flaky: the
-first blow comes within 1.5 x ``interval`` = 1.5 s, and the storm lasts until the queue shows
-nothing visible, which takes at least (items - workers x 8 prefetched) / (workers x 4 threads)
-x 200 ms of custom code (1.6 s here) after the workers have started.
+"The storm struck" is checked as at least one blow, an event rather than a race with a clock:
+the storm strikes as soon as the queue shows items in flight, and goes on while it shows any
+visible. A worker holds at most 4 threads x 2 prefetched = 8 items, so with more items than
+workers x 8 some are still visible at the first blow, on any machine.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from batchspot.chaos import PEAK_RSS_LIMIT_KIB, ChaosReport, ChaosSettings, run_chaos
 from batchspot.emulators import Emulator
+from batchspot_support.chaos.driver import run_chaos
+from batchspot_support.chaos.report import ChaosReport
+from batchspot_support.chaos.settings import ChaosSettings
 
 # Every kind of answer the layer gives instead of the emulator's, in this run: 403 for a
 # missing key (the absent poison source always, redelivered items' result checks mostly),
@@ -43,7 +45,7 @@ def assert_hostile_contained(report: ChaosReport) -> None:
     # The two bad output keys are refused for good; the LIKE blow-up is stored (no match).
     assert report.hostile_dead_lettered >= 2 and report.hostile_stored >= 1
     assert 0 < report.hostile_max_ms <= report.settings.item_timeout * 1000
-    assert 0 < report.peak_rss_kib <= PEAK_RSS_LIMIT_KIB
+    assert report.peak_rss_kib > 0 and report.over_memory_budget == 0
     assert report.outside_prefix == 0
 
 

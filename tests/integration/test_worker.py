@@ -11,7 +11,7 @@ import json
 import signal
 import subprocess
 import threading
-import time
+import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,13 +25,18 @@ from tests.integration.harness import (
     output_objects,
     put_sources,
     queue_depths,
+    receive_when_visible,
     run_worker,
     send_all,
     start_worker,
+    wait_until,
     worker_env,
 )
 
 COUNT_ROWS = "tests.integration.handlers:count_rows"
+WHEN_GATE_OPENS = "tests.integration.gated_handlers:count_rows_when_gate_opens"
+WHEN_PEERS_RUN = "tests.integration.gated_handlers:count_rows_when_peers_run"
+WHEN_WINDING_DOWN = "tests.integration.gated_handlers:count_rows_when_worker_winds_down"
 
 
 def calls_by_id(marks: Path) -> Counter[str]:
@@ -42,7 +47,19 @@ def calls_by_id(marks: Path) -> Counter[str]:
 def test_two_workers_store_every_item_exactly_once(tmp_path: Path, sqs, s3, aws_env) -> None:
     stack = make_stack(sqs, s3)
     send_all(sqs, stack.queue_url, put_sources(s3, stack, 200))
-    env = worker_env(aws_env, stack, HANDLER=COUNT_ROWS, WORKER_CONCURRENCY="4")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # The first calls return only once 5 have started: more than one worker's 4 threads hold,
+    # so the run goes on only when both workers have taken work, however fast either starts.
+    env = worker_env(
+        aws_env,
+        stack,
+        HANDLER=WHEN_PEERS_RUN,
+        TEST_MARK_DIR=str(marks),
+        TEST_PEERS="5",
+        WORKER_CONCURRENCY="4",
+        WORKER_PROCESSES="1",
+    )
     logs = [tmp_path / "worker-0.log", tmp_path / "worker-1.log"]
     workers = [
         start_worker({**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(i)}, log)
@@ -55,6 +72,7 @@ def test_two_workers_store_every_item_exactly_once(tmp_path: Path, sqs, s3, aws_
     ids = sorted(int(json.loads(body)["ids"][0]) for body in outputs.values())
     assert ids == list(range(200))
     assert all(json.loads(body)["rows"] == 1 for body in outputs.values())
+    assert set(calls_by_id(marks).values()) == {1}, "the custom code ran once per item"
     summaries = [log_events(log.read_text(), "summary")[0] for log in logs]
     assert sum(s["ok"] for s in summaries) == 200, "each result must be written exactly once"
     assert all(s["ok"] > 0 for s in summaries), "both array children must share the work"
@@ -68,19 +86,22 @@ def test_two_workers_store_every_item_exactly_once(tmp_path: Path, sqs, s3, aws_
 def test_sigterm_gives_back_unfinished_items_and_exits_zero(
     tmp_path: Path, sqs, s3, aws_env
 ) -> None:
-    stack, worker, log, env = _worker_busy_with_slow_items(
-        tmp_path, sqs, s3, aws_env, items=3, sleep="5", grace="1"
+    # The item would run for 10 minutes: exiting at all proves it was not awaited.
+    stack, worker, log, env = _worker_busy_with_items(
+        tmp_path, sqs, s3, aws_env, items=3, TEST_SLEEP_SECONDS="600", STOP_GRACE_SECONDS="1"
     )
-    stopped_at = time.monotonic()
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 0
-    assert time.monotonic() - stopped_at < 4, "grace is 1 s; the item must not be awaited"
+    assert worker.wait(timeout=60) == 0
 
-    events = log_events(log.read_text())
-    released = [m for e in events if e["event"] == "released" for m in e["messages"]]
-    # One thread holds at most two: the running item and one prefetched; the third stayed
-    # on the queue, so a stop costs it no receive.
-    assert len(released) == 2
+    released = {
+        message: e["why"]
+        for e in log_events(log.read_text(), "released")
+        for message in e["messages"]
+    }
+    assert "grace period over" in released.values(), "the running item must be given back"
+    # One thread holds at most two: the running item and one prefetched. What it did not hold
+    # stayed on the queue, so a stop costs it no receive.
+    assert 1 <= len(released) <= 2
     assert not output_objects(s3, stack.output_bucket)
     assert queue_depths(sqs, stack.queue_url) == (3, 0), "given back at once, visibility 0"
 
@@ -92,15 +113,17 @@ def test_sigterm_gives_back_unfinished_items_and_exits_zero(
 def test_sigterm_lets_a_running_item_finish_within_the_grace_period(
     tmp_path: Path, sqs, s3, aws_env
 ) -> None:
-    stack, worker, log, _ = _worker_busy_with_slow_items(
-        tmp_path, sqs, s3, aws_env, items=2, sleep="2", grace="20"
+    # The item returns only once the worker is winding down: only the grace period saves it.
+    stack, worker, log, _ = _worker_busy_with_items(
+        tmp_path, sqs, s3, aws_env, items=2, HANDLER=WHEN_WINDING_DOWN, STOP_GRACE_SECONDS="120"
     )
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 0
+    assert worker.wait(timeout=60) == 0
 
+    (item,) = log_events(log.read_text(), "item")
+    assert item["outcome"] == "ok" and "given_back_before_settling" not in item
     summary = log_events(log.read_text(), "summary")[0]
-    assert (summary["ok"], summary["released"]) == (1, 1)
-    assert summary["stop_reason"] == "SIGTERM"
+    assert (summary["ok"], summary["stop_reason"]) == (1, "SIGTERM")
     assert len(output_objects(s3, stack.output_bucket)) == 1
     assert queue_depths(sqs, stack.queue_url) == (1, 0)
 
@@ -128,26 +151,34 @@ def test_sigkill_mid_item_is_redelivered_and_stored_once(tmp_path: Path, sqs, s3
 
 
 def test_item_longer_than_visibility_timeout_runs_once(tmp_path: Path, sqs, s3, aws_env) -> None:
-    stack = make_stack(sqs, s3, visibility=2)
+    visibility = 6  # the heartbeat extends with half of it (3 s) to spare
+    stack = make_stack(sqs, s3, visibility=visibility)
     send_all(sqs, stack.queue_url, put_sources(s3, stack, 1))
     marks = tmp_path / "marks"
     marks.mkdir()
+    gate = tmp_path / "gate"
     env = worker_env(
         aws_env,
         stack,
-        HANDLER=COUNT_ROWS,
+        HANDLER=WHEN_GATE_OPENS,
         WORKER_CONCURRENCY="1",
         TEST_MARK_DIR=str(marks),
-        TEST_SLEEP_SECONDS="7",
-        IDLE_EXIT_SECONDS="9",
+        TEST_GATE=str(gate),
     )
     workers = [start_worker(env, tmp_path / f"w{i}.log") for i in range(2)]
+    _wait_for_marks(marks, 1)
+    # Both workers poll the queue while the item runs through two visibility timeouts.
+    _wait_out_visibility_timeouts(sqs, visibility, times=2)
+    assert calls_by_id(marks) == {"0": 1}, "a heartbeat must keep the item from a second worker"
+    assert queue_depths(sqs, stack.queue_url) == (0, 1)
+    gate.touch()
     assert [w.wait(timeout=60) for w in workers] == [0, 0]
 
-    assert calls_by_id(marks) == {"0": 1}, "a heartbeat must keep the item from a second worker"
+    assert calls_by_id(marks) == {"0": 1}
     assert len(output_objects(s3, stack.output_bucket)) == 1
     assert queue_depths(sqs, stack.queue_url) == (0, 0)
     calls = [log_events((tmp_path / f"w{i}.log").read_text(), "summary")[0] for i in range(2)]
+    # Held past twice the timeout from one receive: it was extended at least twice.
     assert any(s["calls"].get("sqs.ChangeMessageVisibilityBatch", 0) >= 2 for s in calls)
 
 
@@ -248,10 +279,10 @@ def test_misconfiguration_exits_non_zero_with_one_sentence(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _worker_busy_with_slow_items(
-    tmp_path: Path, sqs, s3, aws_env, items: int, sleep: str, grace: str
+def _worker_busy_with_items(
+    tmp_path: Path, sqs, s3, aws_env, items: int, **settings: str
 ) -> tuple[Stack, subprocess.Popen[bytes], Path, dict[str, str]]:
-    """Start one single-threaded worker on slow items; return once the first one runs."""
+    """Start one single-threaded worker on ``items`` items; return once the first one runs."""
     stack = make_stack(sqs, s3)
     send_all(sqs, stack.queue_url, put_sources(s3, stack, items))
     marks = tmp_path / "marks"
@@ -259,11 +290,8 @@ def _worker_busy_with_slow_items(
     env = worker_env(
         aws_env,
         stack,
-        HANDLER=COUNT_ROWS,
-        WORKER_CONCURRENCY="1",
-        TEST_MARK_DIR=str(marks),
-        TEST_SLEEP_SECONDS=sleep,
-        STOP_GRACE_SECONDS=grace,
+        **{"HANDLER": COUNT_ROWS, "WORKER_CONCURRENCY": "1", "TEST_MARK_DIR": str(marks)}
+        | settings,
     )
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
@@ -271,11 +299,26 @@ def _worker_busy_with_slow_items(
     return stack, worker, log, env
 
 
-def _wait_for_marks(marks: Path, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while len(list(marks.iterdir())) < count:
-        assert time.monotonic() < deadline, "the custom code was never called"
-        time.sleep(0.05)
+def _wait_for_marks(marks: Path, count: int) -> None:
+    wait_until(lambda: len(list(marks.iterdir())) >= count, "the custom code to be called")
+
+
+def _wait_out_visibility_timeouts(sqs, visibility: int, times: int) -> None:
+    """Return once ``times`` visibility timeouts have passed, as SQS itself counts them.
+
+    A probe message on a queue of the same timeout is received, and received again each time
+    its visibility lapses: no clock of this machine is trusted.
+    """
+    probe_queue = sqs.create_queue(
+        QueueName=f"clock-{uuid.uuid4().hex[:10]}",
+        Attributes={"VisibilityTimeout": str(visibility)},
+    )["QueueUrl"]
+    sqs.send_message(QueueUrl=probe_queue, MessageBody="tick")
+    for receive in range(times + 1):
+        receive_when_visible(
+            sqs, probe_queue, f"receive {receive + 1} of the probe", timeout=visibility + 60
+        )
+    sqs.delete_queue(QueueUrl=probe_queue)
 
 
 class _FakeInstanceMetadata:
