@@ -1,11 +1,46 @@
 """BatchSpot's invoke tasks: a thin table; each task calls one function of ``batchspot``.
 
-``invoke --list`` shows them all; ``invoke <task> --help`` explains each option.
+``invoke --list`` shows them all; ``invoke <task> --help`` explains each option. A task that
+cannot go on says why in one sentence (``batchspot.errors``) and exits 1; ``invoke --debug
+<task>`` or ``BATCHSPOT_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
-from invoke import Context, task
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import invoke
+from invoke import Context
+
+
+def _answered(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``body``, turning an error the operator can fix into ``error: <one sentence>``."""
+
+    @functools.wraps(body)  # invoke reads the options from the wrapped signature
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return body(*args, **kwargs)
+        except invoke.Exit:
+            raise
+        except Exception as error:
+            from batchspot import errors, stack
+
+            text = errors.sentence(error, stack.foreign_outputs)
+            if text is None or errors.debugging():
+                raise
+            raise invoke.Exit(f"error: {text}", code=1) from None
+
+    return run
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    """Declare a task as invoke's ``@task`` does, answering its errors in one sentence."""
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return invoke.task(_answered(args[0]))
+    return lambda body: invoke.task(*args, **kwargs)(_answered(body))
+
 
 # --- tests and quality -------------------------------------------------------------------
 # Imports are local so that `invoke --list` stays fast and sections stay independent.
@@ -39,15 +74,9 @@ def test_local(c: Context, pytest_args: str = "", endpoint: str = "http://127.0.
     """Run the integration suite on LocalStack: the running one, else one started natively."""
     import shlex
 
-    from invoke import Exit
-
     from batchspot import checks
-    from batchspot.emulators import EmulatorError
 
-    try:
-        _exit_with_status(checks.run_tests_on_localstack(shlex.split(pytest_args), endpoint))
-    except EmulatorError as error:
-        raise Exit(f"invoke test-local: {error}", code=1) from None
+    _exit_with_status(checks.run_tests_on_localstack(shlex.split(pytest_args), endpoint))
 
 
 @task(help={"fix": "let ruff fix what it can and reformat, instead of only checking"})
@@ -61,9 +90,9 @@ def lint(c: Context, fix: bool = False) -> None:
 @task
 def lint_infra(c: Context) -> None:
     """Check terraform/ and the Dockerfile: fmt, validate, checkov and hadolint."""
-    from batchspot import terraform
+    from batchspot import linters
 
-    _exit_with_status(terraform.lint_infra())
+    _exit_with_status(linters.lint_infra())
 
 
 # --- infrastructure (terraform) ----------------------------------------------------------
@@ -145,59 +174,33 @@ def build(c: Context, platform: str = "linux/amd64") -> None:
     """Build the worker image with Docker, tagged with the git revision."""
     from pathlib import Path
 
-    from batchspot import image, stack
+    from batchspot import image
 
-    with stack.reported(image.ImageError):
-        engine = image.engine()
-        context = Path(__file__).resolve().parent
-        tag = image.revision_tag(context)
-        print(f"built {image.build(engine, context, tag=tag, platform=platform)}")
+    engine = image.engine()
+    context = Path(__file__).resolve().parent
+    tag = image.revision_tag(context)
+    print(f"built {image.build(engine, context, tag=tag, platform=platform)}")
 
 
-@task(
-    help={
-        "repository_url": "ECR repository (default: the stack's ecr_repository_url output)",
-        "latest": "also move the 'latest' tag the job definition runs by default "
-        "(--no-latest when the repository's tags are immutable)",
-    }
-)
-def push(c: Context, repository_url: str = "", latest: bool = True) -> None:
-    """Push the image built from this revision to ECR (login through boto3)."""
+@task(help={"repository_url": "ECR repository (default: the stack's ecr_repository_url output)"})
+def push(c: Context, repository_url: str = "") -> None:
+    """Push the image built from this revision to ECR; print the digest to deploy it by."""
     from pathlib import Path
 
     from batchspot import image, stack
 
-    with stack.reported(image.ImageError):
-        engine = image.engine()
-        tag = image.revision_tag(Path(__file__).resolve().parent)
-        pushed = image.push(
-            engine,
-            stack.aws("ecr"),
-            repository_url=stack.value("ecr_repository_url", repository_url),
-            tag=tag,
-            also=("latest",) if latest else (),
-        )
-    for each in pushed:
-        print(f"pushed {each.image} {each.digest or ''}".rstrip())
-    print(f"to pin this revision: invoke deploy --var image_tag={tag}")
+    ecr = stack.aws("ecr")
+    repository_url = stack.value("ecr_repository_url", repository_url)
+    image.require_repository(ecr, repository_url)  # before Docker: the cheaper thing to fix
+    engine = image.engine()
+    tag = image.revision_tag(Path(__file__).resolve().parent)
+    pushed = image.push(engine, ecr, repository_url=repository_url, tag=tag)
+    print(f"pushed {pushed.image}\ndigest {pushed.pinned}")
+    print(f"to run it: invoke deploy --var {pushed.deploy_variable}")
 
 
 # --- operations (seed, submit, status, logs, cost, redrive) ------------------------------
 # Every name defaults to the deployed stack's outputs; the --options override them.
-
-
-def _job_id(job_id: str, job_queue: str, name: str) -> str:
-    """Return the given job id, else the newest job called ``name`` on the job queue."""
-    from invoke import Exit
-
-    from batchspot import stack, status
-
-    if job_id:
-        return job_id
-    found = status.latest_job(stack.aws("batch"), stack.value("job_queue", job_queue), name)
-    if not found:
-        raise Exit(f"error: no job named {name!r} on the job queue: pass --job-id", 1)
-    return found
 
 
 @task(
@@ -213,7 +216,11 @@ def _job_id(job_id: str, job_queue: str, name: str) -> str:
         "queue_url": "work queue (default: the stack's queue_url)",
         "output_bucket": "where results are, for --skip-done (default: the stack's)",
         "output_prefix": "result key prefix, for --skip-done (default: the stack's, or results/)",
-    }
+        "env": "for --skip-done: KEY=VALUE as you will pass to submit --env (results made "
+        "with other settings or code are not done); repeat for more",
+        "job_definition": "for --skip-done: the workers' job definition (default: the stack's)",
+    },
+    iterable=["env"],
 )
 def seed(
     c: Context,
@@ -228,28 +235,41 @@ def seed(
     queue_url: str = "",
     output_bucket: str = "",
     output_prefix: str = "",
+    env: list[str] | None = None,
+    job_definition: str = "",
 ) -> None:
     """Queue one message per S3 object under a prefix; safe to re-run."""
     from batchspot import seed as seeding
     from batchspot import stack
+    from batchspot import submit as submitting
 
-    with stack.reported(ValueError):
-        report = seeding.seed(
-            stack.aws("s3"),
-            stack.aws("sqs", pool=concurrency),
-            queue_url=stack.value("queue_url", queue_url),
-            bucket=stack.value("input_bucket", bucket),
-            prefix=prefix,
-            suffix=suffix,
-            max_count=max_count or None,
-            query=query or None,
-            skip_done=skip_done,
-            output_bucket=stack.value("output_bucket", output_bucket) if skip_done else None,
-            output_prefix=output_prefix
-            or stack.optional("output_prefix", seeding.DEFAULT_OUTPUT_PREFIX),
-            dry_run=dry_run,
-            concurrency=concurrency,
+    recipe = (
+        submitting.workers_recipe(
+            stack.aws("batch"),
+            stack.aws("ecr"),
+            stack.value("job_definition", job_definition),
+            submitting.parse_env(env or []),
         )
+        if skip_done
+        else seeding.DEFAULT_RECIPE
+    )
+    report = seeding.seed(
+        stack.aws("s3"),
+        None if dry_run else stack.aws("sqs", pool=concurrency),  # a dry run sends nothing
+        queue_url="" if dry_run else stack.value("queue_url", queue_url),
+        bucket=stack.value("input_bucket", bucket),
+        prefix=prefix,
+        suffix=suffix,
+        max_count=max_count or None,
+        query=query or None,
+        skip_done=skip_done,
+        recipe=recipe,
+        output_bucket=stack.value("output_bucket", output_bucket) if skip_done else None,
+        output_prefix=output_prefix
+        or stack.optional("output_prefix", seeding.DEFAULT_OUTPUT_PREFIX),
+        dry_run=dry_run,
+        concurrency=concurrency,
+    )
     for sample in report.samples:
         print(sample)
     for failure in report.failures[:10]:
@@ -268,6 +288,13 @@ def seed(
         "job_queue": "Batch job queue (default: the stack's job_queue)",
         "job_definition": "Batch job definition (default: the stack's job_definition)",
         "queue_url": "work queue whose depth sizes --size auto (default: the stack's)",
+        "then": "after the array job, run this command once over all results (merged JSON "
+        "lines on stdin; its JSON stored at runs/<job-id>/final.json)",
+        "final": "submit the final job (manifest) after the array job, even without --then",
+        "tolerate_failures": "the final job fails when more than this percentage of the items "
+        "failed (-1: never)",
+        "final_job_definition": "job definition of the final step (default: the stack's "
+        "final_job_definition)",
     },
 )
 def submit(
@@ -279,32 +306,43 @@ def submit(
     job_queue: str = "",
     job_definition: str = "",
     queue_url: str = "",
+    then: str = "",
+    final: bool = False,
+    tolerate_failures: float = -1.0,
+    final_job_definition: str = "",
 ) -> None:
-    """Submit the workers as an array job sized from the queue (or --size)."""
+    """Submit the workers as an array job sized from the queue (or --size), and a final job."""
     from batchspot import stack
     from batchspot import submit as submitting
 
     batch = stack.aws("batch")
     job_queue = stack.value("job_queue", job_queue)
     job_definition = stack.value("job_definition", job_definition)
-    with stack.reported(submitting.SubmitError):
-        count = submitting.resolve_size(
-            size,
-            sqs=stack.aws("sqs"),
-            batch=batch,
-            queue_url=stack.value("queue_url", queue_url) if size == "auto" else "",
-            job_queue=job_queue,
-            job_definition=job_definition,
-            per_worker=per_worker,
+    count = submitting.resolve_size(
+        size,
+        sqs=stack.aws("sqs"),
+        batch=batch,
+        queue_url=stack.value("queue_url", queue_url) if size == "auto" else "",
+        job_queue=job_queue,
+        job_definition=job_definition,
+        per_worker=per_worker,
+    )
+    overrides = submitting.parse_env(env or [])
+    job = submitting.submit(
+        batch,
+        job_queue=job_queue,
+        job_definition=job_definition,
+        size=count,
+        env=submitting.worker_overrides(batch, stack.aws("ecr"), job_definition, overrides),
+        job_name=name,
+        final=submitting.FinalStep(
+            stack.value("final_job_definition", final_job_definition),
+            command=then or None,
+            tolerate_failures=None if tolerate_failures < 0 else tolerate_failures,
         )
-        job = submitting.submit(
-            batch,
-            job_queue=job_queue,
-            job_definition=job_definition,
-            size=count,
-            env=submitting.parse_env(env or []),
-            job_name=name,
-        )
+        if then or final or tolerate_failures >= 0
+        else None,
+    )
     print(job.summary())
 
 
@@ -335,17 +373,76 @@ def status(
     from batchspot import stack
     from batchspot import status as reading
 
+    queue_url = stack.value("queue_url", queue_url)  # names first: their absence says more
+    dlq_url = stack.value("dlq_url", dlq_url)
+    batch = stack.aws("batch")
     read = partial(
         reading.snapshot,
         stack.aws("sqs"),
-        stack.aws("batch"),
-        queue_url=stack.value("queue_url", queue_url),
-        dlq_url=stack.value("dlq_url", dlq_url),
-        job_id=job_id
-        or reading.latest_job(stack.aws("batch"), stack.value("job_queue", job_queue), name),
+        batch,
+        queue_url=queue_url,
+        dlq_url=dlq_url,
+        job_id=job_id or reading.latest_job(batch, stack.value("job_queue", job_queue), name),
+        s3=stack.aws("s3"),
+        output_bucket=stack.optional("output_bucket"),
+        output_prefix=stack.optional("output_prefix", "results/"),
     )
-    with stack.reported(LookupError):
-        print((reading.watch(read, interval) if watch else read()).render())
+    print((reading.watch(read, interval) if watch else read()).render())
+
+
+@task(
+    help={
+        "job": "the array job whose run to report (default: the newest job called --name)",
+        "download": "copy every result into this folder",
+        "merge": "merge every result into this JSON-lines file (streamed, bounded memory)",
+        "failed": "list the failed items with their reasons",
+        "name": "job name to look for when --job is not given",
+        "output_bucket": "where the results are (default: the stack's output_bucket)",
+        "output_prefix": "result key prefix (default: the stack's, or results/)",
+        "queue_url": "work queue, for the pending count (default: the stack's queue_url)",
+        "job_queue": "Batch job queue (default: the stack's job_queue)",
+    }
+)
+def results(
+    c: Context,
+    job: str = "",
+    download: str = "",
+    merge: str = "",
+    failed: bool = False,
+    name: str = "batchspot",
+    output_bucket: str = "",
+    output_prefix: str = "",
+    queue_url: str = "",
+    job_queue: str = "",
+) -> None:
+    """Count a run's items, write and print its manifest; fetch, merge or list failures."""
+    import json
+    from pathlib import Path
+
+    from batchspot import results as reading
+    from batchspot import stack
+    from worker.manifest import build_manifest
+
+    run = reading.run_of(
+        stack.aws("batch"),
+        job_id=stack.job_id(job, job_queue, name),
+        bucket=stack.value("output_bucket", output_bucket),
+        output_prefix=output_prefix or stack.optional("output_prefix", "results/"),
+        queue_url=stack.value("queue_url", queue_url),
+    )
+    manifest = build_manifest(stack.aws("s3"), stack.aws("sqs"), run)
+    print(json.dumps(manifest.document(), indent=2))
+    print(f"manifest: {manifest.uri}")
+    print(manifest.counts.render())
+    if failed:
+        for entry in reading.failures(stack.aws("s3"), manifest):
+            print(reading.render_failure(entry))
+    if download:
+        count = reading.download(stack.aws("s3"), manifest, Path(download))
+        print(f"downloaded {count} result(s) to {download}")
+    if merge:
+        count = reading.merge_into(stack.aws("s3"), manifest, Path(merge))
+        print(f"merged {count} result(s) into {merge}")
 
 
 @task(
@@ -371,15 +468,14 @@ def logs(
     from batchspot import logs as reading
     from batchspot import stack
 
-    with stack.reported(LookupError):
-        reading.show_logs(
-            stack.aws("batch"),
-            stack.aws("logs"),
-            job_id=_job_id(job_id, job_queue, name),
-            log_group=stack.value("log_group", log_group),
-            index=None if index < 0 else index,
-            follow=follow,
-        )
+    reading.show_logs(
+        stack.aws("batch"),
+        stack.aws("logs"),
+        job_id=stack.job_id(job_id, job_queue, name),
+        log_group=stack.value("log_group", log_group),
+        index=None if index < 0 else index,
+        follow=follow,
+    )
 
 
 @task(
@@ -389,8 +485,10 @@ def logs(
         "instance_type": "for attempts whose instance AWS has forgotten (about 1 h after)",
         "zone": "availability zone for those attempts",
         "spot_price": "Spot $/h to use instead of the price history (0: look it up)",
-        "ondemand_price": "On-Demand $/h to use instead of the Pricing API (0: look it up)",
-        "seconds": "price a hypothetical run of this many seconds instead of a job",
+        "ondemand_price": "On-Demand $/h to use (0: the Pricing API, else the offline table; "
+        "with --seconds the table first, so a what-if needs no AWS access)",
+        "seconds": "price a hypothetical run of this many seconds instead of a job (in the "
+        "stack's region, else the configured one, else us-east-1)",
         "refresh_prices": "re-fetch the offline On-Demand table from the Pricing API and stop",
         "name": "job name to look for when --job-id is not given",
         "job_queue": "Batch job queue (default: the stack's job_queue)",
@@ -415,34 +513,18 @@ def cost(
     from batchspot import cost as costing
     from batchspot import stack
 
-    # The Price List API lives in a few regions only; us-east-1 answers for all.
-    pricing = stack.aws("pricing", region="us-east-1", attempts=2)
-    region = stack.optional("region") or stack.aws("ec2").meta.region_name
-    table = Path(costing.__file__).parent / costing.PRICE_TABLE
+    region = stack.optional("region")
     if refresh_prices:
-        print(f"refreshed {costing.refresh_offline_table(pricing, region, table)} prices")
+        print(f"refreshed {costing.refresh_prices(stack.aws, region)} prices")
         return
-    ondemand = costing.OnDemandPrices(pricing, region)
-    given = {
-        "instance_type": instance_type or None,
-        "zone": zone or None,
-        "spot_per_hour": spot_price or None,
-        "ondemand_per_hour": ondemand_price or None,
-    }
-    with stack.reported(LookupError):
-        if seconds:
-            if not instance_type:
-                raise LookupError("--seconds needs --instance-type")
-            report = costing.what_if(stack.aws("ec2"), ondemand, seconds=seconds, **given)
-        else:
-            report = costing.job_cost(
-                stack.aws("batch"),
-                stack.aws("ecs"),
-                stack.aws("ec2"),
-                ondemand,
-                job_id=_job_id(job_id, job_queue, name),
-                **given,
-            )
+    given = costing.Given(
+        instance_type or None, zone or None, spot_price or None, ondemand_price or None
+    )
+    if seconds:
+        report = costing.what_if(stack.aws, seconds=seconds, region=region, given=given)
+    else:
+        found = stack.job_id(job_id, job_queue, name)
+        report = costing.job_cost(stack.aws, job_id=found, region=region, given=given)
     print(report.render())
     if chart:
         print(f"chart: {costing.write_chart(report.costs, Path(chart))}")
@@ -518,10 +600,26 @@ def local(
 
 @task(help={"size_mib": "size of the generated CSV source in MiB (1024 = the 1 GiB case)"})
 def bench_query(c: Context, size_mib: int = 1024) -> None:
-    """Local query engine on a large CSV: bytes read for LIMIT 10000, peak RSS, throughput."""
+    """Compare the local engine's evaluator, fast path and 1-thread DuckDB: MB/s per vCPU, RSS."""
     import sys
 
     c.run(f"{sys.executable} bench/query_engine.py --size-mib {int(size_mib)}", pty=False)
+
+
+@task(
+    help={
+        "items": "CPU-bound items each run drains (the same for both)",
+        "work": "hash rounds of pure-Python work per item",
+    }
+)
+def bench_processes(c: Context, items: int = 40, work: int = 300_000) -> None:
+    """WORKER_PROCESSES=1 against 2 on CPU-bound items: issue 14's 1.8x goal."""
+    import sys
+
+    c.run(
+        f"{sys.executable} bench/worker_processes.py --items {int(items)} --work {int(work)}",
+        pty=False,
+    )
 
 
 @task(
@@ -563,7 +661,8 @@ def chaos(
 
     from invoke import Exit
 
-    from batchspot.chaos import ChaosSettings, run_chaos
+    from batchspot_support.chaos.driver import run_chaos
+    from batchspot_support.chaos.settings import ChaosSettings
 
     given = {
         "s3_slowdown_rate": s3_slowdown_rate,
@@ -621,3 +720,14 @@ def bench(
             items, processes, latencies, seed_objects, large_mib, out, endpoint or None
         )
     )
+
+
+@task(help={"job_id": "also explain why this job's children are RUNNABLE or FAILED"})
+def doctor(c: Context, job_id: str = "") -> None:
+    """Check everything a deploy and a run need, one ✓/✗ line each with the fix."""
+    from batchspot.doctor import diagnose
+
+    checklist = diagnose(job_id=job_id or None)
+    print(checklist.render())
+    if not checklist.passed:
+        raise invoke.Exit("error: some needed checks failed: see the ✗ lines above", code=1)

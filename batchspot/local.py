@@ -4,19 +4,16 @@ The same steps as on AWS, each through the same code: an AWS emulator stands in 
 account (moto's server by default, started here; or a LocalStack named by ``endpoint``), the
 Terraform stack is applied to it (``deploy --local``), a generated sample of NYC-taxi-shaped
 CSVs is uploaded and seeded from a listing, and N worker processes run as the children of an
-array job would, with the job definition's own environment. The run ends with a summary and
+array job would, with the job definition's own environment. The final step builds the run's
+manifest, as ``invoke submit --then`` does after the array job. The run ends with a summary and
 the results copied to a local folder (the emulator's state ends with it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +21,16 @@ from typing import Any
 from tqdm import tqdm
 
 from batchspot import terraform
-from batchspot.aws import client, queue_counts
+from batchspot.aws import client
 from batchspot.cost import offline_table, run_cost, saving
-from batchspot.emulators import Emulator, moto_server
+from batchspot.emulators import Emulator, emulator_at
 from batchspot.environment import overridden
-from batchspot.fleet import Fleet
+from batchspot.fleet import Fleet, worker_env
+from batchspot.sample_data import upload_dataset
 from batchspot.seed import seed
-from examples.taxi.generate import upload_dataset
+from worker.final import run_final
+from worker.manifest import Run
+from worker.queue_depth import queue_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".batchspot" / "local"
@@ -58,6 +58,8 @@ class LocalRun:
     aws_calls: int = 0
     results_dir: Path | None = None
     results_uri: str = ""
+    manifest_uri: str = ""
+    item_counts: str = ""
     hosted: str = ""
     estimate: str = ""
     worker_exit_codes: list[int] = field(default_factory=list)
@@ -81,37 +83,11 @@ class LocalRun:
                 f"(workers busy {self.worker_seconds:.1f} s in all)",
                 f"AWS calls/item:   {per_item}",
                 f"results:          {self.results_uri} -> copied to {self.results_dir}",
+                f"final step:       {self.item_counts}",
+                f"manifest:         {self.manifest_uri}",
                 f"on AWS:           {self.estimate}",
             ]
         )
-
-
-def is_localstack(endpoint: str) -> bool:
-    """Whether ``endpoint`` is a LocalStack (it answers its own health path)."""
-    try:
-        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=2):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _emulator(endpoint: str | None, log_dir: Path) -> Iterator[Emulator]:
-    """Use the emulator at ``endpoint`` (it outlives the run), else run moto's for the run."""
-    if endpoint:
-        endpoint = endpoint.rstrip("/")
-        yield Emulator("localstack" if is_localstack(endpoint) else "moto", endpoint)
-        return
-    with moto_server(log_dir) as running:
-        yield running
-
-
-@contextlib.contextmanager
-def _pointed_at(emulator: Emulator) -> Iterator[dict[str, str]]:
-    """Point this process's boto3 at the emulator for the block; yield the workers' env."""
-    env = {**emulator.client_env(), "AWS_EC2_METADATA_DISABLED": "true"}
-    with overridden(env):
-        yield env
 
 
 def _stack_state_dir(state_dir: Path, emulator: Emulator, name: str, reuse: bool) -> Path:
@@ -136,16 +112,14 @@ def job_environment(batch: Any, job_definition: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in newest["containerProperties"].get("environment", [])}
 
 
-def worker_environment(outputs: dict[str, Any], base: dict[str, str]) -> dict[str, str]:
+def worker_environment(outputs: dict[str, Any], aws_env: dict[str, str]) -> dict[str, str]:
     """Return the container environment: the job definition's where the emulator hosts Batch."""
-    if outputs.get("job_definition"):
-        return {**base, **job_environment(client("batch"), outputs["job_definition"])}
-    return {
-        **base,
-        "SQS_QUEUE_URL": outputs["queue_url"],
-        "OUTPUT_BUCKET": outputs["output_bucket"],
+    job = outputs.get("job_definition")
+    settings = {
         "OUTPUT_PREFIX": outputs.get("output_prefix", "results/"),
+        **(job_environment(client("batch"), job) if job else {}),
     }
+    return worker_env(aws_env, outputs["queue_url"], outputs["output_bucket"], **settings)
 
 
 def run_local(
@@ -162,7 +136,9 @@ def run_local(
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with _emulator(endpoint, state_dir / "logs") as emulator, _pointed_at(emulator) as aws_env:
+    # This process's boto3 and Terraform use the emulator too, for the block.
+    with emulator_at(endpoint, state_dir / "logs") as emulator, overridden(emulator.client_env()):
+        aws_env = emulator.client_env()
         run = LocalRun(emulator=f"{emulator.name} at {emulator.endpoint}")
         targets = LOCALSTACK_TARGETS if emulator.name == "localstack" else ()
         run.hosted = (
@@ -192,9 +168,10 @@ def run_local(
         )
         run.items = report.sent
         env = worker_environment(outputs, aws_env)
-        env.update({"IDLE_EXIT_SECONDS": "3", "PYTHONUNBUFFERED": "1"})
+        env["IDLE_EXIT_SECONDS"] = "3"
         if handler:
             env["HANDLER"] = handler
+        env["AWS_BATCH_JOB_ID"] = job_id = f"local-{uuid.uuid4().hex[:8]}"
         summaries = _run_workers(env, workers, run.items, outputs["queue_url"], state_dir, sqs)
         for summary in summaries:
             run.ok += summary.get("ok", 0)
@@ -207,6 +184,10 @@ def run_local(
         prefix = outputs.get("output_prefix", "results/")
         run.results_uri = f"s3://{outputs['output_bucket']}/{prefix}"
         run.results_dir = _copy_results(s3, outputs["output_bucket"], prefix, state_dir / "results")
+        # The final step as `invoke submit --then` runs it after the array job: the manifest.
+        run_of_job = Run(job_id, outputs["output_bucket"], prefix, outputs["queue_url"])
+        manifest, _ = run_final(s3, sqs, run_of_job)
+        run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
         run.estimate = _estimate(run.worker_seconds)
     run.seconds = time.monotonic() - started
     return run
@@ -215,11 +196,14 @@ def run_local(
 def _run_workers(
     env: dict[str, str], count: int, items: int, queue_url: str, state_dir: Path, sqs: Any
 ) -> list[dict[str, Any]]:
-    """Start ``count`` workers as array children; show progress; return their summaries."""
-    job_id = f"local-{uuid.uuid4().hex[:8]}"
+    """Start ``count`` workers as the children of array job AWS_BATCH_JOB_ID; show progress.
+
+    Return their summaries.
+    """
+    job_id = env["AWS_BATCH_JOB_ID"]
     log_dir = state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    fleet = Fleet({**os.environ, **env, "AWS_BATCH_JOB_ID": job_id}, log_dir)
+    fleet = Fleet(env, log_dir)
     for slot in range(count):
         fleet.start(slot)
     print(f"started {count} workers as array job {job_id}; logs in {log_dir}")

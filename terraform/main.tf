@@ -6,7 +6,10 @@ locals {
   # Bucket names are global: the account id keeps the defaults unique.
   input_bucket_name  = coalesce(var.input_bucket_name, "${var.name}-input-${data.aws_caller_identity.current.account_id}")
   output_bucket_name = coalesce(var.output_bucket_name, "${var.name}-output-${data.aws_caller_identity.current.account_id}")
-  image              = coalesce(var.image, "${module.registry.repository_url}:${var.image_tag}")
+  # By digest once `invoke push` printed one: the job runs exactly that image, whatever the tag.
+  stack_image = (var.image_digest == null ? "${module.registry.repository_url}:${var.image_tag}"
+  : "${module.registry.repository_url}@${var.image_digest}")
+  image = coalesce(var.image, local.stack_image)
 
   worker_environment = {
     S3_QUERY_LIMIT  = var.s3_query_limit
@@ -56,10 +59,9 @@ module "queue" {
 module "registry" {
   source = "./modules/registry"
 
-  name           = var.name
-  immutable_tags = var.immutable_tags
-  keep_images    = var.keep_images
-  force_delete   = var.force_destroy
+  name         = var.name
+  keep_images  = var.keep_images
+  force_delete = var.force_destroy
 }
 
 module "batch" {
@@ -86,6 +88,7 @@ module "batch" {
   fargate_max_vcpus        = var.fargate_max_vcpus
   job_vcpus                = var.job_vcpus
   job_memory_mib           = var.job_memory_mib
+  worker_processes         = var.worker_processes
   job_attempts             = var.job_attempts
   job_timeout_seconds      = var.job_timeout_seconds
   runnable_timeout_minutes = var.runnable_timeout_minutes

@@ -65,6 +65,11 @@ output "job_definition" {
   value       = module.batch.job_definition_name
 }
 
+output "final_job_definition" {
+  description = "Job definition of the final step `invoke submit --then` adds after the array job."
+  value       = module.batch.final_job_definition_name
+}
+
 output "fargate_job_queue" {
   description = "Fargate Spot job queue, null unless enable_fargate_spot."
   value       = module.batch.fargate_job_queue_name

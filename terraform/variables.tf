@@ -114,12 +114,6 @@ variable "dlq_alarm_actions" {
 
 # --- registry and image -----------------------------------------------------------------------
 
-variable "immutable_tags" {
-  description = "Make image tags immutable in ECR (then deploy with a new image_tag per release)."
-  type        = bool
-  default     = false
-}
-
 variable "keep_images" {
   description = "Images kept in ECR; older ones expire."
   type        = number
@@ -127,13 +121,24 @@ variable "keep_images" {
 }
 
 variable "image_tag" {
-  description = "Tag of the worker image in this stack's ECR repository."
+  description = "Tag of the worker image in this stack's ECR repository (tags are immutable; `invoke push` pushes the git revision). Until a push, the default only names a placeholder."
   type        = string
   default     = "latest"
 
   validation {
     condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag))
     error_message = "image_tag must be a valid Docker tag."
+  }
+}
+
+variable "image_digest" {
+  description = "Digest (sha256:...) of the worker image in this stack's ECR repository, as `invoke push` prints it; runs that exact image instead of image_tag."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.image_digest == null || can(regex("^sha256:[0-9a-f]{64}$", var.image_digest))
+    error_message = "image_digest must be sha256: followed by 64 hex digits, as `invoke push` prints it."
   }
 }
 
@@ -201,9 +206,15 @@ variable "job_vcpus" {
 }
 
 variable "job_memory_mib" {
-  description = "Memory per worker container in MiB; more than any allowed instance offers leaves jobs RUNNABLE."
+  description = "Memory per worker container in MiB; null sizes it from the worker's measured peak (320 MiB per worker process + 512 MiB). More than any allowed instance offers leaves jobs RUNNABLE."
   type        = number
-  default     = 4096
+  default     = null
+}
+
+variable "worker_processes" {
+  description = "Worker processes per container (WORKER_PROCESSES); null runs one per whole job vCPU."
+  type        = number
+  default     = null
 }
 
 variable "job_attempts" {

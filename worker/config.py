@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from worker.keys import BUILT_IN_CODE, Recipe, default_query
+from worker.manifest import Run
+from worker.processes import PROCESS_INDEX_VARIABLE, available_cpus
+
 DEFAULT_OUTPUT_PREFIX = "results/"
 MAX_ITEM_SECONDS = 12 * 3600 - 60
 
@@ -36,6 +40,10 @@ class Config:
     item_timeout: float = 2 * 900.0
     retry_delay_seconds: float = 30.0
     concurrency: int = 4
+    # Worker processes in this container (WORKER_PROCESSES, ``auto`` resolved), and this
+    # process's number among them (set by the supervisor in worker.processes).
+    processes: int = 1
+    process_index: int = 0
     idle_exit_seconds: float = 60.0
     stop_grace_seconds: float = 25.0
     wait_time_seconds: int = 20
@@ -45,12 +53,33 @@ class Config:
     job_id: str = "local"
     array_index: int | None = None
     attempt: int = 1
+    code_version: str = ""
 
     @property
     def default_query(self) -> str:
         """The query run when a message names none: the original job's ``select *``."""
-        limit = f" LIMIT {self.query_limit}" if self.query_limit is not None else ""
-        return f"SELECT * FROM S3Object s{limit}"
+        return default_query(self.query_limit)
+
+    @property
+    def recipe(self) -> Recipe:
+        """The run's recipe, which keys its results (``worker.keys``).
+
+        The code's identity is CODE_VERSION (the image) and the handler's own text: the same
+        image run with another HANDLER_COMMAND makes other results.
+        """
+        handler = self.handler or self.handler_command or BUILT_IN_CODE
+        return Recipe(
+            query=self.default_query,
+            rows_format=self.rows_format,
+            code="\n".join(filter(None, (self.code_version, handler))),
+        )
+
+    @property
+    def run(self) -> Run:
+        """Return the run this job serves: an array child's job id without ``:<index>``."""
+        return Run(
+            self.job_id.split(":", 1)[0], self.output_bucket, self.output_prefix, self.queue_url
+        )
 
     @property
     def settle_margin(self) -> float:
@@ -93,6 +122,16 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     if not minimum <= value < float("inf"):  # also refuses nan and inf
         raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value
+
+
+def _processes(env: Mapping[str, str]) -> int:
+    """WORKER_PROCESSES: ``auto`` (one per CPU the container is given) or a count."""
+    raw = env.get("WORKER_PROCESSES", "").strip().lower() or "auto"
+    if raw == "auto":
+        return available_cpus()[0]
+    if not raw.isdecimal() or int(raw) < 1:
+        raise ConfigError(f"WORKER_PROCESSES must be auto or a whole number from 1, got {raw!r}")
+    return int(raw)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -151,6 +190,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         item_timeout=item_timeout,
         retry_delay_seconds=_number(env, "RETRY_DELAY_SECONDS", 30.0, 0),
         concurrency=int(_number(env, "WORKER_CONCURRENCY", 4, 1)),
+        processes=_processes(env),
+        process_index=int(_number(env, PROCESS_INDEX_VARIABLE, 0, 0)),
         idle_exit_seconds=_number(env, "IDLE_EXIT_SECONDS", 60.0, 0),
         stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 25.0, 0),
         wait_time_seconds=int(min(_number(env, "WAIT_TIME_SECONDS", 20, 0), 20)),
@@ -160,4 +201,5 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         job_id=env.get("AWS_BATCH_JOB_ID", "local"),
         array_index=int(array_index) if array_index.isdecimal() else None,
         attempt=int(_number(env, "AWS_BATCH_JOB_ATTEMPT", 1, 1)),
+        code_version=env.get("CODE_VERSION", "").strip(),
     )

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.limits import MAX_BATCH_ENTRIES
+from worker.limits import MAX_BATCH_ENTRIES, chunked
 from worker.logs import log
 
 ACK_DELAY = 0.5
@@ -149,7 +149,7 @@ class InFlight:
                 held = self._held.pop(message_id, None)
                 if held is not None:
                     entries.append((message_id, held.receipt_handle))
-        for batch in _batches(entries):
+        for batch in chunked(entries, MAX_BATCH_ENTRIES):
             self._change_visibility(batch, [delay] * len(batch), extending=False)
         return [message_id for message_id, _ in entries]
 
@@ -164,7 +164,7 @@ class InFlight:
             acks, self._acks = self._acks, []
             self._first_ack_at = None
         retry: list[_Ack] = []
-        for batch in _batches(acks):
+        for batch in chunked(acks, MAX_BATCH_ENTRIES):
             entries = [
                 {"Id": str(i), "ReceiptHandle": ack.receipt_handle} for i, ack in enumerate(batch)
             ]
@@ -227,7 +227,7 @@ class InFlight:
             ]
         if ack_due:
             self.flush_acks()
-        for batch in _batches(lapsing):
+        for batch in chunked(lapsing, MAX_BATCH_ENTRIES):
             extended = self._change_visibility(
                 [(message_id, held.receipt_handle) for message_id, held, _ in batch],
                 [seconds for _, _, seconds in batch],
@@ -282,8 +282,3 @@ class InFlight:
                 self._failing_since = None
             elif self._failing_since is None:
                 self._failing_since = time.monotonic()
-
-
-def _batches(entries: list[Any]) -> list[list[Any]]:
-    """Split ``entries`` into SQS batches of at most 10."""
-    return [entries[i : i + MAX_BATCH_ENTRIES] for i in range(0, len(entries), MAX_BATCH_ENTRIES)]

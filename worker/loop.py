@@ -11,11 +11,11 @@ given back at once. And a run does not end with work stranded in the queue:
 
 * a worker does not leave while a message it gave back with a delay is still delayed: it
   waits out the delay and polls for ``IDLE_EXIT_SECONDS`` more, so the retry finds a taker;
-* the sweeper (array child 0, or a job that is not an array) leaves only when the queue shows
-  nothing visible, in flight or delayed on two reads in a row, so messages whose worker
-  vanished (Spot reclaim, SIGKILL) are picked up when their visibility lapses. Its sweep is
-  capped at maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS): the longest a
-  message can take to go round that many times when nobody alive holds it.
+* the sweeper (process 0 of array child 0, or of a job that is not an array) leaves only when
+  the queue shows nothing visible, in flight or delayed on two reads in a row, so messages
+  whose worker vanished (Spot reclaim, SIGKILL) are picked up when their visibility lapses.
+  Its sweep is capped at maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS): the
+  longest a message can take to go round that many times when nobody alive holds it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from worker.config import Config
 from worker.inflight import InFlight
 from worker.limits import MAX_BATCH_ENTRIES
 from worker.logs import log
+from worker.manifest import Entry, record_failure
 from worker.metrics import CallCounter
 from worker.process import Outcome, Services, process_message
+from worker.processes import peak_rss_mib
+from worker.queue_depth import queue_counts
 from worker.stopping import StopSignal
 
 EXIT_OK = 0
@@ -42,11 +45,6 @@ PREFETCH_PER_SLOT = 2
 # receive after 5, 10 and 20 s (jittered), rather than spending a receive.
 THROTTLED_RERUNS = 3
 THROTTLED_BACKOFF = 5.0
-BACKLOG_ATTRIBUTES = (
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-)
 
 
 @dataclass
@@ -176,10 +174,10 @@ class Worker:
     def _may_leave(self) -> bool:
         """Whether an idle worker may exit now without stranding work in the queue.
 
-        Only the sweeper looks at the queue: the others leave, since the sweeper stays for
-        whatever their vanished peers left behind.
+        Only the sweeper (process 0 of array child 0) looks at the queue: the others leave,
+        since the sweeper stays for whatever their vanished peers left behind.
         """
-        if self._config.array_index not in (None, 0):
+        if self._config.array_index not in (None, 0) or self._config.process_index != 0:
             return True
         now = time.monotonic()
         if self._sweep_started is None:
@@ -198,13 +196,10 @@ class Worker:
     def _backlog(self) -> int | None:
         """Messages visible, in flight or delayed on the queue (approximate); None if unread."""
         try:
-            attributes = self._sqs.get_queue_attributes(
-                QueueUrl=self._config.queue_url, AttributeNames=list(BACKLOG_ATTRIBUTES)
-            )["Attributes"]
+            return queue_counts(self._sqs, self._config.queue_url).total
         except Exception as error:
             log("backlog-unread", reason=str(error))
             return None
-        return sum(int(attributes.get(name, "0")) for name in BACKLOG_ATTRIBUTES)
 
     def _receive(self, wait_seconds: int, room: int) -> list[dict[str, Any]]:
         received_at = time.monotonic()
@@ -319,6 +314,8 @@ class Worker:
             # The last failure goes back at once: SQS moves it to the dead-letter queue on the
             # next receive, and nothing is gained by waiting for that.
             delay = 0 if outcome.permanent or last else self._retry_delay
+            if last:
+                self._record_failure(message_id, attempt, outcome)
             settled = bool(self._inflight.release([message_id], delay))
             if settled:
                 self._note_delay(delay)
@@ -340,6 +337,25 @@ class Worker:
             attempt=attempt,
             **outcome.fields,
         )
+
+    def _record_failure(self, message_id: str, attempt: int, outcome: Outcome) -> None:
+        """Leave the run's manifest this item's last failure and its reason (one PUT).
+
+        Best effort: the message still goes to the dead-letter queue if the record cannot be
+        stored, and the log line says why.
+        """
+        output = outcome.fields.get("output")
+        entry = Entry(
+            source=outcome.fields.get("source"),
+            output=output.removeprefix("s3://").split("/", 1)[1] if output else None,
+            size=None,
+            attempts=attempt,
+            reason=outcome.reason,
+        )
+        try:
+            record_failure(self._services.s3, self._config.run, message_id, entry)
+        except Exception as error:
+            outcome.fields["failure_record"] = f"not stored: {error}"
 
     def _wind_down(self, pending: dict[Future[None], str]) -> None:
         """Give back what has not started, let the rest finish within the grace period."""
@@ -371,6 +387,8 @@ class Worker:
         settled = self.tally.settled
         log(
             "summary",
+            process=self._config.process_index,
+            peak_rss_mib=peak_rss_mib(),
             ok=self.tally.ok,
             already_done=self.tally.already_done,
             ignored=self.tally.ignored,

@@ -139,20 +139,22 @@ def _process_item(
         rows_format=config.rows_format,
         deadline=deadline,
     )
+    # The rows stream from here to the handler (and, for rows-to-json, into the upload) as the
+    # query produces them; its failures surface wherever they are pulled, as QueryErrors.
     result = run_query(services.s3, request, config.query_engine)
-    fields["bytes_in"] = len(result.text)
     fields["engine"] = result.engine
     # Key the result by the version actually read: a source overwritten since it was queued
     # must not have its new rows stored under the old version's key. The local engine knows
-    # the ETag it read (and holds it with If-Match across ranges); S3 Select reports none, so
-    # its source is asked after the read.
+    # the ETag it read (and holds it with If-Match across ranges); S3 Select's engine asks the
+    # source before the query and checks it is unchanged after. Only an empty object (no range
+    # to read) leaves it unknown.
     etag = result.etag or _source_etag(services.s3, item)
     if item.etag and etag.strip('"') != item.etag.strip('"'):
         fields["queued_etag"] = item.etag
     key = _output_key(item, etag, config)
     fields["output"] = f"s3://{bucket}/{key}"
     handler_started = time.monotonic()
-    output = services.handler(result.text, deadline)
+    output = services.handler(result.chunks(), deadline)
     metadata = {
         "source": quote(item.source, safe=":/"),
         "source-etag": etag.strip('"'),
@@ -169,6 +171,7 @@ def _process_item(
         # stored now would make it both stored and retried (or dead-lettered).
         raise ItemTimeout("the custom code returned after the item's deadline; not stored")
     written, size = services.store.write(bucket, key, output.chunks(), fit_metadata(metadata))
+    fields["bytes_in"] = result.chars
     fields["bytes_out"] = size
     return Outcome("ok" if written else "already-done")
 
@@ -185,7 +188,8 @@ def _output_key(item: WorkItem, etag: str, config: Config) -> str:
     if item.output_key:
         return item.output_key  # checked on arrival
     try:
-        return derive_output_key(config.output_prefix, item.bucket, item.key, etag, item.query)
+        recipe = config.recipe.for_message(item.query, item.input)
+        return derive_output_key(config.output_prefix, item.bucket, item.key, etag, recipe)
     except ValueError as error:
         raise OutputKeyError(str(error)) from None
 

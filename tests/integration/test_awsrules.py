@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from batchspot.awsrules import MAX_MESSAGE_BYTES, NO_FAULTS, Faults, RulesLayer, aws_rules
 from batchspot.emulators import Emulator
+from worker.errors import error_code
 
 # In a botocore Config, "max_attempts" counts retries and "total_max_attempts" attempts.
 NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
@@ -43,8 +44,8 @@ def unique(prefix: str) -> str:
 
 def failure(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
     """(HTTP status, error code) of a failed call."""
-    response = raised.value.response
-    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+    status = raised.value.response["ResponseMetadata"]["HTTPStatusCode"]
+    return status, error_code(raised.value)
 
 
 def receive(sqs: Any, queue_url: str, count: int, visibility: int = 30) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from batchspot.sample_data import month_csv, upload_dataset
 from examples.handlers.trip_stats import summarise
-from examples.taxi.generate import month_csv, upload_dataset
 
 from .harness import make_stack, output_objects, run_worker, send_all, worker_env
 

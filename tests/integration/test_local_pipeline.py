@@ -11,7 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from examples.taxi.generate import month_csv
+from batchspot.sample_data import month_csv
 from tests.integration.harness import ROOT, output_objects
 
 ROWS = 30
@@ -40,11 +40,17 @@ def test_invoke_local_runs_the_whole_pipeline(tmp_path: Path, emulator, s3, sqs,
     assert "% saved" in result.stdout
     hosted = "queue and storage only" if emulator.name == "localstack" else "the whole stack"
     assert f"({hosted}" in result.stdout
+    assert "final step:       succeeded 12, failed 0, pending in the queue 0" in result.stdout
 
     (stack_dir,) = (tmp_path / "stacks").iterdir()
     outputs = json.loads((stack_dir / "outputs.json").read_text())
     stored = output_objects(s3, outputs["output_bucket"])
     assert len(stored) == 12
+    listed = s3.list_objects_v2(Bucket=outputs["output_bucket"], Prefix="runs/")["Contents"]
+    (manifest,) = (item["Key"] for item in listed if item["Key"].endswith("/manifest.json"))
+    assert f"manifest:         s3://{outputs['output_bucket']}/{manifest}" in result.stdout
+    document = s3.get_object(Bucket=outputs["output_bucket"], Key=manifest)["Body"].read()
+    assert json.loads(document)["Counts"]["succeeded"] == 12
     for key, body in stored.items():
         month = int(key.split("yellow_tripdata_2018-")[1][:2])
         expected = list(csv.DictReader(io.StringIO(month_csv(month, ROWS))))

@@ -6,14 +6,17 @@ import time
 import boto3
 import pytest
 
-from batchspot.aws import client, queue_counts
+from batchspot.aws import client
 from batchspot.redrive import redrive
 from batchspot.seed import seed
 from batchspot.status import latest_job, snapshot, watch
 from batchspot.submit import SubmitError, resolve_size, submit
+from tests.integration.harness import send_all
 from tests.integration.ops_support import make_batch, make_queues, unique, use_emulator
 from worker.keys import derive_output_key
+from worker.limits import MAX_BATCH_ENTRIES
 from worker.messages import WorkItem, parse_message
+from worker.queue_depth import queue_counts
 
 KEYS = [f"data/part {i:03d}.csv" for i in range(100)] + [
     "data/ünïcode & spaces+plus.csv",
@@ -50,9 +53,9 @@ def drain(queue_url: str) -> list[str]:
     """Receive and delete everything, as the workers would; return the bodies."""
     sqs = boto3.client("sqs")
     bodies = []
-    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
+    while messages := sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=MAX_BATCH_ENTRIES
+    ).get("Messages", []):
         bodies += [m["Body"] for m in messages]
         sqs.delete_message_batch(
             QueueUrl=queue_url,
@@ -183,12 +186,7 @@ def test_redrive_moves_every_dead_letter_back_with_its_body():
     queue_url, dlq_url = make_queues("redrive")
     sqs = client("sqs", attempts=2)
     bodies = [json.dumps({"bucket": "b", "key": f"data/part {i:03d}.csv"}) for i in range(25)]
-    for start in range(0, 25, 10):
-        chunk = bodies[start : start + 10]
-        sqs.send_message_batch(
-            QueueUrl=dlq_url,
-            Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)],
-        )
+    send_all(sqs, dlq_url, bodies)
 
     report = redrive(sqs, dlq_url=dlq_url, queue_url=queue_url)
 

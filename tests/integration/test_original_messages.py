@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from examples.taxi.generate import month_csv, upload_dataset
+from batchspot.sample_data import month_csv, upload_dataset
 from tests.integration.harness import (
     drain,
     log_events,

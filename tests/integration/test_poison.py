@@ -186,7 +186,7 @@ def test_access_denied_is_dead_lettered_with_its_reason_while_healthy_items_are_
         _enforce_iam(private.endpoint)
         role = _session(key_id, secret)
         env = worker_env(
-            {**private.client_env(), "AWS_EC2_METADATA_DISABLED": "true"},
+            private.client_env(),
             stack,
             AWS_ACCESS_KEY_ID=key_id,
             AWS_SECRET_ACCESS_KEY=secret,

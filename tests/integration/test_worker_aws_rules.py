@@ -31,6 +31,7 @@ from tests.integration.harness import (
     wait_for_event,
     worker_env,
 )
+from worker.limits import MAX_BATCH_ENTRIES
 
 COUNT_ROWS = "tests.integration.handlers:count_rows"
 
@@ -58,7 +59,7 @@ def received_once_already(sqs: Any, queue_url: str, count: int) -> None:
     seen = 0
     while seen < count:
         for message in sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            QueueUrl=queue_url, MaxNumberOfMessages=MAX_BATCH_ENTRIES, WaitTimeSeconds=1
         ).get("Messages", []):
             sqs.change_message_visibility(
                 QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0

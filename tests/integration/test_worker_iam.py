@@ -35,6 +35,7 @@ from tests.integration.harness import (
     send_all,
     worker_env,
 )
+from worker.errors import error_code
 
 pytestmark = pytest.mark.moto_only
 
@@ -143,13 +144,13 @@ def refusal(call: Any, **kwargs: Any) -> ClientError:
 def test_iam_is_enforced_and_the_worker_user_is_limited(setup: Setup) -> None:
     # The free window is spent: the emulator's shared test key belongs to no IAM user.
     unknown_key = refusal(setup.moto.client("iam").list_users)
-    assert unknown_key.response["Error"]["Code"] == "InvalidClientTokenId"
+    assert error_code(unknown_key) == "InvalidClientTokenId"
     s3 = setup.worker.client(setup.moto, "s3")
     bucket = setup.stack.output_bucket
     listing = refusal(s3.list_objects_v2, Bucket=bucket, Prefix=OUTPUT_PREFIX)
-    assert listing.response["Error"]["Code"] == "AccessDenied"
+    assert error_code(listing) == "AccessDenied"
     outside = refusal(s3.put_object, Bucket=bucket, Key="elsewhere/x", Body=b"")
-    assert outside.response["Error"]["Code"] == "AccessDenied"
+    assert error_code(outside) == "AccessDenied"
     sqs = setup.worker.client(setup.moto, "sqs")
     sending = refusal(sqs.send_message, QueueUrl=setup.stack.queue_url, MessageBody="{}")
     # moto answers SQS's JSON protocol with an XML error, which botocore leaves in the message.

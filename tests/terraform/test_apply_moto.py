@@ -10,8 +10,11 @@ from pathlib import Path
 import boto3
 import pytest
 
+from batchspot import status
+from batchspot import submit as submitting
 from batchspot import terraform as tf
 from batchspot.emulators import Emulator, moto_server
+from worker.manifest import Counts, Entry, Run, record_failure
 
 pytestmark = [pytest.mark.terraform, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -140,3 +143,87 @@ def test_local_mode_leaves_the_terraform_dir_untouched(stack):
     assert not list(repo_terraform.glob("*_override.tf"))
     work = stack[2] / "terraform"
     assert (work / tf.OVERRIDE_FILE).is_file() and (work / "terraform.tfstate").is_file()
+
+
+def test_submit_then_adds_a_final_job_after_the_whole_array_job(stack):
+    emulator, outputs, _ = stack
+    batch = _client(emulator, "batch")
+    job = submitting.submit(
+        batch,
+        job_queue=outputs["job_queue"],
+        job_definition=outputs["job_definition"],
+        size=3,
+        env={"CODE_VERSION": "batchspot@sha256:" + "1" * 64},
+        final=submitting.FinalStep(
+            outputs["final_job_definition"], command="jq -s length", tolerate_failures=5
+        ),
+    )
+
+    (final,) = batch.describe_jobs(jobs=[job.final_job_id])["jobs"]
+    # A plain dependsOn on the array job: Batch starts it once every child has ended.
+    assert final["dependsOn"] == [{"jobId": job.job_id}]
+    assert f"job-definition/{outputs['final_job_definition']}:" in final["jobDefinition"]
+    assert final["jobQueue"].endswith(f"job-queue/{outputs['job_queue']}")
+    environment = {e["name"]: e["value"] for e in final["container"]["environment"]}
+    assert environment["RUN_JOB_ID"] == job.job_id
+    assert (environment["FINAL_COMMAND"], environment["TOLERATE_FAILURES"]) == ("jq -s length", "5")
+    assert environment["CODE_VERSION"] == "batchspot@sha256:" + "1" * 64, "the workers' settings"
+    (definition,) = batch.describe_job_definitions(
+        jobDefinitionName=outputs["final_job_definition"], status="ACTIVE"
+    )["jobDefinitions"]
+    assert definition["containerProperties"]["command"] == ["python", "-m", "worker.final"]
+
+
+def test_status_counts_the_runs_items_as_the_manifest_does(stack):
+    emulator, outputs, _ = stack
+    batch, s3, sqs = (_client(emulator, name) for name in ("batch", "s3", "sqs"))
+    job = submitting.submit(
+        batch, job_queue=outputs["job_queue"], job_definition=outputs["job_definition"], size=2
+    )
+    bucket, prefix = outputs["output_bucket"], outputs["output_prefix"]
+    # What the run's children leave: one result, one last failure; and another run's result.
+    for key, job_id in [("in/a.csv.0123456789abcdef.json", f"{job.job_id}:1"),
+                        ("in/b.csv.0123456789abcdef.json", "another-job:0")]:  # fmt: skip
+        s3.put_object(Bucket=bucket, Key=prefix + key, Body=b"{}", Metadata={"job-id": job_id})
+    run = Run(job.job_id, bucket, prefix, outputs["queue_url"])
+    record_failure(s3, run, "message-1", Entry("s3://in/c.csv", None, None, 3, "refused"))
+
+    state = status.snapshot(
+        sqs,
+        batch,
+        queue_url=outputs["queue_url"],
+        dlq_url=outputs["dlq_url"],
+        job_id=job.job_id,
+        s3=s3,
+        output_bucket=bucket,
+        output_prefix=prefix,
+    )
+
+    assert state.items == Counts(succeeded=1, failed=1, pending=0, dead_lettered=0)
+    assert "items: succeeded 1, failed 1, pending in the queue 0, dead-lettered 0" in state.render()
+
+
+def test_seed_skip_done_keys_results_by_the_deployed_workers_settings(stack):
+    emulator, outputs, _ = stack
+    recipe = submitting.workers_recipe(
+        _client(emulator, "batch"), _client(emulator, "ecr"), outputs["job_definition"], {}
+    )
+    # The job definition's S3_QUERY_LIMIT and image (no digest: nothing was pushed) key them.
+    assert recipe.query == "SELECT * FROM S3Object s LIMIT 10000"
+    assert recipe.code.split("\n") == [outputs["image"], "rows-to-json"]
+    changed = submitting.workers_recipe(
+        _client(emulator, "batch"),
+        _client(emulator, "ecr"),
+        outputs["job_definition"],
+        {"HANDLER_COMMAND": "wc -l"},
+    )
+    assert changed.code.split("\n") == [outputs["image"], "wc -l"]
+
+
+def test_image_repository_refuses_to_move_a_tag(stack):
+    emulator, outputs, _ = stack
+    name = outputs["ecr_repository_url"].split("/", 1)[1]
+    (repository,) = _client(emulator, "ecr").describe_repositories(repositoryNames=[name])[
+        "repositories"
+    ]
+    assert repository["imageTagMutability"] == "IMMUTABLE"

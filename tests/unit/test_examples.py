@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from batchspot.sample_data import COLUMNS, main, month_csv, month_key, upload_dataset
 from examples.handlers.trip_stats import summarise
-from examples.taxi.generate import COLUMNS, main, month_csv, month_key, upload_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = ROOT / "examples" / "command" / "trip_stats.sh"

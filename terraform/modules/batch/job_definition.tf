@@ -1,4 +1,6 @@
-# The worker's job definitions: one for the EC2 Spot queue, one for Fargate Spot when enabled.
+# The worker's job definitions: one for the EC2 Spot queue, one for Fargate Spot when enabled,
+# and the final step's (`invoke submit --then`), which runs after the array job on the same
+# queue and Spot compute, with its own role (it lists the results; the worker may not).
 #
 # Retries: an attempt is retried only when its host went away (a Spot reclaim); every other
 # failure ends the job at once (the worker has already returned unfinished messages to the
@@ -6,7 +8,20 @@
 # last: without it, failures that match no rule are retried as well.
 
 locals {
-  environment = merge(var.worker_environment, {
+  # One worker process per vCPU (worker/processes.py). Set here rather than left to the
+  # worker's `auto`: on EC2, Batch gives a container CPU shares, not a quota, and the worker
+  # would see every CPU of the host.
+  worker_processes = coalesce(var.worker_processes, max(1, floor(var.job_vcpus)))
+  # Sized from the worker's measured peak RSS per process (bench/worker_memory.py, README
+  # "Measured, not claimed"): 284 MiB at most, with the fast path loaded, so 320 MiB each,
+  # plus 512 MiB for the supervisor, the custom code and its spool's page cache. Fargate asks
+  # at least 2 GiB per vCPU (512 MiB at 0.25).
+  job_memory_mib     = coalesce(var.job_memory_mib, local.worker_processes * 320 + 512)
+  fargate_memory_mib = var.job_memory_mib != null ? var.job_memory_mib : max(local.job_memory_mib, 2048 * var.job_vcpus)
+
+  # CODE_VERSION keys the results by the code that made them (worker/keys.py); `invoke submit`
+  # replaces it with the image's digest when ECR knows it. A worker_environment entry wins.
+  environment = merge({ CODE_VERSION = var.image, WORKER_PROCESSES = tostring(local.worker_processes) }, var.worker_environment, {
     SQS_QUEUE_URL          = var.queue_url
     OUTPUT_BUCKET          = var.output_bucket
     OUTPUT_PREFIX          = var.output_prefix
@@ -19,7 +34,7 @@ locals {
     executionRoleArn = aws_iam_role.execution.arn
     resourceRequirements = [
       { type = "VCPU", value = tostring(var.job_vcpus) },
-      { type = "MEMORY", value = tostring(var.job_memory_mib) },
+      { type = "MEMORY", value = tostring(local.job_memory_mib) },
     ]
     environment = [for name, value in local.environment : { name = name, value = value } if value != ""]
     # The custom code may leave orphaned processes; an init as PID 1 reaps them (no zombies).
@@ -72,6 +87,10 @@ resource "aws_batch_job_definition" "fargate_spot" {
   platform_capabilities = ["FARGATE"]
   propagate_tags        = true
   container_properties = jsonencode(merge(local.container, {
+    resourceRequirements = [
+      { type = "VCPU", value = tostring(var.job_vcpus) },
+      { type = "MEMORY", value = tostring(local.fargate_memory_mib) },
+    ]
     networkConfiguration         = { assignPublicIp = var.assign_public_ip ? "ENABLED" : "DISABLED" }
     fargatePlatformConfiguration = { platformVersion = "LATEST" }
   }))
@@ -80,6 +99,33 @@ resource "aws_batch_job_definition" "fargate_spot" {
     attempts = var.job_attempts
     evaluate_on_exit {
       on_status_reason = local.reclaim_reasons["FARGATE"]
+      action           = "RETRY"
+    }
+    evaluate_on_exit {
+      on_reason = "*"
+      action    = "EXIT"
+    }
+  }
+
+  timeout {
+    attempt_duration_seconds = var.job_timeout_seconds
+  }
+}
+
+resource "aws_batch_job_definition" "final" {
+  name                  = "${var.name}-final"
+  type                  = "container"
+  platform_capabilities = ["EC2"]
+  propagate_tags        = true
+  container_properties = jsonencode(merge(local.container, {
+    command    = ["python", "-m", "worker.final"]
+    jobRoleArn = aws_iam_role.final.arn
+  }))
+
+  retry_strategy {
+    attempts = var.job_attempts
+    evaluate_on_exit {
+      on_status_reason = local.reclaim_reasons["EC2"]
       action           = "RETRY"
     }
     evaluate_on_exit {

@@ -28,6 +28,11 @@ output "job_definition_arn" {
   value       = aws_batch_job_definition.ec2.arn
 }
 
+output "final_job_definition_name" {
+  description = "Name of the final step's job definition (invoke submit --then)."
+  value       = aws_batch_job_definition.final.name
+}
+
 output "fargate_job_queue_name" {
   description = "Name of the Fargate Spot job queue, null unless enable_fargate_spot."
   value       = one(aws_batch_job_queue.fargate_spot[*].name)

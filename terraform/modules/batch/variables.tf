@@ -147,13 +147,24 @@ variable "job_vcpus" {
 }
 
 variable "job_memory_mib" {
-  description = "Memory per worker container in MiB. Asking for more than any allowed instance offers leaves jobs in RUNNABLE."
+  description = "Memory per worker container in MiB; null sizes it from the worker's measured budget (320 MiB per worker process + 512 MiB; on Fargate at least 2 GiB per vCPU). Asking for more than any allowed instance offers leaves jobs in RUNNABLE."
   type        = number
-  default     = 4096
+  default     = null
 
   validation {
-    condition     = var.job_memory_mib >= 512
+    condition     = var.job_memory_mib == null ? true : var.job_memory_mib >= 512
     error_message = "job_memory_mib must be at least 512."
+  }
+}
+
+variable "worker_processes" {
+  description = "Worker processes per container (WORKER_PROCESSES); null runs one per whole job vCPU."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.worker_processes == null ? true : var.worker_processes >= 1 && floor(var.worker_processes) == var.worker_processes
+    error_message = "worker_processes must be a whole number of at least 1."
   }
 }
 
