@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from worker.config import Config
 from worker.errors import PERMANENT_WRITE_CODES, describe, error_code, is_throttling
 from worker.handlers import Handler, HandlerError
-from worker.keys import check_output_key, derive_output_key
+from worker.keys import Recipe, check_output_key, derive_output_key
 from worker.limits import fit_metadata
 from worker.messages import Ignorable, MessageError, WorkItem, parse_message
 from worker.output import OutputTooLarge, ResultStore
@@ -121,12 +121,13 @@ def _process_item(
             check_output_key(item.output_key, config.output_prefix)
         except ValueError as error:
             return Outcome("failed", f"refused output_key: {error}", permanent=True)
+    recipe = config.recipe.for_message(item.query, item.input)
     etag = item.etag
     if attempt > 1:
         # A redelivery: the item may be done already (its worker vanished before the delete).
         # Only here is the extra HEAD worth paying for.
         etag = etag or _source_etag_if_readable(services.s3, item)
-        key = _output_key(item, etag, config) if etag else None
+        key = _output_key(item, etag, config.output_prefix, recipe) if etag else None
         # None (S3 would not say: 403 without ListBucket) goes on like False; the write's
         # If-None-Match still refuses a second result.
         if key and services.store.exists(bucket, key):
@@ -134,7 +135,7 @@ def _process_item(
     request = QueryRequest(
         bucket=item.bucket,
         key=item.key,
-        sql=item.query or config.default_query,
+        sql=recipe.query,
         input=item.input,
         rows_format=config.rows_format,
         deadline=deadline,
@@ -151,7 +152,7 @@ def _process_item(
     etag = result.etag or _source_etag(services.s3, item)
     if item.etag and etag.strip('"') != item.etag.strip('"'):
         fields["queued_etag"] = item.etag
-    key = _output_key(item, etag, config)
+    key = _output_key(item, etag, config.output_prefix, recipe)
     fields["output"] = f"s3://{bucket}/{key}"
     handler_started = time.monotonic()
     output = services.handler(result.chunks(), deadline)
@@ -184,12 +185,11 @@ class OutputKeyError(ValueError):
     """No key S3 would accept can hold this item's result; no retry changes that."""
 
 
-def _output_key(item: WorkItem, etag: str, config: Config) -> str:
+def _output_key(item: WorkItem, etag: str, prefix: str, recipe: Recipe) -> str:
     if item.output_key:
         return item.output_key  # checked on arrival
     try:
-        recipe = config.recipe.for_message(item.query, item.input)
-        return derive_output_key(config.output_prefix, item.bucket, item.key, etag, recipe)
+        return derive_output_key(prefix, item.bucket, item.key, etag, recipe)
     except ValueError as error:
         raise OutputKeyError(str(error)) from None
 
