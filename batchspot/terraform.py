@@ -28,8 +28,13 @@ from python_terraform import IsFlagged, IsNotFlagged
 from batchspot.terraform_cli import TerraformCli, check
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TERRAFORM_DIR = REPO_ROOT / "terraform"
-DEFAULT_STATE_DIR = REPO_ROOT / ".batchspot"
+# An installed wheel carries the stack as batchspot/stack (setup.py copies terraform/ there); a
+# checkout, editable install or not, runs terraform/ itself.
+PACKAGED_STACK = Path(__file__).resolve().parent / "stack"
+INSTALLED = PACKAGED_STACK.is_dir()
+TERRAFORM_DIR = PACKAGED_STACK if INSTALLED else REPO_ROOT / "terraform"
+# Outputs are kept in the checkout, or, for an installed wheel, in the working directory.
+DEFAULT_STATE_DIR = (Path.cwd() if INSTALLED else REPO_ROOT) / ".batchspot"
 # Moves the saved outputs (and the default state) elsewhere: tests point it at a temp dir so
 # no test ever reads a developer's deployed stack.
 STATE_DIR_VARIABLE = "BATCHSPOT_STATE_DIR"
@@ -100,10 +105,16 @@ def endpoint_override(endpoint: str) -> str:
 
 
 def prepare_workspace(local_endpoint: str | None, state_dir: Path | None) -> Workspace:
-    """Pick (and for local runs, refresh) the directory Terraform runs in."""
-    if local_endpoint is None:
+    """Pick (and for local runs, refresh) the directory Terraform runs in.
+
+    AWS from a checkout: ``terraform/`` itself, state and all. A local emulator, or an installed
+    wheel (whose stack must not keep state inside site-packages): a copy under ``state_dir``.
+    """
+    if local_endpoint is None and not INSTALLED:
         return Workspace(TERRAFORM_DIR, state_dir or default_state_dir())
-    state_dir = state_dir or default_state_dir() / "local"
+    state_dir = state_dir or (
+        default_state_dir() / "local" if local_endpoint else default_state_dir()
+    )
     work = state_dir / "terraform"
     work.mkdir(parents=True, exist_ok=True)
     for entry in work.iterdir():
@@ -116,7 +127,8 @@ def prepare_workspace(local_endpoint: str | None, state_dir: Path | None) -> Wor
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*_override.tf", "tests"),
     )
-    (work / OVERRIDE_FILE).write_text(endpoint_override(local_endpoint))
+    if local_endpoint:
+        (work / OVERRIDE_FILE).write_text(endpoint_override(local_endpoint))
     return Workspace(work, state_dir)
 
 

@@ -53,6 +53,10 @@ def test_the_wheel_holds_the_control_plane_and_the_worker_only(unpacked_wheel: P
     top = {path.name for path in unpacked_wheel.iterdir() if not path.name.endswith(".dist-info")}
     assert top == {"batchspot", "worker"}
     assert (unpacked_wheel / "batchspot" / "data" / "ondemand_prices.json").is_file()
+    stack = unpacked_wheel / "batchspot" / "stack"
+    assert (stack / "main.tf").is_file() and (stack / ".terraform.lock.hcl").is_file()
+    assert (stack / "modules" / "worker_policy" / "main.tf").is_file()
+    assert not (stack / "tests").exists(), "Terraform's own tests are not shipped"
 
 
 def test_invoke_local_imports_and_makes_its_sample_data_from_the_wheel(
@@ -61,8 +65,9 @@ def test_invoke_local_imports_and_makes_its_sample_data_from_the_wheel(
     dependencies = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(unpacked_wheel), *dependencies])}
     code = (
-        "import batchspot.local, batchspot.sample_data as data; "
-        "print(batchspot.local.__file__); print(len(data.month_csv(1, rows=3).splitlines()))"
+        "import batchspot.local, batchspot.sample_data as data, batchspot.terraform as tf; "
+        "print(batchspot.local.__file__); print(len(data.month_csv(1, rows=3).splitlines())); "
+        "print(tf.TERRAFORM_DIR)"
     )
     result = subprocess.run(
         [sys.executable, "-S", "-c", code],
@@ -73,6 +78,7 @@ def test_invoke_local_imports_and_makes_its_sample_data_from_the_wheel(
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    module_file, lines = result.stdout.split()
+    module_file, lines, stack = result.stdout.split()
     assert Path(module_file).is_relative_to(unpacked_wheel)
     assert lines == "4"  # the header and three trips
+    assert Path(stack) == unpacked_wheel / "batchspot" / "stack"  # deploys without a checkout
