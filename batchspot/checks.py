@@ -27,12 +27,18 @@ def run_pytest(args: Sequence[str], env: dict[str, str] | None = None) -> int:
     return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
 
 
-def run_tests(args: Sequence[str] = ()) -> int:
-    """Run the unit and integration suites; the integration tests start their own moto.
+# Test files run on two pytest-xdist workers, each file whole on one (its module fixtures,
+# such as an applied stack, are built once). The suite mostly waits on emulators, workers and
+# Terraform: serially it spent 13 of its 30 minutes on the CPU.
+PARALLEL = ("--numprocesses", "2", "--dist", "loadfile")
+# ``-rs`` lists every skip with its reason, so a suite that shrank is seen, not guessed;
+# ``--durations`` names the slowest tests, where a CI budget is won or lost.
+REPORT = ("-rs", "--durations", "10")
 
-    ``-rs`` lists every skip with its reason, so a suite that shrank is seen, not guessed.
-    """
-    return run_pytest(["-rs", *(args or ["tests"])])
+
+def run_tests(args: Sequence[str] = ()) -> int:
+    """Run the unit and integration suites; the integration tests start their own moto."""
+    return run_pytest([*PARALLEL, *REPORT, *(args or ["tests"])])
 
 
 def run_tests_on_localstack(args: Sequence[str] = (), endpoint: str = COMPOSE_ENDPOINT) -> int:
@@ -53,7 +59,8 @@ def run_tests_on_localstack(args: Sequence[str] = (), endpoint: str = COMPOSE_EN
             "BATCHSPOT_LOCALSTACK_ENDPOINT": emulator.endpoint,
         }
         status = run_pytest(
-            ["tests/integration", "-m", "not moto_only and not once", "-rs", *args], env
+            [*PARALLEL, *REPORT, "tests/integration", "-m", "not moto_only and not once", *args],
+            env,
         )
     if status == NO_TESTS_COLLECTED:
         raise EmulatorError("no integration tests ran against LocalStack (none were collected)")

@@ -91,14 +91,18 @@ FRESH_MACHINE = {
     "plan": (["plan"], NO_TERRAFORM),
     "destroy": (["destroy"], NO_TERRAFORM),
 }
+# Tests that reach no emulator: `invoke test-local` would only run them again.
+no_emulator = pytest.mark.once
 
 
 @pytest.mark.parametrize("name", sorted(FRESH_MACHINE))
+@no_emulator
 def test_every_task_on_a_fresh_machine_answers_in_one_sentence(name, scrubbed):
     args, expected = FRESH_MACHINE[name]
     assert_one_sentence(invoke(scrubbed, *args), expected)
 
 
+@no_emulator
 def test_doctor_on_a_fresh_machine_lists_what_is_missing(scrubbed):
     result = invoke(scrubbed, "doctor")
 
@@ -116,6 +120,7 @@ def readme_example(command: str) -> str:
     return after.split("```", 1)[0]
 
 
+@no_emulator
 def test_the_readme_cost_example_works_as_printed_with_no_aws_at_all(scrubbed):
     result = invoke(scrubbed, *README_COST.split()[1:-1], "")
 
@@ -123,10 +128,12 @@ def test_the_readme_cost_example_works_as_printed_with_no_aws_at_all(scrubbed):
     assert result.stdout == readme_example(README_COST)
 
 
+@no_emulator
 def test_no_region_with_the_names_given(scrubbed):
     assert_one_sentence(invoke(scrubbed, *STATUS_BY_HAND), NO_REGION_NOR_STACK)
 
 
+@no_emulator
 def test_no_credentials(scrubbed):
     env = {**scrubbed, "AWS_DEFAULT_REGION": "us-east-1"}
     assert_one_sentence(invoke(env, *STATUS_BY_HAND), f"error: {errors.NO_CREDENTIALS}")
@@ -161,6 +168,7 @@ def expired_token_endpoint() -> Iterator[str]:
     thread.join()
 
 
+@no_emulator
 def test_expired_credentials(scrubbed, expired_token_endpoint):
     env = {
         **scrubbed,
@@ -175,6 +183,7 @@ def test_expired_credentials(scrubbed, expired_token_endpoint):
     )
 
 
+@no_emulator
 def test_an_emulator_that_is_not_running(scrubbed):
     env = {
         **scrubbed,
@@ -187,6 +196,7 @@ def test_an_emulator_that_is_not_running(scrubbed):
     assert_one_sentence(invoke(env, *STATUS_BY_HAND), "error: cannot reach http://127.0.0.1:9")
 
 
+@no_emulator
 def test_terraform_failing_without_credentials_ends_in_one_sentence(scrubbed):
     terraform = shutil.which("terraform")
     if terraform is None:
@@ -203,6 +213,7 @@ def test_terraform_failing_without_credentials_ends_in_one_sentence(scrubbed):
     assert result.stderr.strip().splitlines()[-1].startswith("error: terraform ")
 
 
+@no_emulator
 def test_debug_shows_the_traceback(scrubbed):
     assert "Traceback" in invoke({**scrubbed, "BATCHSPOT_DEBUG": "1"}, "status").stderr
     assert "Traceback" in invoke(scrubbed, "--debug", "status").stderr
