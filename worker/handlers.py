@@ -242,6 +242,7 @@ class CommandHandler:
         self._max_output_bytes = max_output_bytes
         self._lock = threading.Lock()
         self._running: dict[int, str] = {}  # process group -> run id
+        self._killed_all = False  # set by kill_all: a command starting after it is ended too
         self.abandoned = 0
 
     def __call__(self, rows: Rows, deadline: float | None = None) -> HandlerOutput:
@@ -310,6 +311,11 @@ class CommandHandler:
             raise HandlerError(f"command {self._argv[0]!r} could not start: {error}") from None
         with self._lock:
             self._running[process.pid] = run_id
+            killed_all = self._killed_all
+        if killed_all:
+            # kill_all ran while this command was starting (it may already be running its
+            # code before Popen returned here): it must not outlive the stop either.
+            _end_run(process.pid, run_id)
         pipes = _Pipes(process, rows, spool, self._max_output_bytes)
         try:
             try:
@@ -326,8 +332,9 @@ class CommandHandler:
         return ending, process.returncode, _tail(pipes.stderr_tail)
 
     def kill_all(self) -> None:
-        """Kill every command still running (the worker is stopping and released them)."""
+        """Kill every command running or starting (the worker is stopping and released them)."""
         with self._lock:
+            self._killed_all = True
             running = list(self._running.items())
         for group, run_id in running:
             _end_run(group, run_id)

@@ -246,6 +246,14 @@ def test_kill_all_ends_a_running_command_and_its_daemon(tmp_path: Path) -> None:
     assert not alive(int(pid_file.read_text()))
 
 
+def test_a_command_starting_as_kill_all_lands_is_ended_too() -> None:
+    """kill_all may land between a command's start and its registration (a race seen in CI)."""
+    handler = command("sleep 30", timeout=60)
+    handler.kill_all()
+    with pytest.raises(HandlerError, match="exited with -9"):
+        handler("")
+
+
 def _capture(errors: list[BaseException], handler: CommandHandler, rows: str) -> None:
     try:
         handler(rows)
