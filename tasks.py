@@ -219,6 +219,8 @@ def push(c: Context, repository_url: str = "") -> None:
         "env": "for --skip-done: KEY=VALUE as you will pass to submit --env (results made "
         "with other settings or code are not done); repeat for more",
         "job_definition": "for --skip-done: the workers' job definition (default: the stack's)",
+        "listing": "take the sources from this saved `aws s3api list-objects-v2 --output json` "
+        "instead of listing S3 (with --dry-run and no --skip-done: no AWS call at all)",
     },
     iterable=["env"],
 )
@@ -237,8 +239,11 @@ def seed(
     output_prefix: str = "",
     env: list[str] | None = None,
     job_definition: str = "",
+    listing: str = "",
 ) -> None:
     """Queue one message per S3 object under a prefix; safe to re-run."""
+    from pathlib import Path
+
     from batchspot import seed as seeding
     from batchspot import stack
     from batchspot import submit as submitting
@@ -254,7 +259,7 @@ def seed(
         else seeding.DEFAULT_RECIPE
     )
     report = seeding.seed(
-        stack.aws("s3"),
+        None if listing and not skip_done else stack.aws("s3"),
         None if dry_run else stack.aws("sqs", pool=concurrency),  # a dry run sends nothing
         queue_url="" if dry_run else stack.value("queue_url", queue_url),
         bucket=stack.value("input_bucket", bucket),
@@ -269,6 +274,7 @@ def seed(
         or stack.optional("output_prefix", seeding.DEFAULT_OUTPUT_PREFIX),
         dry_run=dry_run,
         concurrency=concurrency,
+        listing=Path(listing) if listing else None,
     )
     for sample in report.samples:
         print(sample)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -80,6 +81,25 @@ def list_sources(s3: Any, bucket: str, prefix: str = "", suffix: str = "") -> It
             if not key.endswith(suffix) or (key.endswith("/") and item["Size"] == 0):
                 continue
             yield Source(bucket, key, item["ETag"])
+
+
+def read_listing(path: Path, bucket: str, prefix: str = "", suffix: str = "") -> Iterator[Source]:
+    """Yield the sources of a saved listing, filtered as :func:`list_sources` filters S3's.
+
+    The file is what ``aws s3api list-objects-v2 --bucket B --output json`` prints (its
+    ``Contents``), so a listing made once, or elsewhere, seeds without any AWS call here.
+    """
+    try:
+        contents = json.loads(path.read_text(encoding="utf-8")).get("Contents", [])
+        items = [(item["Key"], item["ETag"], item.get("Size", 1)) for item in contents]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"{path} is not a listing as `aws s3api list-objects-v2 --output json` prints it "
+            f"(a Contents list of Key and ETag): {error}"
+        ) from None
+    for key, etag, size in items:
+        if key.startswith(prefix) and key.endswith(suffix) and not (key.endswith("/") and not size):
+            yield Source(bucket, key, etag)
 
 
 def stored_results(
@@ -222,8 +242,12 @@ def seed(
     output_prefix: str = DEFAULT_OUTPUT_PREFIX,
     dry_run: bool = False,
     concurrency: int = 8,
+    listing: Path | None = None,
 ) -> SeedReport:
     """List the sources, drop those already done if asked, and queue one message for each.
+
+    ``listing``: take the sources from a saved listing (:func:`read_listing`) instead of S3;
+    ``s3`` is then used only for ``skip_done`` and may be None without it.
 
     ``recipe`` is the workers' (``Config.recipe``): ``skip_done`` counts a source as done only
     when its result was made by the same code, query and settings.
@@ -252,7 +276,12 @@ def seed(
 
     def bodies() -> Iterator[str]:
         wanted = 0
-        for source in list_sources(s3, bucket, prefix, suffix):
+        sources = (
+            read_listing(listing, bucket, prefix, suffix)
+            if listing
+            else list_sources(s3, bucket, prefix, suffix)
+        )
+        for source in sources:
             report.listed += 1
             if (
                 done

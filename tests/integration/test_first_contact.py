@@ -129,6 +129,36 @@ def test_the_readme_cost_example_works_as_printed_with_no_aws_at_all(scrubbed):
 
 
 @no_emulator
+def test_a_dry_run_seed_from_a_saved_listing_makes_no_aws_call(scrubbed, tmp_path):
+    """No region, no credentials: any client the task made would end in an error."""
+    listing = tmp_path / "listing.json"
+    contents = [
+        {"Key": "in/a.csv", "ETag": '"1"', "Size": 4},
+        {"Key": "in/", "ETag": '"2"', "Size": 0},  # the console's folder marker
+        {"Key": "in/b.json", "ETag": '"3"', "Size": 4},
+        {"Key": "other/c.csv", "ETag": '"4"', "Size": 4},
+    ]
+    listing.write_text(json.dumps({"Contents": contents}))
+
+    args = ["--bucket", "in-bucket", "--prefix", "in/", "--suffix", ".csv"]
+    result = invoke(scrubbed, "seed", "--dry-run", "--listing", str(listing), *args)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "listed 1, skipped 0 already done, would send 1, failed 0"
+    )
+    assert json.loads(result.stdout.splitlines()[0])["key"] == "in/a.csv"
+
+
+@no_emulator
+def test_a_listing_that_is_not_one_is_refused_in_one_sentence(scrubbed, tmp_path):
+    listing = tmp_path / "keys.txt"
+    listing.write_text("in/a.csv\n")
+    result = invoke(scrubbed, "seed", "--dry-run", "--listing", str(listing), "--bucket", "b")
+    assert_one_sentence(result, f"error: {listing} is not a listing")
+
+
+@no_emulator
 def test_no_region_with_the_names_given(scrubbed):
     assert_one_sentence(invoke(scrubbed, *STATUS_BY_HAND), NO_REGION_NOR_STACK)
 
