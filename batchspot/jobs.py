@@ -22,14 +22,19 @@ def describe(batch: Any, job_ids: Sequence[str]) -> list[dict[str, Any]]:
     ]
 
 
-def with_children(batch: Any, job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Return the job and its children: every array child, or the job itself when it has none."""
+def one(batch: Any, job_id: str) -> dict[str, Any]:
+    """Describe one job; an id Batch does not know is an operator's error, in one sentence."""
     found = describe(batch, [job_id])
     if not found:
         raise OperatorError(
             f"no Batch job {job_id!r} (Batch keeps jobs about 7 days after they end): check "
             "the id, e.g. with `invoke status`"
         )
-    job = found[0]
+    return found[0]
+
+
+def with_children(batch: Any, job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return the job and its children: every array child, or the job itself when it has none."""
+    job = one(batch, job_id)
     size = job.get("arrayProperties", {}).get("size")
     return job, describe(batch, [f"{job_id}:{index}" for index in range(size)]) if size else [job]

@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from batchspot import jobs
 from batchspot.results import run_of
 from worker.config import DEFAULT_OUTPUT_PREFIX
 from worker.manifest import Counts, count_run
@@ -69,10 +70,7 @@ class Snapshot:
 
 def job_progress(batch: Any, job_id: str) -> JobProgress:
     """Describe one job; for an array job, read its children's status summary."""
-    jobs = batch.describe_jobs(jobs=[job_id])["jobs"]
-    if not jobs:
-        raise LookupError(f"no Batch job {job_id!r} (jobs are kept about 7 days after they end)")
-    job = jobs[0]
+    job = jobs.one(batch, job_id)
     array = job.get("arrayProperties", {})
     summary = array.get("statusSummary", {})
     return JobProgress(
@@ -94,8 +92,8 @@ def latest_job(batch: Any, job_queue: str, job_name: str) -> str | None:
         jobQueue=job_queue, filters=[{"name": "JOB_NAME", "values": [job_name]}]
     )
     # Children ("<parent>:<index>") are not separate submissions.
-    jobs = [j for page in pages for j in page["jobSummaryList"] if ":" not in j["jobId"]]
-    return max(jobs, key=lambda j: j["createdAt"])["jobId"] if jobs else None
+    named = [j for page in pages for j in page["jobSummaryList"] if ":" not in j["jobId"]]
+    return max(named, key=lambda j: j["createdAt"])["jobId"] if named else None
 
 
 def snapshot(
