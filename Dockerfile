@@ -11,14 +11,23 @@
 # installs the exact versions of constraints.txt, the ones CI tests. To move the base, take the
 # new digest from `docker buildx imagetools inspect python:3.11-slim-bookworm`.
 #
+# Where no registry is reachable, `invoke build --local-base` makes an equivalent base from
+# Debian bookworm's own packages (python3, python3-venv, ca-certificates and the machine's CA
+# bundle, with `python` -> python3) and passes it as BASE_IMAGE; both bases run this file alike.
+# pip inside the build trusts the base's system CA bundle (PIP_CERT), so a TLS-inspecting proxy
+# whose CA the base carries works too.
+#
 # Custom code: a Python callable under examples/ (or any package copied to /app) is importable
 # as HANDLER=package.module:function, since `python -m` puts the working directory on sys.path;
 # an executable goes anywhere on PATH for HANDLER_COMMAND. Derive from this image to add yours.
 
-FROM python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b AS build
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
+
+FROM ${BASE_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -28,7 +37,7 @@ COPY worker/ worker/
 RUN /opt/venv/bin/pip install --no-compile -c constraints.txt .
 
 # The same base as the build stage, so the venv's interpreter path and ABI match.
-FROM python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
+FROM ${BASE_IMAGE}
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -169,17 +169,18 @@ def destroy(
 # --- image (docker) ----------------------------------------------------------------------
 
 
-@task(help={"platform": "target platform of the image (Batch runs linux/amd64 unless Graviton)"})
-def build(c: Context, platform: str = "linux/amd64") -> None:
+@task(
+    help={
+        "platform": "target platform of the image (Batch runs linux/amd64 unless Graviton)",
+        "local_base": "build on a base made here from Debian bookworm's packages (mmdebstrap), "
+        "for machines that reach no image registry",
+    }
+)
+def build(c: Context, platform: str = "linux/amd64", local_base: bool = False) -> None:
     """Build the worker image with Docker, tagged with the git revision."""
-    from pathlib import Path
-
     from batchspot import image
 
-    engine = image.engine()
-    context = Path(__file__).resolve().parent
-    tag = image.revision_tag(context)
-    print(f"built {image.build(engine, context, tag=tag, platform=platform)}")
+    print(f"built {image.build_checkout(local_base=local_base, platform=platform)}")
 
 
 @task(help={"repository_url": "ECR repository (default: the stack's ecr_repository_url output)"})
@@ -573,6 +574,11 @@ def redrive(
         "handler": "custom code as package.module:function (default: the built-in rows-to-json)",
         "state_dir": "where Terraform state, worker logs and copied results go",
         "name": "prefix of every resource name, so runs can share a long-lived emulator",
+        "containers": "build the image and let moto's Batch run the array job and the final "
+        "job as its containers (needs a Docker engine; with --endpoint, a moto started with "
+        "MOTO_DOCKER_NETWORK_MODE=host)",
+        "local_base": "with --containers: build on a base made here from Debian's packages "
+        "(as invoke build --local-base)",
     }
 )
 def local(
@@ -583,6 +589,8 @@ def local(
     handler: str = "",
     state_dir: str = ".batchspot/local",
     name: str = "batchspot",
+    containers: bool = False,
+    local_base: bool = False,
 ) -> None:
     """Run the whole pipeline on this machine: emulator, Terraform, sample data, seed, workers."""
     from pathlib import Path
@@ -598,6 +606,8 @@ def local(
         handler=handler or None,
         state_dir=Path(state_dir).resolve(),
         name=name,
+        containers=containers,
+        local_base=local_base,
     )
     print(run.summary())
     if run.failed or run.dead_lettered or any(run.worker_exit_codes):

@@ -109,11 +109,13 @@ def emulator_at(
     kind: EmulatorKind = "moto",
     *,
     start_if_absent: bool = False,
+    batch_containers: bool = False,
 ) -> Iterator[Emulator]:
     """Use the emulator at ``endpoint`` (it outlives the block), else start ``kind`` for it.
 
     An ``endpoint`` where nothing answers is an error, unless ``start_if_absent`` says it was
     only a guess (``invoke test-local`` tries docker-compose's port first).
+    ``batch_containers`` starts moto with Batch jobs run as containers (:func:`moto_server`).
     """
     if endpoint:
         if running := running_emulator(endpoint):
@@ -121,8 +123,11 @@ def emulator_at(
             return
         if not start_if_absent:
             raise EmulatorError(f"no AWS emulator answers at {endpoint}")
-    start = localstack_server if kind == "localstack" else moto_server
-    with start(log_dir) as started:
+    if kind == "localstack":
+        with localstack_server(log_dir) as started:
+            yield started
+        return
+    with moto_server(log_dir, batch_containers=batch_containers) as started:
         yield started
 
 
@@ -153,14 +158,20 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> N
 
 @contextlib.contextmanager
 def moto_server(
-    log_dir: Path, port: int | None = None, extra_env: Mapping[str, str] | None = None
+    log_dir: Path,
+    port: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    batch_containers: bool = False,
 ) -> Iterator[Emulator]:
     """Run moto's server on loopback for the duration of the block.
 
     ``MOTO_IAM_LOAD_MANAGED_POLICIES`` lets the Terraform stack attach AWS managed policies
-    such as AmazonEC2ContainerServiceforEC2Role; Batch is switched to run jobs without Docker,
-    as there is no Docker engine where this runs (jobs then succeed at once). ``extra_env``
-    adds moto settings for one server, such as ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM.
+    such as AmazonEC2ContainerServiceforEC2Role. Batch runs jobs without Docker (they succeed at
+    once) unless ``batch_containers``: then it runs every job as a container of its job
+    definition's image on the Docker engine, on the host's network so that the containers
+    reach this server on 127.0.0.1. ``extra_env`` adds moto settings for one server, such as
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM.
     """
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +180,7 @@ def moto_server(
         **os.environ,
         **EMULATOR_ENV,
         "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+        **({"MOTO_DOCKER_NETWORK_MODE": "host"} if batch_containers else {}),
         **(extra_env or {}),
     }
     command = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
@@ -181,7 +193,7 @@ def moto_server(
         wait_until_ready(f"{endpoint}/moto-api/", process, log)
         request = urllib.request.Request(
             f"{endpoint}/moto-api/config",
-            data=b'{"batch": {"use_docker": false}}',
+            data=json.dumps({"batch": {"use_docker": batch_containers}}).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )

@@ -6,13 +6,21 @@ suffix, never a revision it does not match. The repository's tags are immutable,
 never moves a tag such as ``latest``: the stack is pinned to the pushed image's digest instead
 (:attr:`Pushed.deploy_variable`). ECR credentials come from boto3
 (``GetAuthorizationToken``), so no ``aws ecr get-login-password | docker login`` pipe is needed.
+
+Where the Dockerfile's pinned base cannot be pulled (no registry reachable, as on an
+air-gapped CI machine), :func:`local_base_image` makes an equivalent base from Debian
+bookworm's own packages with ``mmdebstrap`` and ``docker import``, and :func:`build` passes it
+as the ``BASE_IMAGE`` argument.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +32,23 @@ from docker.errors import APIError, DockerException
 
 LOCAL_REPOSITORY = "batchspot-worker"
 DEFAULT_PLATFORM = "linux/amd64"  # Batch's default instance families; override for Graviton
+PINNED_BASE = "the Dockerfile's pinned python:3.11-slim-bookworm"
+
+# The local base: what python:3.11-slim-bookworm gives the Dockerfile, from Debian's packages.
+# `passwd` brings useradd for the non-root user; the machine's CA bundle replaces Debian's so
+# pip inside the build trusts what the machine trusts (a TLS-inspecting proxy's CA included).
+LOCAL_BASE_REPOSITORY = "batchspot-base"
+LOCAL_BASE_SUITE = "bookworm"
+LOCAL_BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Documentation, manuals and translations are never read in a worker container.
+_LEAN_PATHS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+)
 
 
 class ImageError(RuntimeError):
@@ -100,24 +125,109 @@ def _follow(lines: Iterable[dict[str, Any]], emit: Callable[[str], None]) -> lis
     return aux
 
 
+def local_base_image(
+    client: docker.DockerClient, *, ca_bundle: Path = CA_BUNDLE, emit: Callable[[str], None] = print
+) -> str:
+    """Return a base image made from Debian bookworm's packages, making it on first use.
+
+    The tag is a hash of the suite, the packages and the CA bundle, so a machine whose bundle
+    changes gets a new base and an unchanged one reuses the image it has (``mmdebstrap`` takes
+    about half a minute; ``docker import`` a few seconds).
+    """
+    if shutil.which("mmdebstrap") is None:
+        raise ImageError(
+            "--local-base needs mmdebstrap, which is not installed: "
+            "apt-get install mmdebstrap (or build on the pinned base where a registry answers)."
+        )
+    if not ca_bundle.is_file():
+        raise ImageError(f"--local-base copies the machine's CA bundle, and {ca_bundle} is missing")
+    identity = hashlib.sha256(
+        "\n".join([LOCAL_BASE_SUITE, *LOCAL_BASE_PACKAGES, *_LEAN_PATHS]).encode()
+        + ca_bundle.read_bytes()
+    ).hexdigest()[:12]
+    name = f"{LOCAL_BASE_REPOSITORY}:{LOCAL_BASE_SUITE}-{identity}"
+    try:
+        client.images.get(name)
+        return name
+    except docker.errors.ImageNotFound:
+        pass
+    emit(f"making {name} from Debian {LOCAL_BASE_SUITE}'s packages with mmdebstrap ...")
+    with tempfile.TemporaryDirectory(prefix="batchspot-base-") as folder:
+        tarball = Path(folder) / "base.tar"
+        command = [
+            "mmdebstrap",
+            "--variant=essential",
+            f"--include={','.join(LOCAL_BASE_PACKAGES)}",
+            *(f"--dpkgopt={option}" for option in _LEAN_PATHS),
+            f'--customize-hook=cp {ca_bundle} "$1/etc/ssl/certs/ca-certificates.crt"',
+            '--customize-hook=ln -sf python3 "$1/usr/bin/python"',
+            LOCAL_BASE_SUITE,
+            str(tarball),
+        ]
+        made = subprocess.run(command, capture_output=True, text=True)
+        if made.returncode != 0:
+            tail = " / ".join(made.stderr.strip().splitlines()[-3:])
+            raise ImageError(f"mmdebstrap failed (exit {made.returncode}): {tail}")
+        repository, tag = name.split(":")
+        client.api.import_image_from_file(
+            str(tarball), repository=repository, tag=tag, changes=["ENV LANG=C.UTF-8"]
+        )
+    return name
+
+
 def build(
     client: docker.DockerClient,
     context: Path,
     *,
     tag: str,
     platform: str = DEFAULT_PLATFORM,
+    base_image: str | None = None,
     emit: Callable[[str], None] = print,
 ) -> str:
-    """Build ``context``'s Dockerfile as ``batchspot-worker:<tag>``; return the image name."""
+    """Build ``context``'s Dockerfile as ``batchspot-worker:<tag>``; return the image name.
+
+    ``base_image`` replaces the Dockerfile's pinned base (its ``BASE_IMAGE`` argument). The
+    build's RUN steps use the host's network: an engine started without a bridge (as CI's is)
+    has no other, and pip must reach the package index.
+    """
     image = f"{LOCAL_REPOSITORY}:{tag}"
+    emit(f"base: {base_image or PINNED_BASE}")
     try:
         lines = client.api.build(
-            path=str(context), tag=image, platform=platform, rm=True, decode=True
+            path=str(context),
+            tag=image,
+            platform=platform,
+            rm=True,
+            decode=True,
+            network_mode="host",
+            buildargs={"BASE_IMAGE": base_image} if base_image else None,
         )
         _follow(lines, emit)
     except APIError as error:
         raise ImageError(f"build failed: {error.explanation or error}") from None
     return image
+
+
+def build_checkout(
+    *,
+    local_base: bool = False,
+    platform: str = DEFAULT_PLATFORM,
+    emit: Callable[[str], None] = print,
+) -> str:
+    """Build this checkout's image, tagged with its revision (``invoke build``); return it.
+
+    ``local_base`` builds on :func:`local_base_image` instead of the Dockerfile's pinned base.
+    """
+    client = engine()
+    context = Path(__file__).resolve().parent.parent
+    if not (context / "Dockerfile").is_file():
+        raise ImageError(
+            f"no Dockerfile in {context}: the image is built from a checkout of BatchSpot"
+        )
+    base = local_base_image(client, emit=emit) if local_base else None
+    return build(
+        client, context, tag=revision_tag(context), platform=platform, base_image=base, emit=emit
+    )
 
 
 def require_repository(ecr: Any, repository_url: str) -> None:

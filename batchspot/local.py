@@ -7,29 +7,37 @@ CSVs is uploaded and seeded from a listing, and N worker processes run as the ch
 array job would, with the job definition's own environment. The final step builds the run's
 manifest, as ``invoke submit --then`` does after the array job. The run ends with a summary and
 the results copied to a local folder (the emulator's state ends with it).
+
+With ``containers``, the workers are the image instead: it is built, the job definition names
+it, and moto's Batch runs the array job and the final job as its containers
+(:mod:`batchspot.local_batch`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from batchspot import terraform
+from batchspot import image, terraform
 from batchspot.aws import client
 from batchspot.cost import offline_table, run_cost, saving
 from batchspot.emulators import Emulator, emulator_at
 from batchspot.environment import overridden
 from batchspot.fleet import Fleet, worker_env
+from batchspot.local_batch import ContainerRunError, remove_containers, run_array_job
 from batchspot.sample_data import upload_dataset
 from batchspot.seed import seed
 from worker.final import run_final
-from worker.manifest import Run
+from worker.manifest import Counts, Run
 from worker.queue_depth import queue_counts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +49,7 @@ LOCALSTACK_TARGETS = ("module.storage", "module.queue")
 # emulator has no real Spot price history).
 ESTIMATE_INSTANCE_TYPE = "c4.4xlarge"
 SPOT_PER_HOUR = 0.2526
+CONTAINER_RUN_SECONDS = 900  # the sample drains in well under a minute
 
 
 @dataclass
@@ -62,6 +71,7 @@ class LocalRun:
     item_counts: str = ""
     hosted: str = ""
     estimate: str = ""
+    containers: str = ""
     worker_exit_codes: list[int] = field(default_factory=list)
 
     @property
@@ -87,6 +97,7 @@ class LocalRun:
                 f"manifest:         {self.manifest_uri}",
                 f"on AWS:           {self.estimate}",
             ]
+            + ([f"containers:       {self.containers}"] if self.containers else [])
         )
 
 
@@ -129,26 +140,42 @@ def run_local(
     handler: str | None = None,
     state_dir: Path = STATE_DIR,
     name: str = "batchspot",
+    *,
+    containers: bool = False,
+    local_base: bool = False,
 ) -> LocalRun:
     """Run the whole pipeline against a local emulator; return what happened.
 
     ``name`` prefixes every resource, so several runs can share one long-lived emulator.
+    ``containers`` runs the workers as containers of the image, built on the local base with
+    ``local_base``, by moto's Batch (an ``endpoint`` must then be a moto started with
+    ``MOTO_DOCKER_NETWORK_MODE=host``).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    logs = state_dir / "logs"
     # This process's boto3 and Terraform use the emulator too, for the block.
-    with emulator_at(endpoint, state_dir / "logs") as emulator, overridden(emulator.client_env()):
+    with (
+        emulator_at(endpoint, logs, batch_containers=containers) as emulator,
+        overridden(emulator.client_env()),
+    ):
         aws_env = emulator.client_env()
         run = LocalRun(emulator=f"{emulator.name} at {emulator.endpoint}")
         targets = LOCALSTACK_TARGETS if emulator.name == "localstack" else ()
+        if containers and targets:
+            raise ContainerRunError(
+                "--containers needs moto's Batch, and LocalStack's free edition has none"
+            )
         run.hosted = (
             "queue and storage only: LocalStack's free edition has no Batch or ECR"
             if targets
             else "the whole stack"
         )
+        image_name = image.build_checkout(local_base=local_base) if containers else None
         print(f"deploying the Terraform stack to {emulator.endpoint} ({run.hosted}) ...")
         outputs = terraform.deploy(
-            variables={"name": name},
+            # moto's ECR hosts no registry: the job definition names the image built here.
+            variables={"name": name, **({"image": image_name} if image_name else {})},
             local_endpoint=emulator.endpoint,
             state_dir=_stack_state_dir(state_dir, emulator, name, reuse=endpoint is not None),
             stream=False,
@@ -167,53 +194,109 @@ def run_local(
             prefix=SAMPLE_PREFIX,
         )
         run.items = report.sent
-        env = worker_environment(outputs, aws_env)
-        env["IDLE_EXIT_SECONDS"] = "3"
-        if handler:
-            env["HANDLER"] = handler
-        env["AWS_BATCH_JOB_ID"] = job_id = f"local-{uuid.uuid4().hex[:8]}"
-        summaries = _run_workers(env, workers, run.items, outputs["queue_url"], state_dir, sqs)
+        settings = {"IDLE_EXIT_SECONDS": "3", **({"HANDLER": handler} if handler else {})}
+        prefix = outputs.get("output_prefix", "results/")
+        if image_name:
+            job_id, summaries = _run_containers(
+                run, outputs, {**aws_env, **settings}, workers, name, image_name, sqs
+            )
+        else:
+            env = {**worker_environment(outputs, aws_env), **settings}
+            env["AWS_BATCH_JOB_ID"] = job_id = f"local-{uuid.uuid4().hex[:8]}"
+            summaries = _run_workers(env, workers, run.items, outputs["queue_url"], logs, sqs)
+            run.worker_exit_codes = [s.get("exit_code", -1) for s in summaries]
         for summary in summaries:
             run.ok += summary.get("ok", 0)
             run.already_done += summary.get("already_done", 0)
             run.failed += summary.get("failed", 0)
             run.aws_calls += summary.get("aws_calls", 0)
             run.worker_seconds += summary.get("seconds", 0.0)
-        run.worker_exit_codes = [s.get("exit_code", -1) for s in summaries]
         run.dead_lettered = queue_counts(sqs, outputs["dlq_url"]).total
-        prefix = outputs.get("output_prefix", "results/")
         run.results_uri = f"s3://{outputs['output_bucket']}/{prefix}"
         run.results_dir = _copy_results(s3, outputs["output_bucket"], prefix, state_dir / "results")
-        # The final step as `invoke submit --then` runs it after the array job: the manifest.
         run_of_job = Run(job_id, outputs["output_bucket"], prefix, outputs["queue_url"])
-        manifest, _ = run_final(s3, sqs, run_of_job)
-        run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
+        if image_name:  # the final job's container wrote the manifest
+            run.manifest_uri, run.item_counts = _written_manifest(s3, run_of_job)
+        else:  # the final step as `invoke submit --then` runs it after the array job
+            manifest, _ = run_final(s3, sqs, run_of_job)
+            run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
         run.estimate = _estimate(run.worker_seconds)
     run.seconds = time.monotonic() - started
     return run
 
 
+def _run_containers(
+    run: LocalRun,
+    outputs: dict[str, Any],
+    container_env: dict[str, str],
+    size: int,
+    name: str,
+    image_name: str,
+    sqs: Any,
+) -> tuple[str, list[dict[str, Any]]]:
+    """Run the array job as containers on moto's Batch; return its id and the summaries."""
+    print(f"submitting an array job of {size} children to moto's Batch, image {image_name}")
+    try:
+        with _progress(run.items, sqs, outputs["queue_url"]) as progress:
+            array = run_array_job(
+                client("batch"),
+                client("logs"),
+                client("ecr"),
+                outputs=outputs,
+                container_env=container_env,
+                size=size,
+                job_name=name,
+                image_name=image_name,
+                progress=progress,
+                timeout=CONTAINER_RUN_SECONDS,
+            )
+    finally:
+        remove_containers(image_name)
+    run.containers = array.describe()
+    run.worker_exit_codes = array.exit_codes
+    return array.job_id, array.summaries
+
+
+def _written_manifest(s3: Any, run: Run) -> tuple[str, str]:
+    """Return the URI and counts of the manifest a final job wrote, or why there is none."""
+    key = f"{run.prefix}manifest.json"
+    try:
+        document = json.loads(s3.get_object(Bucket=run.bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return "none: the final job wrote no manifest", "not run"
+    return f"s3://{run.bucket}/{key}", Counts(**document["Counts"]).render()
+
+
+@contextlib.contextmanager
+def _progress(items: int, sqs: Any, queue_url: str) -> Iterator[Callable[[], None]]:
+    """Show a bar of the items no longer in the queue; the block calls the yielded update."""
+    with tqdm(total=items, unit="item", desc="processed") as bar:
+
+        def update() -> None:
+            bar.n = max(bar.n, items - queue_counts(sqs, queue_url).total)
+            bar.refresh()
+
+        yield update
+        update()
+
+
 def _run_workers(
-    env: dict[str, str], count: int, items: int, queue_url: str, state_dir: Path, sqs: Any
+    env: dict[str, str], count: int, items: int, queue_url: str, log_dir: Path, sqs: Any
 ) -> list[dict[str, Any]]:
     """Start ``count`` workers as the children of array job AWS_BATCH_JOB_ID; show progress.
 
     Return their summaries.
     """
     job_id = env["AWS_BATCH_JOB_ID"]
-    log_dir = state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     fleet = Fleet(env, log_dir)
     for slot in range(count):
         fleet.start(slot)
     print(f"started {count} workers as array job {job_id}; logs in {log_dir}")
-    with tqdm(total=items, unit="item", desc="processed") as bar:
+    with _progress(items, sqs, queue_url) as progress:
         while fleet.running():
-            bar.n = max(bar.n, items - queue_counts(sqs, queue_url).total)
-            bar.refresh()
+            progress()
             time.sleep(0.5)
-        bar.n = items - queue_counts(sqs, queue_url).total
-        bar.refresh()
     summaries = [event for _, event in fleet.events("summary")]
     missing = count - len(summaries)
     return summaries + [{"exit_code": -1}] * missing
