@@ -35,11 +35,13 @@ DEFAULT_PLATFORM = "linux/amd64"  # Batch's default instance families; override 
 PINNED_BASE = "the Dockerfile's pinned python:3.11-slim-bookworm"
 
 # The local base: what python:3.11-slim-bookworm gives the Dockerfile, from Debian's packages.
-# `passwd` brings useradd for the non-root user; the machine's CA bundle replaces Debian's so
-# pip inside the build trusts what the machine trusts (a TLS-inspecting proxy's CA included).
+# `passwd` brings useradd for the non-root user, libstdc++6 what pyarrow's libraries link (the
+# essential variant leaves out apt, which brings it in the slim image). The machine's CA bundle
+# replaces Debian's so pip inside the build trusts what the machine trusts (a TLS-inspecting
+# proxy's CA included).
 LOCAL_BASE_REPOSITORY = "batchspot-base"
 LOCAL_BASE_SUITE = "bookworm"
-LOCAL_BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd")
+LOCAL_BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd", "libstdc++6")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Documentation, manuals and translations are never read in a worker container.
 _LEAN_PATHS = (
@@ -183,12 +185,14 @@ def build(
     platform: str = DEFAULT_PLATFORM,
     base_image: str | None = None,
     emit: Callable[[str], None] = print,
+    stream: bool = True,
 ) -> str:
     """Build ``context``'s Dockerfile as ``batchspot-worker:<tag>``; return the image name.
 
     ``base_image`` replaces the Dockerfile's pinned base (its ``BASE_IMAGE`` argument). The
     build's RUN steps use the host's network: an engine started without a bridge (as CI's is)
-    has no other, and pip must reach the package index.
+    has no other, and pip must reach the package index. Without ``stream`` only the base line
+    is emitted, not the engine's build output.
     """
     image = f"{LOCAL_REPOSITORY}:{tag}"
     emit(f"base: {base_image or PINNED_BASE}")
@@ -202,7 +206,7 @@ def build(
             network_mode="host",
             buildargs={"BASE_IMAGE": base_image} if base_image else None,
         )
-        _follow(lines, emit)
+        _follow(lines, emit if stream else lambda _: None)
     except APIError as error:
         raise ImageError(f"build failed: {error.explanation or error}") from None
     return image
@@ -213,10 +217,12 @@ def build_checkout(
     local_base: bool = False,
     platform: str = DEFAULT_PLATFORM,
     emit: Callable[[str], None] = print,
+    stream: bool = True,
 ) -> str:
     """Build this checkout's image, tagged with its revision (``invoke build``); return it.
 
-    ``local_base`` builds on :func:`local_base_image` instead of the Dockerfile's pinned base.
+    ``local_base`` builds on :func:`local_base_image` instead of the Dockerfile's pinned base;
+    ``stream`` relays the engine's build output (see :func:`build`).
     """
     client = engine()
     context = Path(__file__).resolve().parent.parent
@@ -226,7 +232,13 @@ def build_checkout(
         )
     base = local_base_image(client, emit=emit) if local_base else None
     return build(
-        client, context, tag=revision_tag(context), platform=platform, base_image=base, emit=emit
+        client,
+        context,
+        tag=revision_tag(context),
+        platform=platform,
+        base_image=base,
+        emit=emit,
+        stream=stream,
     )
 
 

@@ -171,7 +171,11 @@ def run_local(
             if targets
             else "the whole stack"
         )
-        image_name = image.build_checkout(local_base=local_base) if containers else None
+        image_name = (
+            image.build_checkout(local_base=local_base, stream=False) if containers else None
+        )
+        if image_name:
+            print(f"built {image_name}")
         print(f"deploying the Terraform stack to {emulator.endpoint} ({run.hosted}) ...")
         outputs = terraform.deploy(
             # moto's ECR hosts no registry: the job definition names the image built here.

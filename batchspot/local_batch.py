@@ -16,6 +16,7 @@ Where moto's Batch (5.2) differs from AWS Batch, and what stands in for it here:
 * no ``AWS_BATCH_JOB_ARRAY_INDEX``: every child acts as the sweeper (process 0 of child 0),
   which only makes each one wait for the queue to be done;
 * its ECR hosts no registry, so the job definition names the image built here, not a push;
+* a described job carries no ``container.exitCode``: the child's status stands in for it;
 * logs go to ``/aws/batch/job`` whatever the job definition's ``awslogs-group`` says, and only
   once a container has exited;
 * the array job's own status moves only when the job is described, and the final job waits on
@@ -60,8 +61,11 @@ class ArrayRun:
 
     @property
     def exit_codes(self) -> list[int]:
-        """Each child's container exit code (-1 where Batch recorded none)."""
-        return [c.get("container", {}).get("exitCode", -1) for c in self.children]
+        """Each child's container exit code: AWS's, else 0 for SUCCEEDED and -1 otherwise."""
+        return [
+            c.get("container", {}).get("exitCode", 0 if c["status"] == "SUCCEEDED" else -1)
+            for c in self.children
+        ]
 
     def describe(self) -> str:
         """One line: how the children and the final job ended, and in what."""
