@@ -82,12 +82,16 @@ class Fleet:
     command: tuple[str, ...] = (sys.executable, "-m", "worker")
     children: list[Child] = field(default_factory=list)
 
-    def start(self, slot: int) -> Child:
-        """Start (or restart, with the next attempt number) the child of ``slot``."""
+    def start(self, slot: int, **extra_env: str) -> Child:
+        """Start (or restart, with the next attempt number) the child of ``slot``.
+
+        ``extra_env`` is this child's own (its host's metadata endpoint, say).
+        """
         attempt = 1 + sum(1 for c in self.children if c.slot == slot)
         log = self.log_dir / f"slot-{slot}-attempt-{attempt}.log"
         env = {
             **self.env,
+            **extra_env,
             "AWS_BATCH_JOB_ARRAY_INDEX": str(slot),
             "AWS_BATCH_JOB_ATTEMPT": str(attempt),
         }
@@ -98,18 +102,6 @@ class Fleet:
         child = Child(slot, attempt, process, log)
         self.children.append(child)
         return child
-
-    def restart_reclaimed(self) -> list[Child]:
-        """Start the next attempt of each slot whose latest child was signalled and has exited.
-
-        AWS Batch retries an array child only when its host was reclaimed (the job
-        definition's retry strategy); a child that exited by itself, 0 or not, is not run
-        again. Restarting those too would hide work a run leaves stranded.
-        """
-        latest = {child.slot: child for child in self.children}  # later attempts win
-        return [
-            self.start(slot) for slot, child in latest.items() if child.signalled and child.poll()
-        ]
 
     def running(self) -> list[Child]:
         """Children that have not exited."""

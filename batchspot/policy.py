@@ -13,35 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from python_terraform import IsFlagged, IsNotFlagged
-
 from batchspot.terraform import TERRAFORM_DIR
-from batchspot.terraform_cli import TerraformCli, TerraformError
+from batchspot.terraform_cli import TerraformError, show_offline_plan
 
 WORKER_POLICY_MODULE = TERRAFORM_DIR / "modules" / "worker_policy"
-PLAN_FILE = "worker_policy.tfplan"
 
-# A provider that can plan data sources offline: fake static keys, and no STS, IAM or IMDS
-# lookups. The region fixes the partition ("aws") of the ARNs the module builds.
 _ROOT_CONFIG = """\
 # Written by batchspot.policy.render_worker_policy; renders modules/worker_policy offline.
-terraform {
-  required_providers {
-    aws = {
-      source = "hashicorp/aws"
-    }
-  }
-}
-
-provider "aws" {
-  region                      = "us-east-1"
-  access_key                  = "offline"
-  secret_key                  = "offline"
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-}
-
 variable "queue_arn" {
   type = string
 }
@@ -87,31 +65,24 @@ def render_worker_policy(
     ``.terraform`` and the plan; reusing it makes init a quick check instead of a fresh
     install. Raises :class:`TerraformError` if any Terraform step fails.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    # By absolute path, init links .terraform/modules to the module itself: never a stale copy.
-    (work_dir / "main.tf").write_text(
-        _ROOT_CONFIG % {"source": json.dumps(str(WORKER_POLICY_MODULE))}
-    )
     variables = {
         "queue_arn": queue_arn,
         "input_bucket_arn": f"arn:aws:s3:::{input_bucket}",
         "output_buckets": list(output_buckets),
         "output_prefix": output_prefix,
     }
-    cli = TerraformCli(work_dir, state_dir=work_dir, variables=variables)
-    cli.init()
-    cli.checked("plan", out=PLAN_FILE, detailed_exitcode=IsNotFlagged)
-    shown = cli.checked("show", PLAN_FILE, json=IsFlagged, no_color=IsFlagged)
-    return _policy_from_plan(shown, work_dir / PLAN_FILE)
+    # By absolute path, init links .terraform/modules to the module itself: never a stale copy.
+    config = _ROOT_CONFIG % {"source": json.dumps(str(WORKER_POLICY_MODULE))}
+    return _policy_from_plan(show_offline_plan(work_dir, config, variables), work_dir)
 
 
-def _policy_from_plan(show_json: str, plan_file: Path) -> dict[str, Any]:
+def _policy_from_plan(shown: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     """Pick the ``json`` output out of ``terraform show -json``'s planned values."""
     try:
-        output = json.loads(show_json)["planned_values"]["outputs"]["json"]
+        output = shown["planned_values"]["outputs"]["json"]
         return json.loads(output["value"])
     except (KeyError, TypeError, json.JSONDecodeError) as error:
         raise TerraformError(
-            f"the plan {plan_file} has no known value for output json ({error!r}); "
+            f"the plan in {work_dir} has no known value for output json ({error!r}); "
             "did a module input come out unknown?"
         ) from error

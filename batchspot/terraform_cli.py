@@ -13,18 +13,42 @@ linters (:mod:`batchspot.linters`) and the Terraform test suite all go through
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from python_terraform import Terraform
+from python_terraform import IsFlagged, IsNotFlagged, Terraform
 
 from batchspot.environment import overridden
 
 # Where CI machines and this project's dev boxes keep hashicorp/aws, so init works offline.
 PLUGIN_MIRROR = Path(os.environ.get("BATCHSPOT_TF_PLUGIN_MIRROR", "/opt/tf-plugins"))
+
+# A provider that plans offline: fake static keys, and no STS, IAM or IMDS lookups. The region
+# fixes the partition ("aws") of the ARNs modules build. Heads the throwaway root configs that
+# render one module's values (:func:`show_offline_plan`).
+OFFLINE_PROVIDER = """\
+terraform {
+  required_providers {
+    aws = {
+      source = "hashicorp/aws"
+    }
+  }
+}
+
+provider "aws" {
+  region                      = "us-east-1"
+  access_key                  = "offline"
+  secret_key                  = "offline"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+}
+"""
+PLAN_FILE = "render.tfplan"
 
 NOT_INSTALLED = "terraform is not installed or not on PATH: install Terraform 1.5 or newer"
 
@@ -149,3 +173,21 @@ def installed_version() -> str:
     with tempfile.TemporaryDirectory() as scratch:
         cli = TerraformCli(Path(scratch), state_dir=Path(scratch))
         return cli.checked("version").splitlines()[0]
+
+
+def show_offline_plan(
+    work_dir: Path, config: str, variables: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Plan ``config`` (a root module, after :data:`OFFLINE_PROVIDER`) in ``work_dir``.
+
+    Returns ``terraform show -json`` of the plan: what Terraform would render, computed
+    locally, without credentials or network. Reusing ``work_dir`` makes init a quick check
+    instead of a fresh install. Raises :class:`TerraformError` if any step fails.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "main.tf").write_text(OFFLINE_PROVIDER + "\n" + config)
+    cli = TerraformCli(work_dir, state_dir=work_dir, variables=variables)
+    cli.init()
+    cli.checked("plan", out=PLAN_FILE, detailed_exitcode=IsNotFlagged)
+    shown = cli.checked("show", PLAN_FILE, json=IsFlagged, no_color=IsFlagged)
+    return json.loads(shown)

@@ -218,7 +218,7 @@ variable "worker_processes" {
 }
 
 variable "job_attempts" {
-  description = "Attempts per array child; only Spot reclaims are retried."
+  description = "Attempts per array child; a Spot reclaim and the worker's exits 3 and 75 are retried."
   type        = number
   default     = 3
 }

@@ -3,10 +3,20 @@
 With ``WORKER_PROCESSES`` above 1 it starts that many worker processes and supervises them
 (:mod:`worker.processes`); each is this same command with ``WORKER_PROCESSES=1``.
 
-Exit codes: 0 when the queue stayed empty or the worker was stopped (nothing is lost either
-way), 2 for a configuration error (one sentence on stderr), 3 when custom code hung in every
-thread (Batch's retry strategy then starts a fresh container). With several processes, the
-worst of theirs.
+Exit codes, each chosen for what the job definition's retry strategy does with it (see
+``terraform/modules/batch/job_definition.tf`` and :mod:`batchspot.batchrules`):
+
+* 0 (SUCCEEDED, not run again): the queue stayed empty, or Batch stopped the job (SIGTERM);
+* 2 (FAILED at once, not retried): a configuration error, in one sentence on stderr: a
+  variable, a missing queue or bucket, no permission;
+* 3 (retried): custom code hung in every thread, which only a fresh container frees;
+* 75 (retried, ``EX_TEMPFAIL``): come back later: a start-up error that outlasted its
+  retries (throttling, connection refused, expired credentials), a host still there after its
+  Spot notice, or the attempt's time limit reached with work left on the queue.
+
+After a Spot notice the child gives everything back and waits for its host to go: Batch
+records ``Host EC2 (instance i-…) terminated.``, which the strategy retries. With several
+processes, the worst code of theirs.
 """
 
 from __future__ import annotations
@@ -17,13 +27,22 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from worker.stopping import SpotNoticeWatcher, StopSignal, install_signal_handlers
+from worker.stopping import (
+    SpotNoticeWatcher,
+    StopSignal,
+    install_signal_handlers,
+    wait_for_host,
+)
 
 if TYPE_CHECKING:
     from worker.config import Config
     from worker.loop import Worker
 
 EXIT_CONFIG = 2
+# Start-up calls that fail with an error botocore does not retry but a moment may cure
+# (credentials expired mid-refresh) are tried this many times, 2 s, 4 s... apart.
+STARTUP_ATTEMPTS = 4
+STARTUP_BACKOFF = 2.0
 CONNECT_TIMEOUT = 5
 # Every extension and delete goes through one heartbeat thread: its calls must fail fast
 # (and be retried on the next tick) rather than hang behind one stuck connection.
@@ -38,10 +57,25 @@ RETRY_DEFAULTS = {"AWS_RETRY_MODE": "adaptive", "AWS_MAX_ATTEMPTS": "10"}
 
 
 def queue_settings(sqs: Any, queue_url: str) -> tuple[int, int | None]:
-    """Read the queue's visibility timeout and maxReceiveCount (None without a DLQ)."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
-    )["Attributes"]
+    """Read the queue's visibility timeout and maxReceiveCount (None without a DLQ).
+
+    Raises ConfigError if the queue does not exist or may not be read.
+    """
+    from botocore.exceptions import ClientError
+
+    from worker.config import ConfigError
+    from worker.errors import NO_SUCH_QUEUE_CODES, describe, error_code, is_transient
+
+    try:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+        )["Attributes"]
+    except ClientError as error:
+        if error_code(error) in NO_SUCH_QUEUE_CODES:
+            raise ConfigError(f"SQS_QUEUE_URL {queue_url!r} names no queue") from None
+        if is_transient(error):
+            raise
+        raise ConfigError(f"the work queue cannot be read: {describe(error)}") from None
     redrive = attributes.get("RedrivePolicy")
     max_receive = int(json.loads(redrive)["maxReceiveCount"]) if redrive else None
     return int(attributes.get("VisibilityTimeout", "30")), max_receive
@@ -150,6 +184,30 @@ def build_worker(config: Config, stop: StopSignal) -> Worker:
     )
 
 
+def start_worker(config: Config, stop: StopSignal) -> Worker:
+    """Build the worker, trying again on errors a moment may cure.
+
+    Throttling and connection errors were already retried with backoff by botocore (its
+    ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS``); expired credentials are not, so they get a
+    few more tries here. Raises the last transient error once they are spent.
+    """
+    from worker.errors import needs_credentials_refresh
+    from worker.logs import log
+
+    attempt = 1
+    while True:
+        try:
+            return build_worker(config, stop)
+        except Exception as error:
+            if attempt >= STARTUP_ATTEMPTS or not needs_credentials_refresh(error):
+                raise
+            pause = STARTUP_BACKOFF * 2 ** (attempt - 1)
+            log("start-retry", reason=str(error), attempt=attempt, pause=pause)
+            if stop.wait(pause):
+                raise
+            attempt += 1
+
+
 def main() -> int:
     """Configure, run, and return the exit code."""
     # Signal handlers come first: Batch may stop a child while it is still importing, and a
@@ -157,6 +215,8 @@ def main() -> int:
     stop = StopSignal()
     install_signal_handlers(stop)
     from worker.config import ConfigError, load_config
+    from worker.errors import is_transient
+    from worker.loop import EXIT_RETRY
 
     try:
         config = load_config()
@@ -164,11 +224,20 @@ def main() -> int:
             from worker.processes import supervise
 
             return supervise(config.processes, stop)
-        worker = build_worker(config, stop)
+        worker = start_worker(config, stop)
     except ConfigError as error:
         print(f"worker: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        print(f"worker: could not start, to be retried: {error}", file=sys.stderr)
+        return EXIT_RETRY
     code = worker.run()
+    if stop.host_leaves_at is not None:
+        # Everything is given back; exiting now would make this slot SUCCEEDED for good.
+        wait_for_host(stop)
+        code = max(code, EXIT_RETRY)
     sys.stdout.flush()
     # Threads of abandoned custom code must not keep the process alive.
     os._exit(code)

@@ -18,6 +18,9 @@ from worker.processes import PROCESS_INDEX_VARIABLE, available_cpus
 
 DEFAULT_OUTPUT_PREFIX = "results/"
 MAX_ITEM_SECONDS = 12 * 3600 - 60
+# A worker stops taking work this long, plus an item's deadline, before its attempt timeout:
+# Batch counts from the container's start, and giving back and exiting take a moment too.
+TIME_LIMIT_MARGIN_SECONDS = 60.0
 
 
 class ConfigError(ValueError):
@@ -50,6 +53,9 @@ class Config:
     max_output_bytes: int = 5 * 1024**3
     allowed_output_buckets: frozenset[str] = field(default_factory=frozenset)
     spot_notice_interval: float = 5.0
+    # The job definition's attempt timeout (JOB_TIMEOUT_SECONDS): Batch never retries an
+    # attempt it stops for running too long, so the worker leaves before it.
+    job_timeout: float | None = None
     job_id: str = "local"
     array_index: int | None = None
     attempt: int = 1
@@ -89,6 +95,13 @@ class Config:
         reported (and the message given back) while the message is still ours.
         """
         return min(5.0, self.item_timeout / 10)
+
+    @property
+    def work_seconds(self) -> float | None:
+        """How long after its start the worker may take new work; None: no attempt timeout."""
+        if self.job_timeout is None:
+            return None
+        return self.job_timeout - self.item_timeout - TIME_LIMIT_MARGIN_SECONDS
 
     def output_bucket_allowed(self, bucket: str) -> bool:
         """Whether a message may direct its output to ``bucket``."""
@@ -175,6 +188,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
                 else ""
             )
         )
+    job_timeout = _number(env, "JOB_TIMEOUT_SECONDS", 0, 0) or None
+    if job_timeout is not None and job_timeout - item_timeout - TIME_LIMIT_MARGIN_SECONDS <= 0:
+        raise ConfigError(
+            f"JOB_TIMEOUT_SECONDS ({job_timeout:g}) must exceed ITEM_TIMEOUT_SECONDS "
+            f"({item_timeout:g}) by more than {TIME_LIMIT_MARGIN_SECONDS:g} s, or no item "
+            "could finish before Batch stops the attempt"
+        )
     array_index = env.get("AWS_BATCH_JOB_ARRAY_INDEX", "").strip()
     allowed = {b.strip() for b in env.get("ALLOWED_OUTPUT_BUCKETS", "").split(",") if b.strip()}
     return Config(
@@ -198,6 +218,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_output_bytes=int(_number(env, "MAX_OUTPUT_BYTES", 5 * 1024**3, 1)),
         allowed_output_buckets=frozenset(allowed),
         spot_notice_interval=_number(env, "SPOT_NOTICE_INTERVAL", 5.0, 0.1),
+        job_timeout=job_timeout,
         job_id=env.get("AWS_BATCH_JOB_ID", "local"),
         array_index=int(array_index) if array_index.isdecimal() else None,
         attempt=int(_number(env, "AWS_BATCH_JOB_ATTEMPT", 1, 1)),

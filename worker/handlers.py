@@ -186,15 +186,24 @@ class PythonHandler:
         self.name = spec
         self._function: Callable[[str], Any] = function
         self._timeout = timeout
-        self.abandoned = 0
+        self._abandoned: list[threading.Thread] = []
+        self._abandoned_lock = threading.Lock()
+
+    @property
+    def abandoned(self) -> int:
+        """Calls given up on whose threads still run: a call that returns late frees its slot."""
+        with self._abandoned_lock:
+            self._abandoned = [thread for thread in self._abandoned if thread.is_alive()]
+            return len(self._abandoned)
 
     def __call__(self, rows: Rows, deadline: float | None = None) -> HandlerOutput:
         """Run the callable in its own thread so a hung call cannot hold the item forever.
 
         The rows are read whole first (the query's time is not the custom code's). Python
         cannot kill a thread: a call past ``HANDLER_TIMEOUT`` or the item's deadline is
-        abandoned (counted in ``abandoned``) and the item fails; the worker restarts itself
-        when too many are. An exception's message is cut short: it may quote the rows.
+        abandoned (counted in ``abandoned`` while it runs) and the item fails; the worker
+        restarts itself when every thread is held so. An exception's message is cut short:
+        it may quote the rows.
         """
         text = join_capped(_chunks(rows))
         limit, by_deadline = _time_limit(self._timeout, deadline)
@@ -212,7 +221,8 @@ class PythonHandler:
         thread.start()
         thread.join(limit)
         if thread.is_alive():
-            self.abandoned += 1
+            with self._abandoned_lock:
+                self._abandoned.append(thread)
             raise HandlerError(
                 _past_deadline(limit)
                 if by_deadline

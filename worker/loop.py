@@ -14,8 +14,13 @@ given back at once. And a run does not end with work stranded in the queue:
 * the sweeper (process 0 of array child 0, or of a job that is not an array) leaves only when
   the queue shows nothing visible, in flight or delayed on two reads in a row, so messages
   whose worker vanished (Spot reclaim, SIGKILL) are picked up when their visibility lapses.
-  Its sweep is capped at maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS): the
-  longest a message can take to go round that many times when nobody alive holds it.
+  Its sweep is capped at ITEM_TIMEOUT_SECONDS + visibility timeout + maxReceiveCount x
+  (visibility timeout + RETRY_DELAY_SECONDS): an item held elsewhere reaching its deadline
+  and showing again, then going round every receive when nobody alive holds it.
+
+Before the attempt timeout (JOB_TIMEOUT_SECONDS), which Batch never retries, a worker stops
+taking work in time for what it holds to reach its deadline, gives the rest back and exits 75
+(retried: a fresh attempt, a fresh clock) while the queue still shows work, else 0.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from worker.stopping import StopSignal
 
 EXIT_OK = 0
 EXIT_STUCK = 3
+# EX_TEMPFAIL: come back later. The job definition's retry strategy retries it (and 3).
+EXIT_RETRY = 75
 PREFETCH_PER_SLOT = 2
 # A throttled item (AWS said slow down after botocore's own retries) runs again within its
 # receive after 5, 10 and 20 s (jittered), rather than spending a receive.
@@ -90,7 +97,14 @@ class Worker:
         self._counter = counter
         self._max_receive_count = max_receive_count
         self._retry_delay = int(config.retry_delay_seconds)
-        self._sweep_cap = (max_receive_count or 1) * (visibility_timeout + self._retry_delay)
+        # Long enough for an item another worker runs to reach its deadline and, its host
+        # gone, to show again; then for a message to go round every receive it has left.
+        self._sweep_cap = (
+            config.item_timeout
+            + visibility_timeout
+            + (max_receive_count or 1) * (visibility_timeout + self._retry_delay)
+        )
+        self._out_of_time = False  # stopped at the attempt's time limit
         self._delayed_until = 0.0  # when the last message this worker delayed becomes visible
         self._sweep_started: float | None = None
         self._empty_reads = 0
@@ -112,8 +126,15 @@ class Worker:
         idle_since = time.monotonic()
         self._inflight.start()
         pool = ThreadPoolExecutor(self._config.concurrency, thread_name_prefix="item")
+        work_seconds = self._config.work_seconds
         try:
             while not self._stop.is_set():
+                if work_seconds is not None and time.monotonic() - started >= work_seconds:
+                    self._out_of_time = True
+                    self._stop.set(
+                        f"attempt time limit: JOB_TIMEOUT_SECONDS={self._config.job_timeout:g}"
+                    )
+                    break
                 stuck = self._expire_overdue()
                 # Items failed at their deadline no longer count, even if their thread runs on.
                 pending = {
@@ -150,6 +171,8 @@ class Worker:
                     pending[pool.submit(self._handle, message)] = message["MessageId"]
             if self._stop.is_set():
                 self._wind_down(pending)
+            if self._out_of_time and self._backlog() != 0:
+                exit_code = EXIT_RETRY
         finally:
             # Never wait for threads here: what did not finish in the grace period was given
             # back, and the process exits without it.
@@ -362,7 +385,9 @@ class Worker:
         not_started = [m for f, m in pending.items() if f.cancel()]
         self._give_back(not_started, "not started")
         running = {f: m for f, m in pending.items() if not f.cancelled()}
-        deadline = (self._stop.at or time.monotonic()) + self._config.stop_grace_seconds
+        # At the time limit, what runs may go on to its own deadline: the margin allows it.
+        grace = self._config.item_timeout if self._out_of_time else self._config.stop_grace_seconds
+        deadline = (self._stop.at or time.monotonic()) + grace
         _, unfinished = wait(running, timeout=max(0.0, deadline - time.monotonic()))
         self._give_back([running[f] for f in unfinished], "grace period over")
         kill_all = getattr(self._services.handler, "kill_all", None)

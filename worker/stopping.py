@@ -1,8 +1,16 @@
 """When to stop: SIGTERM/SIGINT, or the EC2 Spot two-minute interruption notice.
 
 Batch stops a job with SIGTERM (then SIGKILL after the ECS stop timeout); a reclaimed Spot host
-announces itself on the instance metadata service about two minutes ahead. Both set one event
-that the worker loop reads: take nothing new, finish what can finish, give back the rest.
+announces itself on the instance metadata service about two minutes ahead, and nothing else
+warns the worker: ECS does not drain standalone tasks, which Batch jobs are, so no SIGTERM
+follows a notice. Both set one event that the worker loop reads: take nothing new, finish what
+can finish, give back the rest.
+
+After a notice the child must end as Batch retries it, or its slot (and, for array child 0,
+the sweeper) is gone for good. So it does not exit 0 (SUCCEEDED): it waits for the host to go
+(:func:`wait_for_host`), which Batch records as ``Host EC2 (instance i-…) terminated.`` and the
+retry strategy retries; if the host is still there a while after the notice's time, the
+caller exits with a code the strategy retries instead.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from types import FrameType
 
 from worker.logs import log
@@ -21,6 +30,10 @@ from worker.logs import log
 IMDS_DEFAULT_ENDPOINT = "http://169.254.169.254/"
 IMDS_TIMEOUT = 1.0
 TOKEN_TTL_SECONDS = 21600
+# Spot gives two minutes' warning; a notice whose time cannot be read is taken as that.
+SPOT_WARNING_SECONDS = 120.0
+# How long past the notice's time a host may take to go before the worker stops waiting.
+HOST_GONE_MARGIN_SECONDS = 60.0
 
 
 class StopSignal:
@@ -31,6 +44,8 @@ class StopSignal:
         self._event = threading.Event()
         self.reason: str | None = None
         self.at: float | None = None
+        # Set by a Spot interruption notice: when (epoch seconds) the host is to go.
+        self.host_leaves_at: float | None = None
 
     def set(self, reason: str) -> None:
         """Ask the worker to stop; the first reason is the one kept."""
@@ -120,5 +135,29 @@ class SpotNoticeWatcher:
                 log("spot-notice-error", reason=str(error))
                 continue
             if notice is not None:
+                self._stop.host_leaves_at = notice_time(notice)
                 self._stop.set(f"spot interruption notice: {json.dumps(notice)}")
                 return
+
+
+def notice_time(notice: dict[str, str]) -> float:
+    """When a notice says the host goes (``time``, ISO 8601 UTC), in epoch seconds."""
+    try:
+        return datetime.fromisoformat(notice["time"].replace("Z", "+00:00")).timestamp()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return time.time() + SPOT_WARNING_SECONDS
+
+
+def wait_for_host(stop: StopSignal) -> None:
+    """After a Spot notice, with every message given back: wait for the host to go.
+
+    Returns only if the host is still there ``HOST_GONE_MARGIN_SECONDS`` after the notice's
+    time (an interruption that stops rather than terminates, or one withdrawn).
+    """
+    if stop.host_leaves_at is None:
+        return
+    until = stop.host_leaves_at + HOST_GONE_MARGIN_SECONDS
+    log("waiting-for-host", seconds=round(max(0.0, until - time.time()), 1))
+    while (left := until - time.time()) > 0:
+        time.sleep(min(left, 5.0))
+    log("host-still-here", reason="the host outlived its Spot notice; exiting to be retried")

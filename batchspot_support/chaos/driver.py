@@ -2,10 +2,14 @@
 
 Spot's promise is only as good as the worst moment a host can vanish, so the driver picks that
 moment at random, many times: every few seconds, while the queue still shows visible messages,
-it SIGKILLs (host gone) or SIGTERMs (Batch or ECS draining the host) a random worker. A struck
-slot gets its next attempt once its child has exited, as Batch retries a reclaimed array child;
-a child that left by itself stays gone, as on Batch, so work the fleet would strand shows. The
-driver then waits for every worker to leave by itself and checks what a user would:
+it reclaims a host as Spot does (``chaos.batch``): an interruption notice on the host's
+instance metadata, then, after the compressed two-minute warning, the host gone (SIGKILL),
+with no SIGTERM from Batch in between. The first reclaim hits array child 0, the sweeper;
+some hit every child at once. Each child's end is judged by AWS Batch's rules for the job
+definition Terraform renders (``batchspot.batchrules``), and a slot gets its next attempt only
+when they say RETRY, never beyond its attempts; a child Batch would not retry stays gone, so
+work the fleet would strand shows. The driver then waits for every worker to leave by itself
+and checks what a user would:
 
 * no item lost: every good source has its result;
 * none stored twice: each result was written once, counted as object *versions* (the output
@@ -14,7 +18,7 @@ driver then waits for every worker to leave by itself and checks what a user wou
 * every result equals what the custom code returns for its source;
 * nothing stranded: no message visible, in flight or delayed once every worker has left;
 * the dead-letter queue holds exactly the poison seeded on purpose, no healthy item;
-* every worker SIGTERMed after its start, and every worker that left by itself, exited 0.
+* every slot ends SUCCEEDED by Batch's rules, and no child's end is FAILED.
 
 With ``hostile`` a hostile mix (issue 11) is queued next to the poison: sources and queries
 built to blow up the local engine (a LIKE and a ``||`` blow-up, a gzip bomb, a 64 MiB CSV line,
@@ -33,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,10 +46,12 @@ from typing import Any
 from batchspot import seed
 from batchspot.aws import queue_arn
 from batchspot.awsrules import RulesLayer, aws_rules
+from batchspot.batchrules import batch_rules
 from batchspot.emulators import Emulator, emulator_at
 from batchspot.fleet import Fleet, worker_env
 from batchspot.policy import render_worker_policy
 from batchspot_support import sample_code
+from batchspot_support.chaos.batch import BatchSide
 from batchspot_support.chaos.report import ChaosReport, verify
 from batchspot_support.chaos.settings import ChaosSettings
 from batchspot_support.chaos.stack import (
@@ -58,46 +63,58 @@ from batchspot_support.chaos.stack import (
     seed_hostile,
     seed_poison,
 )
+from batchspot_support.imds import InstanceMetadata
 from worker.keys import derive_output_key
 from worker.queue_depth import queue_counts
 
 
 def storm(
-    fleet: Fleet, sqs: Any, stack: ChaosStack, settings: ChaosSettings, report: ChaosReport
+    fleet: Fleet,
+    batch: BatchSide,
+    sqs: Any,
+    stack: ChaosStack,
+    settings: ChaosSettings,
+    report: ChaosReport,
 ) -> None:
-    """Strike a random worker every few seconds while the queue still shows visible messages.
+    """Reclaim hosts every few seconds while the queue still shows visible messages.
 
-    The first blow lands as soon as the queue shows items in flight, not after a clock: a run
-    with more items than its workers can hold is struck however fast the machine drains it.
-    Stops early if no worker runs any more (each left by itself): nothing could take the rest.
+    The first reclaim lands as soon as the queue shows items in flight, not after a clock, and
+    on array child 0, the sweeper; later ones on a random child, or, one time in
+    ``1 / wave_rate``, on every child at once. Stops early if no worker runs any more.
     """
     rng = random.Random(settings.seed)
     for slot in range(settings.workers):
-        fleet.start(slot)
+        batch.start(fleet, slot)
     deadline = time.monotonic() + settings.timeout
     next_blow: float | None = None  # set once workers are first seen mid-item
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        fleet.restart_reclaimed()
+        batch.tick(fleet)
         running = fleet.running()
         counts = queue_counts(sqs, stack.queue_url)
         if not running or counts.visible == 0:
             return
         if next_blow is None and counts.in_flight:
             next_blow = time.monotonic()
-        targets = [c for c in running if c.signalled is None]
+        targets = [c for c in running if batch.may_strike(c)]
         if next_blow is not None and time.monotonic() >= next_blow and targets:
-            blow = rng.choice((signal.SIGKILL, signal.SIGTERM))
-            fleet.signal(rng.choice(targets), blow)
-            report.blows[blow.name] += 1
+            if not report.blows:
+                targets = [c for c in targets if c.slot == 0] or targets[:1]
+            elif rng.random() < settings.wave_rate:
+                report.blows["waves"] += 1
+            else:
+                targets = [rng.choice(targets)]
+            for child in targets:
+                batch.reclaim(child)
+                report.blows["reclaims"] += 1
             next_blow = time.monotonic() + settings.interval * rng.uniform(0.5, 1.5)
     raise TimeoutError(f"the queue still showed visible messages after {settings.timeout:.0f} s")
 
 
-def wait_for_own_exits(fleet: Fleet, timeout: float) -> bool:
-    """Wait until every worker has left by itself, retrying struck slots; False at timeout."""
+def wait_for_own_exits(fleet: Fleet, batch: BatchSide, timeout: float) -> bool:
+    """Wait until every worker has ended and Batch retried what it retries; False at timeout."""
     deadline = time.monotonic() + timeout
-    while fleet.running() or fleet.restart_reclaimed():
+    while batch.tick(fleet) or fleet.running():
         if time.monotonic() > deadline:
             return False
         time.sleep(0.25)
@@ -105,13 +122,18 @@ def wait_for_own_exits(fleet: Fleet, timeout: float) -> bool:
 
 
 def drain(
-    fleet: Fleet, sqs: Any, stack: ChaosStack, settings: ChaosSettings, report: ChaosReport
+    fleet: Fleet,
+    batch: BatchSide,
+    sqs: Any,
+    stack: ChaosStack,
+    settings: ChaosSettings,
+    report: ChaosReport,
 ) -> None:
     """Storm, then let the workers leave by themselves; record the time and any failure."""
     started = time.monotonic()
     try:
-        storm(fleet, sqs, stack, settings, report)
-        if not wait_for_own_exits(fleet, settings.exit_timeout):
+        storm(fleet, batch, sqs, stack, settings, report)
+        if not wait_for_own_exits(fleet, batch, settings.exit_timeout):
             report.failures.append(
                 f"workers still ran {settings.exit_timeout:.0f} s after the storm ended"
             )
@@ -125,6 +147,9 @@ def drain(
         fleet.kill_all()
     report.seconds = time.monotonic() - started
     report.starts = len(fleet.children)
+    report.child_ends = batch.ends
+    report.reclaims_of_the_sweeper = batch.reclaimed_slots[0]
+    report.failed_slots = batch.failed_slots(fleet)
 
 
 @contextlib.contextmanager
@@ -184,6 +209,7 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
             if settings.hostile
             else {}
         )
+        rules = batch_rules(log_dir / "job-definition", job_attempts=settings.job_attempts)
         with rules_layer(settings, emulator, sqs, stack, log_dir / "policy") as layer:
             env = worker_env(
                 emulator.client_env(),
@@ -199,8 +225,11 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
                 **{sample_code.WORK_ENV: str(settings.work_ms)},
                 **hostile_env,
             )
+            env.pop("AWS_EC2_METADATA_DISABLED", None)  # each child reads its host's IMDS
             fleet = Fleet(env, log_dir)
-            drain(fleet, sqs, stack, settings, report)
+            with InstanceMetadata() as imds:
+                batch = BatchSide(rules, imds, settings.spot_warning)
+                drain(fleet, batch, sqs, stack, settings, report)
             if layer:
                 report.injected = layer.injected.snapshot()
         report.failures += verify(report, s3, sqs, stack, expected, poison, fleet, hostile)

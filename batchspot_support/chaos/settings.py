@@ -22,6 +22,11 @@ class ChaosSettings:
     # has messages the workers gave back with a delay, the ones the issue found stranded.
     retry_delay: int = 2
     timeout: float = 900.0  # for the storm, until the queue shows nothing visible
+    # The job definition is rendered with Batch's most attempts, so the storm can reclaim a
+    # slot nine times; a child on its last attempt is spared (chaos.batch.may_strike).
+    job_attempts: int = 10
+    spot_warning: float = 3.0  # Spot's two-minute warning, compressed
+    wave_rate: float = 0.2  # the share of reclaims that take every host at once
     aws_rules: bool = False
     # Queue the hostile mix too. Its workers run the local engine (the one issue 11 bounds;
     # S3 Select's limits are AWS's) with this ITEM_TIMEOUT_SECONDS, instead of the default of
@@ -42,10 +47,12 @@ class ChaosSettings:
     def exit_timeout(self) -> float:
         """How long workers may take to leave by themselves once nothing is visible.
 
-        The sweeper's own cap (worker/loop.py: maxReceiveCount x (visibility timeout +
-        RETRY_DELAY_SECONDS)), plus a minute for idle waits, long polls and retried slots.
+        The sweeper's own cap (worker/loop.py: ITEM_TIMEOUT_SECONDS + visibility timeout +
+        maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS)), plus a minute for idle
+        waits, long polls and retried slots.
         """
-        return self.max_receive_count * (self.visibility_timeout + self.retry_delay) + 60.0
+        cap = self.item_timeout + self.visibility_timeout
+        return cap + self.max_receive_count * (self.visibility_timeout + self.retry_delay) + 60.0
 
     def faults(self) -> Faults:
         """Return the rules layer's faults for this run, reproducible from its seed."""

@@ -213,14 +213,15 @@ run "job_definition_runs_the_worker_with_its_environment" {
   }
   assert {
     condition = { for e in jsondecode(aws_batch_job_definition.ec2.container_properties).environment : e.name => e.value } == {
-      SQS_QUEUE_URL    = var.queue_url
-      OUTPUT_BUCKET    = var.output_bucket
-      OUTPUT_PREFIX    = "results/"
-      S3_QUERY_LIMIT   = "10000"
-      CODE_VERSION     = var.image
-      WORKER_PROCESSES = "2"
+      SQS_QUEUE_URL       = var.queue_url
+      OUTPUT_BUCKET       = var.output_bucket
+      OUTPUT_PREFIX       = "results/"
+      S3_QUERY_LIMIT      = "10000"
+      CODE_VERSION        = var.image
+      WORKER_PROCESSES    = "2"
+      JOB_TIMEOUT_SECONDS = "21600"
     }
-    error_message = "The environment must name the queue, the output bucket and prefix and the query limit, and leave empty settings out."
+    error_message = "The environment must name the queue, the output bucket and prefix, the query limit and the attempt timeout, and leave empty settings out."
   }
   assert {
     condition = { for r in jsondecode(aws_batch_job_definition.ec2.container_properties).resourceRequirements : r.type => r.value } == {
@@ -261,9 +262,18 @@ run "job_definition_runs_the_worker_with_its_environment" {
     error_message = "Spot reclaims (status reason Host EC2*) must be retried first."
   }
   assert {
-    condition = (aws_batch_job_definition.ec2.retry_strategy[0].evaluate_on_exit[1].action == "EXIT"
-    && aws_batch_job_definition.ec2.retry_strategy[0].evaluate_on_exit[1].on_reason == "*")
+    condition = ([for rule in aws_batch_job_definition.ec2.retry_strategy[0].evaluate_on_exit : rule.on_exit_code if rule.action == "RETRY" && rule.on_exit_code != null]
+    == ["3", "75"])
+    error_message = "The worker's exit codes 3 (stuck) and 75 (come back later) must be retried."
+  }
+  assert {
+    condition = (aws_batch_job_definition.ec2.retry_strategy[0].evaluate_on_exit[3].action == "EXIT"
+    && aws_batch_job_definition.ec2.retry_strategy[0].evaluate_on_exit[3].on_reason == "*")
     error_message = "A catch-all EXIT must end the rules, or unmatched failures are retried too."
+  }
+  assert {
+    condition     = aws_batch_job_definition.final.retry_strategy == aws_batch_job_definition.ec2.retry_strategy
+    error_message = "Every job definition must use the one retry strategy."
   }
   assert {
     condition     = aws_batch_job_definition.ec2.retry_strategy[0].attempts == 3 && aws_batch_job_definition.ec2.timeout[0].attempt_duration_seconds == 21600
@@ -361,6 +371,10 @@ run "fargate_spot_gets_its_own_queue_and_job_definition" {
   assert {
     condition     = aws_batch_job_definition.fargate_spot[0].retry_strategy[0].evaluate_on_exit[0].on_status_reason == "Your Spot Task was interrupted*"
     error_message = "Fargate Spot interruptions must be retried."
+  }
+  assert {
+    condition     = aws_batch_job_definition.fargate_spot[0].retry_strategy[0].evaluate_on_exit[1].on_exit_code == "3"
+    error_message = "The Fargate job definition must use the one retry strategy."
   }
   assert {
     condition     = jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).networkConfiguration.assignPublicIp == "ENABLED"

@@ -109,3 +109,12 @@ def worker_policy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         output_prefix="results/",
         work_dir=tmp_path_factory.mktemp("worker-policy"),
     )
+
+
+@pytest.fixture(scope="session")
+def batch_rules(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """How AWS Batch ends and retries the worker's child, by the job definition Terraform
+    renders (:mod:`batchspot.batchrules`)."""
+    from batchspot.batchrules import batch_rules as render
+
+    return render(tmp_path_factory.mktemp("job-definitions"))

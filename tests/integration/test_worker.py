@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -182,39 +180,6 @@ def test_item_longer_than_visibility_timeout_runs_once(tmp_path: Path, sqs, s3, 
     assert any(s["calls"].get("sqs.ChangeMessageVisibilityBatch", 0) >= 2 for s in calls)
 
 
-def test_spot_interruption_notice_stops_the_worker(tmp_path: Path, sqs, s3, aws_env) -> None:
-    stack = make_stack(sqs, s3)
-    send_all(sqs, stack.queue_url, put_sources(s3, stack, 3))
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    imds = _FakeInstanceMetadata()
-    env = worker_env(
-        aws_env,
-        stack,
-        HANDLER=COUNT_ROWS,
-        WORKER_CONCURRENCY="1",
-        TEST_MARK_DIR=str(marks),
-        TEST_SLEEP_SECONDS="5",
-        STOP_GRACE_SECONDS="0.5",
-        SPOT_NOTICE_INTERVAL="0.2",
-        AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint,
-    )
-    env.pop("AWS_EC2_METADATA_DISABLED")
-    log = tmp_path / "worker.log"
-    try:
-        worker = start_worker(env, log)
-        _wait_for_marks(marks, 1)
-        imds.interrupt()
-        assert worker.wait(timeout=20) == 0
-    finally:
-        imds.close()
-
-    stopping = log_events(log.read_text(), "stopping")[0]
-    assert "spot interruption notice" in stopping["reason"]
-    assert imds.token_requests >= 1, "IMDSv2: a session token must be fetched first"
-    assert queue_depths(sqs, stack.queue_url) == (3, 0)
-
-
 def test_s3_event_notifications_feed_the_queue(tmp_path: Path, sqs, s3, aws_env) -> None:
     stack = make_stack(sqs, s3)
     key = "trip data/jan 2018+a.csv"
@@ -319,45 +284,3 @@ def _wait_out_visibility_timeouts(sqs, visibility: int, times: int) -> None:
             sqs, probe_queue, f"receive {receive + 1} of the probe", timeout=visibility + 60
         )
     sqs.delete_queue(QueueUrl=probe_queue)
-
-
-class _FakeInstanceMetadata:
-    """IMDSv2 on loopback: a token endpoint and a spot/instance-action that can be armed."""
-
-    def __init__(self) -> None:
-        self.token_requests = 0
-        self._armed = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                fake.token_requests += 1
-                self._reply(200, b"token-123")
-
-            def do_GET(self) -> None:
-                authorised = self.headers.get("X-aws-ec2-metadata-token") == "token-123"
-                if not authorised:
-                    self._reply(401, b"")
-                elif self.path.endswith("/spot/instance-action") and fake._armed.is_set():
-                    self._reply(200, b'{"action": "terminate", "time": "2026-11-25T10:00:00Z"}')
-                else:
-                    self._reply(404, b"")
-
-            def _reply(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def interrupt(self) -> None:
-        self._armed.set()
-
-    def close(self) -> None:
-        self._server.shutdown()

@@ -434,3 +434,23 @@ def test_no_descriptor_outlives_a_call_however_it_ends() -> None:
         with contextlib.suppress(HandlerError):
             b"".join(handler("rows").chunks())
     assert open_descriptors() == before
+
+
+RELEASE = threading.Event()
+
+
+def wait_for_release(rows: str) -> None:
+    RELEASE.wait(30)
+
+
+def test_an_abandoned_call_that_returns_late_no_longer_counts() -> None:
+    """Exit 3 means every thread is still held: four timeouts hours apart must not add up."""
+    handler = PythonHandler(f"{__name__}:wait_for_release", timeout=0.1)
+    with pytest.raises(HandlerError):
+        handler("")
+    assert handler.abandoned == 1
+    RELEASE.set()
+    deadline = time.monotonic() + 10
+    while handler.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handler.abandoned == 0

@@ -2,10 +2,16 @@
 # and the final step's (`invoke submit --then`), which runs after the array job on the same
 # queue and Spot compute, with its own role (it lists the results; the worker may not).
 #
-# Retries: an attempt is retried only when its host went away (a Spot reclaim); every other
-# failure ends the job at once (the worker has already returned unfinished messages to the
-# queue, and retrying a misconfigured container only burns money). The catch-all EXIT must come
-# last: without it, failures that match no rule are retried as well.
+# Retries (one strategy, `local.retry_rules`, for all three): Batch evaluates the rules only for
+# a failed attempt (exit 0 is SUCCEEDED), in order, and the first match wins. An attempt is
+# retried when its host went away (a Spot reclaim, after the worker gave its messages back on
+# the notice), when the worker exits 3 (custom code hung in every thread: a fresh container
+# frees them) or 75 (come back later: a transient start-up error, a Spot notice whose host did
+# not go, the attempt's time limit reached with work left; see worker/__main__.py). Every
+# other failure ends the child at once: retrying a misconfigured container (exit 2) only burns
+# money. The catch-all EXIT must come last: without it, failures that match no rule are
+# retried as well. The worker is told the attempt timeout (JOB_TIMEOUT_SECONDS), since Batch
+# never retries an attempt it stopped for running too long.
 
 locals {
   # One worker process per vCPU (worker/processes.py). Set here rather than left to the
@@ -22,6 +28,7 @@ locals {
   # CODE_VERSION keys the results by the code that made them (worker/keys.py); `invoke submit`
   # replaces it with the image's digest when ECR knows it. A worker_environment entry wins.
   environment = merge({ CODE_VERSION = var.image, WORKER_PROCESSES = tostring(local.worker_processes) }, var.worker_environment, {
+    JOB_TIMEOUT_SECONDS    = tostring(var.job_timeout_seconds)
     SQS_QUEUE_URL          = var.queue_url
     OUTPUT_BUCKET          = var.output_bucket
     OUTPUT_PREFIX          = var.output_prefix
@@ -53,6 +60,15 @@ locals {
     EC2     = "Host EC2*"
     FARGATE = "Your Spot Task was interrupted*"
   }
+  # The worker's exit codes that ask for a fresh attempt: 3 stuck, 75 come back later.
+  retried_exit_codes = ["3", "75"]
+  retry_rules = {
+    for platform, reclaim in local.reclaim_reasons : platform => concat(
+      [{ action = "RETRY", on_status_reason = reclaim, on_exit_code = null, on_reason = null }],
+      [for code in local.retried_exit_codes : { action = "RETRY", on_status_reason = null, on_exit_code = code, on_reason = null }],
+      [{ action = "EXIT", on_status_reason = null, on_exit_code = null, on_reason = "*" }],
+    )
+  }
 }
 
 resource "aws_batch_job_definition" "ec2" {
@@ -64,13 +80,14 @@ resource "aws_batch_job_definition" "ec2" {
 
   retry_strategy {
     attempts = var.job_attempts
-    evaluate_on_exit {
-      on_status_reason = local.reclaim_reasons["EC2"]
-      action           = "RETRY"
-    }
-    evaluate_on_exit {
-      on_reason = "*"
-      action    = "EXIT"
+    dynamic "evaluate_on_exit" {
+      for_each = local.retry_rules["EC2"]
+      content {
+        action           = evaluate_on_exit.value.action
+        on_status_reason = evaluate_on_exit.value.on_status_reason
+        on_exit_code     = evaluate_on_exit.value.on_exit_code
+        on_reason        = evaluate_on_exit.value.on_reason
+      }
     }
   }
 
@@ -97,13 +114,14 @@ resource "aws_batch_job_definition" "fargate_spot" {
 
   retry_strategy {
     attempts = var.job_attempts
-    evaluate_on_exit {
-      on_status_reason = local.reclaim_reasons["FARGATE"]
-      action           = "RETRY"
-    }
-    evaluate_on_exit {
-      on_reason = "*"
-      action    = "EXIT"
+    dynamic "evaluate_on_exit" {
+      for_each = local.retry_rules["FARGATE"]
+      content {
+        action           = evaluate_on_exit.value.action
+        on_status_reason = evaluate_on_exit.value.on_status_reason
+        on_exit_code     = evaluate_on_exit.value.on_exit_code
+        on_reason        = evaluate_on_exit.value.on_reason
+      }
     }
   }
 
@@ -124,13 +142,14 @@ resource "aws_batch_job_definition" "final" {
 
   retry_strategy {
     attempts = var.job_attempts
-    evaluate_on_exit {
-      on_status_reason = local.reclaim_reasons["EC2"]
-      action           = "RETRY"
-    }
-    evaluate_on_exit {
-      on_reason = "*"
-      action    = "EXIT"
+    dynamic "evaluate_on_exit" {
+      for_each = local.retry_rules["EC2"]
+      content {
+        action           = evaluate_on_exit.value.action
+        on_status_reason = evaluate_on_exit.value.on_status_reason
+        on_exit_code     = evaluate_on_exit.value.on_exit_code
+        on_reason        = evaluate_on_exit.value.on_reason
+      }
     }
   }
 

@@ -169,7 +169,7 @@ variable "worker_processes" {
 }
 
 variable "job_attempts" {
-  description = "Attempts per array child; retries happen only after a Spot reclaim."
+  description = "Attempts per array child; a Spot reclaim and the worker's exits 3 and 75 are retried."
   type        = number
   default     = 3
 
