@@ -63,6 +63,10 @@ module "batch" {
   job_attempts        = var.job_attempts
   job_timeout_seconds = var.job_timeout_seconds
 }
+
+output "worker_container" {
+  value = module.batch.worker_container
+}
 """
 
 
@@ -180,6 +184,14 @@ class BatchRules:
         )
 
 
+_DEFAULTS = {"job_attempts": 3, "job_timeout_seconds": 21600}  # the root module's defaults
+
+
+def _batch_module() -> str:
+    """Return the ``source`` of ``modules/batch``, quoted for HCL."""
+    return json.dumps(f"{TERRAFORM_DIR}//modules/batch")
+
+
 def render_job_definitions(
     work_dir: Path, job_attempts: int = 3, job_timeout_seconds: int = 21600
 ) -> dict[str, dict[str, Any]]:
@@ -189,7 +201,7 @@ def render_job_definitions(
 
     Raises :class:`TerraformError` if Terraform fails or renders no job definition.
     """
-    config = _ROOT_CONFIG % {"source": json.dumps(f"{TERRAFORM_DIR}//modules/batch")}
+    config = _ROOT_CONFIG % {"source": _batch_module()}
     variables = {"job_attempts": job_attempts, "job_timeout_seconds": job_timeout_seconds}
     shown = show_offline_plan(work_dir, config, variables)
     modules = shown["planned_values"]["root_module"].get("child_modules", [])
@@ -202,6 +214,17 @@ def render_job_definitions(
     if not found:
         raise TerraformError(f"the plan in {work_dir} renders no aws_batch_job_definition")
     return found
+
+
+def render_worker_container(work_dir: Path) -> dict[str, Any]:
+    """Return what a worker container is given by default: vCPUs, memory, scratch, environment.
+
+    That is ``modules/batch``'s ``worker_container`` output, planned offline. Batch kills a
+    container past its memory (an OOM kill, FAILED); the container tests run the image under
+    exactly these limits, which moto's Batch does not apply.
+    """
+    shown = show_offline_plan(work_dir, _ROOT_CONFIG % {"source": _batch_module()}, _DEFAULTS)
+    return shown["planned_values"]["outputs"]["worker_container"]["value"]
 
 
 def batch_rules(

@@ -89,6 +89,7 @@ module "batch" {
   job_vcpus                = var.job_vcpus
   job_memory_mib           = var.job_memory_mib
   worker_processes         = var.worker_processes
+  scratch_mib              = var.scratch_mib
   job_attempts             = var.job_attempts
   job_timeout_seconds      = var.job_timeout_seconds
   runnable_timeout_minutes = var.runnable_timeout_minutes

@@ -206,9 +206,15 @@ variable "job_vcpus" {
 }
 
 variable "job_memory_mib" {
-  description = "Memory per worker container in MiB; null sizes it from the worker's measured peak (320 MiB per worker process + 512 MiB). More than any allowed instance offers leaves jobs RUNNABLE."
+  description = "Memory per worker container in MiB; null sizes it from the worker's measured peak (320 MiB per worker process + 256 MiB + scratch_mib). More than any allowed instance offers leaves jobs RUNNABLE."
   type        = number
   default     = null
+}
+
+variable "scratch_mib" {
+  description = "Size in MiB of the worker's tmpfs /tmp (its root filesystem is read-only): a command's output is spooled there until stored; charged to the container's memory."
+  type        = number
+  default     = 256
 }
 
 variable "worker_processes" {

@@ -227,7 +227,7 @@ run "job_definition_runs_the_worker_with_its_environment" {
     condition = { for r in jsondecode(aws_batch_job_definition.ec2.container_properties).resourceRequirements : r.type => r.value } == {
       VCPU = "2", MEMORY = "1152"
     }
-    error_message = "vCPU must follow job_vcpus, and memory default to 320 MiB per worker process plus 512 MiB."
+    error_message = "vCPU must follow job_vcpus, and memory default to 320 MiB per worker process plus 256 MiB plus the scratch tmpfs."
   }
   assert {
     condition     = jsondecode(aws_batch_job_definition.ec2.container_properties).jobRoleArn == "arn:aws:iam::123456789012:role/batchspot-job-20260101000000000000000015"
@@ -246,6 +246,14 @@ run "job_definition_runs_the_worker_with_its_environment" {
   assert {
     condition     = jsondecode(aws_batch_job_definition.ec2.container_properties).linuxParameters.initProcessEnabled == true
     error_message = "The container must run an init as PID 1, so processes orphaned by custom code are reaped."
+  }
+  assert {
+    condition = alltrue([for definition in [aws_batch_job_definition.ec2, aws_batch_job_definition.final] :
+      jsondecode(definition.container_properties).readonlyRootFilesystem == true
+      && jsondecode(definition.container_properties).linuxParameters.tmpfs == [
+        { containerPath = "/tmp", size = 256, mountOptions = ["rw", "nosuid", "nodev", "mode=1777"] }
+    ]])
+    error_message = "The worker and the final step must run on a read-only root, writing only to a tmpfs /tmp of scratch_mib."
   }
   assert {
     condition = (jsondecode(aws_batch_job_definition.ec2.container_properties).logConfiguration.logDriver == "awslogs"
@@ -385,8 +393,14 @@ run "fargate_spot_gets_its_own_queue_and_job_definition" {
     error_message = "The Fargate job definition must declare the FARGATE platform."
   }
   assert {
-    condition     = jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).linuxParameters.initProcessEnabled == true
-    error_message = "Fargate containers must run an init as PID 1 too."
+    condition     = jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).linuxParameters == { initProcessEnabled = true }
+    error_message = "Fargate containers must run an init as PID 1 too, and ask for no tmpfs (Fargate has none)."
+  }
+  assert {
+    condition = (jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).readonlyRootFilesystem == true
+      && jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).volumes == [{ name = "scratch" }]
+    && jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).mountPoints == [{ sourceVolume = "scratch", containerPath = "/tmp", readOnly = false }])
+    error_message = "On Fargate the root must be read-only too, with /tmp on a volume of the task's ephemeral storage."
   }
   assert {
     condition = { for r in jsondecode(aws_batch_job_definition.fargate_spot[0].container_properties).resourceRequirements : r.type => r.value } == {

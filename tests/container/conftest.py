@@ -96,6 +96,7 @@ def run_container(
     *,
     memory_mib: int | None = None,
     cpus: float | None = None,
+    scratch_mib: int = 256,
     command: list[str] | None = None,
 ) -> Any:
     """Start the image detached, as AWS Batch starts a job definition's container on EC2.
@@ -115,7 +116,7 @@ def run_container(
         environment=dict(env),
         network_mode="host",
         read_only=True,
-        tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777,size=256m"},
+        tmpfs={"/tmp": f"rw,nosuid,nodev,mode=1777,size={scratch_mib}m"},
         init=True,
         detach=True,
         **limits,

@@ -20,9 +20,11 @@ locals {
   worker_processes = coalesce(var.worker_processes, max(1, floor(var.job_vcpus)))
   # Sized from the worker's measured peak RSS per process (bench/worker_memory.py, README
   # "Measured, not claimed"): 284 MiB at most, with the fast path loaded, so 320 MiB each,
-  # plus 512 MiB for the supervisor, the custom code and its spool's page cache. Fargate asks
+  # plus 256 MiB for the supervisor and the custom code, plus the /tmp tmpfs, which is charged
+  # to the container's memory. The heaviest default mix (every thread of 2 processes scanning
+  # and streaming to a command) peaked at 285 MiB of the 1152 (tests/container). Fargate asks
   # at least 2 GiB per vCPU (512 MiB at 0.25).
-  job_memory_mib     = coalesce(var.job_memory_mib, local.worker_processes * 320 + 512)
+  job_memory_mib     = coalesce(var.job_memory_mib, local.worker_processes * 320 + 256 + var.scratch_mib)
   fargate_memory_mib = var.job_memory_mib != null ? var.job_memory_mib : max(local.job_memory_mib, 2048 * var.job_vcpus)
 
   # CODE_VERSION keys the results by the code that made them (worker/keys.py); `invoke submit`
@@ -44,8 +46,15 @@ locals {
       { type = "MEMORY", value = tostring(local.job_memory_mib) },
     ]
     environment = [for name, value in local.environment : { name = name, value = value } if value != ""]
-    # The custom code may leave orphaned processes; an init as PID 1 reaps them (no zombies).
-    linuxParameters = { initProcessEnabled = true }
+    # The image's files cannot be changed by the worker or the custom code. What they write (a
+    # command's output, spooled until it is stored; the final step's merge) goes to /tmp, a
+    # tmpfs charged to the container's memory, which job_memory_mib counts.
+    readonlyRootFilesystem = true
+    linuxParameters = {
+      # The custom code may leave orphaned processes; an init as PID 1 reaps them (no zombies).
+      initProcessEnabled = true
+      tmpfs              = [{ containerPath = "/tmp", size = var.scratch_mib, mountOptions = ["rw", "nosuid", "nodev", "mode=1777"] }]
+    }
     logConfiguration = {
       logDriver = "awslogs"
       options = {
@@ -110,6 +119,10 @@ resource "aws_batch_job_definition" "fargate_spot" {
     ]
     networkConfiguration         = { assignPublicIp = var.assign_public_ip ? "ENABLED" : "DISABLED" }
     fargatePlatformConfiguration = { platformVersion = "LATEST" }
+    # Fargate has no tmpfs: /tmp is a volume on the task's ephemeral storage (20 GiB).
+    linuxParameters = { initProcessEnabled = true }
+    volumes         = [{ name = "scratch" }]
+    mountPoints     = [{ sourceVolume = "scratch", containerPath = "/tmp", readOnly = false }]
   }))
 
   retry_strategy {

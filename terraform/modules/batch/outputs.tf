@@ -57,3 +57,13 @@ output "instance_profile_arn" {
   description = "ARN of the ECS instance profile given to the compute environment."
   value       = aws_iam_instance_profile.ecs_instance.arn
 }
+
+output "worker_container" {
+  description = "What each worker container is given: vCPUs, memory and /tmp tmpfs in MiB, and its environment (known at plan time, unlike the job definition, whose roles are created with it)."
+  value = {
+    vcpus       = var.job_vcpus
+    memory_mib  = local.job_memory_mib
+    scratch_mib = var.scratch_mib
+    environment = local.environment
+  }
+}

@@ -147,13 +147,24 @@ variable "job_vcpus" {
 }
 
 variable "job_memory_mib" {
-  description = "Memory per worker container in MiB; null sizes it from the worker's measured budget (320 MiB per worker process + 512 MiB; on Fargate at least 2 GiB per vCPU). Asking for more than any allowed instance offers leaves jobs in RUNNABLE."
+  description = "Memory per worker container in MiB; null sizes it from the worker's measured budget (320 MiB per worker process + 256 MiB + scratch_mib; on Fargate at least 2 GiB per vCPU). Asking for more than any allowed instance offers leaves jobs in RUNNABLE."
   type        = number
   default     = null
 
   validation {
     condition     = var.job_memory_mib == null ? true : var.job_memory_mib >= 512
     error_message = "job_memory_mib must be at least 512."
+  }
+}
+
+variable "scratch_mib" {
+  description = "Size in MiB of the tmpfs at /tmp (the root filesystem is read-only): a command's output is spooled there until it is stored, so it must hold the largest outputs of WORKER_PROCESSES x WORKER_CONCURRENCY items at once. It is charged to the container's memory (EC2; Fargate uses its ephemeral storage)."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.scratch_mib >= 16
+    error_message = "scratch_mib must be at least 16."
   }
 }
 
