@@ -149,7 +149,7 @@ def cgroup_peak_bytes(container_id: str) -> int | None:
     return None
 
 
-def watch_peak(container: Any, timeout: float = 300) -> tuple[int, int | None]:
+def watch_peak(container: Any, timeout: float = 200) -> tuple[int, int | None]:
     """Follow the container to its exit; return (exit status, last cgroup peak read)."""
     peak = None
     deadline = time.monotonic() + timeout
