@@ -14,9 +14,10 @@ Exit codes, each chosen for what the job definition's retry strategy does with i
   retries (throttling, connection refused, expired credentials), a host still there after its
   Spot notice, or the attempt's time limit reached with work left on the queue.
 
-After a Spot notice the child gives everything back and waits for its host to go: Batch
-records ``Host EC2 (instance i-…) terminated.``, which the strategy retries. With several
-processes, the worst code of theirs.
+After a Spot notice the child takes nothing new, gives back what has not started, lets the
+running items finish while the notice's time allows, gives back the rest and waits for its
+host to go: Batch records ``Host EC2 (instance i-…) terminated.``, which the strategy
+retries. With several processes, the worst code of theirs.
 """
 
 from __future__ import annotations
@@ -157,7 +158,6 @@ def build_worker(config: Config, stop: StopSignal) -> Worker:
     check_output_writable(s3, config)
     if max_receive_count is None:
         log("warning", reason="queue has no dead-letter queue: failing items retry forever")
-    SpotNoticeWatcher(stop, config.spot_notice_interval).start()
     log(
         "start",
         queue=config.queue_url,
@@ -224,6 +224,9 @@ def main() -> int:
             from worker.processes import supervise
 
             return supervise(config.processes, stop)
+        # Before the clients are built, so that its first look at the notice is over by then.
+        watcher = SpotNoticeWatcher(stop, config.spot_notice_interval)
+        watcher.start()
         worker = start_worker(config, stop)
     except ConfigError as error:
         print(f"worker: configuration error: {error}", file=sys.stderr)
@@ -233,6 +236,7 @@ def main() -> int:
             raise
         print(f"worker: could not start, to be retried: {error}", file=sys.stderr)
         return EXIT_RETRY
+    watcher.wait_for_first_check()
     code = worker.run()
     if stop.host_leaves_at is not None:
         # Everything is given back; exiting now would make this slot SUCCEEDED for good.

@@ -6,8 +6,12 @@ about 0.2 call per item; the messages waiting their turn are held by the heartbe
 running ones. The prefetch is kept small because every message given back on a stop counts
 as one receive against the queue's maxReceiveCount.
 
-It never loses a message on the way out: what is not finished within the grace period is
-given back at once. And a run does not end with work stranded in the queue:
+It never loses a message on the way out: on a stop it takes nothing new, gives back at once
+what has not started (prefetched messages), lets the running items finish until the stop's
+deadline and gives back what is still running then. The deadline is ``STOP_GRACE_SECONDS``
+after SIGTERM, and a Spot notice's time less a share of its warning (``StopSignal.finish_by``)
+after a notice: the host has minutes left, and an item that finishes in them costs no receive.
+And a run does not end with work stranded in the queue:
 
 * a worker does not leave while a message it gave back with a delay is still delayed: it
   waits out the delay and polls for ``IDLE_EXIT_SECONDS`` more, so the retry finds a taker;
@@ -249,7 +253,8 @@ class Worker:
         """Process one message in a worker thread and settle it."""
         message_id = message["MessageId"]
         if self._stop.is_set():
-            return  # left for _wind_down to give back
+            self._give_back([message_id], "not started")
+            return
         try:
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
             deadline = time.monotonic() + self._config.item_timeout
@@ -264,7 +269,8 @@ class Worker:
                     break
                 log("throttled", message_id=message_id, reason=outcome.reason, pause=pause)
                 if self._stop.wait(pause):
-                    return  # left for _wind_down to give back
+                    self._give_back([message_id], "stopping")
+                    return
                 outcome = self._process(message, attempt, work_until)
             self._settle(message_id, attempt, outcome)
         except Exception as error:
@@ -381,20 +387,29 @@ class Worker:
             outcome.fields["failure_record"] = f"not stored: {error}"
 
     def _wind_down(self, pending: dict[Future[None], str]) -> None:
-        """Give back what has not started, let the rest finish within the grace period."""
+        """Give back what has not started; let the rest finish until the stop's deadline."""
         not_started = [m for f, m in pending.items() if f.cancel()]
         self._give_back(not_started, "not started")
         running = {f: m for f, m in pending.items() if not f.cancelled()}
-        # At the time limit, what runs may go on to its own deadline: the margin allows it.
-        grace = self._config.item_timeout if self._out_of_time else self._config.stop_grace_seconds
-        deadline = (self._stop.at or time.monotonic()) + grace
-        _, unfinished = wait(running, timeout=max(0.0, deadline - time.monotonic()))
-        self._give_back([running[f] for f in unfinished], "grace period over")
+        _, unfinished = wait(running, timeout=max(0.0, self._finish_by() - time.monotonic()))
+        why = "host leaving" if self._stop.finish_by is not None else "grace period over"
+        self._give_back([running[f] for f in unfinished], why)
         kill_all = getattr(self._services.handler, "kill_all", None)
         if unfinished and kill_all:
             kill_all()
         # Anything still held (e.g. received by a poll that returned during the stop).
         self._give_back(self._inflight.held_ids(), "stopping")
+
+    def _finish_by(self) -> float:
+        """Until when (monotonic) running items may go on once the worker stops.
+
+        A Spot notice sets it from the notice's time; at the attempt's time limit what runs
+        may reach its own deadline (the limit's margin allows it); else STOP_GRACE_SECONDS.
+        """
+        if self._stop.finish_by is not None:
+            return self._stop.finish_by
+        grace = self._config.item_timeout if self._out_of_time else self._config.stop_grace_seconds
+        return (self._stop.at or time.monotonic()) + grace
 
     def _give_back(self, message_ids: list[str], why: str) -> None:
         released = self._inflight.release(message_ids, 0)

@@ -1,10 +1,16 @@
 """When to stop: SIGTERM/SIGINT, or the EC2 Spot two-minute interruption notice.
 
 Batch stops a job with SIGTERM (then SIGKILL after the ECS stop timeout); a reclaimed Spot host
-announces itself on the instance metadata service about two minutes ahead, and nothing else
-warns the worker: ECS does not drain standalone tasks, which Batch jobs are, so no SIGTERM
-follows a notice. Both set one event that the worker loop reads: take nothing new, finish what
-can finish, give back the rest.
+announces itself on the instance metadata service about two minutes ahead (EC2 user guide,
+"Spot Instance interruption notices"), and nothing else warns the worker: ECS does not drain
+standalone tasks, which Batch jobs are, so no SIGTERM follows a notice. Both set one event
+that the worker loop reads: take nothing new, give back at once what has not started, let
+what runs finish while it may, give back the rest.
+
+After SIGTERM, running items may finish within ``STOP_GRACE_SECONDS``. After a notice they may
+finish until the notice's ``time`` less a share of the warning it gave (``finish_by``): the
+warning is read from the notice itself, so a host given less than two minutes (or a chaos
+run's compressed warning) is handled the same way.
 
 After a notice the child must end as Batch retries it, or its slot (and, for array child 0,
 the sweeper) is gone for good. So it does not exit 0 (SUCCEEDED): it waits for the host to go
@@ -34,6 +40,13 @@ TOKEN_TTL_SECONDS = 21600
 SPOT_WARNING_SECONDS = 120.0
 # How long past the notice's time a host may take to go before the worker stops waiting.
 HOST_GONE_MARGIN_SECONDS = 60.0
+# The share of a notice's warning kept at its end, when running items no longer may finish:
+# time to store a result already on its way and for the give-back of what still runs to reach
+# SQS before the host goes (30 s of Spot's two minutes).
+HOST_MARGIN_SHARE = 0.25
+# The first look at the notice is awaited this long before taking work: a host that already
+# has its notice takes none. Two IMDS calls (token, notice) of IMDS_TIMEOUT each, and slack.
+FIRST_CHECK_TIMEOUT = 3 * IMDS_TIMEOUT
 
 
 class StopSignal:
@@ -44,8 +57,10 @@ class StopSignal:
         self._event = threading.Event()
         self.reason: str | None = None
         self.at: float | None = None
-        # Set by a Spot interruption notice: when (epoch seconds) the host is to go.
+        # Set by a Spot interruption notice: when (epoch seconds) the host is to go, and until
+        # when (monotonic) running items may finish.
         self.host_leaves_at: float | None = None
+        self.finish_by: float | None = None
 
     def set(self, reason: str) -> None:
         """Ask the worker to stop; the first reason is the one kept."""
@@ -54,6 +69,17 @@ class StopSignal:
             self.at = time.monotonic()
             self._event.set()
             log("stopping", reason=reason)
+
+    def host_leaving(self, leaves_at: float, reason: str) -> None:
+        """Stop for a Spot notice: the host goes at ``leaves_at`` (epoch seconds).
+
+        Running items may go on until ``HOST_MARGIN_SHARE`` of the warning is left; a notice
+        whose time has passed leaves them none.
+        """
+        warning = max(0.0, leaves_at - time.time())
+        self.host_leaves_at = leaves_at
+        self.finish_by = time.monotonic() + warning * (1 - HOST_MARGIN_SHARE)
+        self.set(reason)
 
     def is_set(self) -> bool:
         """Whether a stop was asked for."""
@@ -90,12 +116,22 @@ class SpotNoticeWatcher:
             "AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_DEFAULT_ENDPOINT
         ).rstrip("/")
         self._thread = threading.Thread(target=self._run, name="spot-notice", daemon=True)
+        self._first_check = threading.Event()
 
     def start(self) -> None:
-        """Start watching, unless instance metadata is disabled."""
+        """Start watching, unless instance metadata is disabled; the first look is at once."""
         if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+            self._first_check.set()
             return
         self._thread.start()
+
+    def wait_for_first_check(self) -> None:
+        """Return once the notice was looked for (or could not be), at most a few seconds.
+
+        A child that Batch placed on a host already given its notice then takes no work, and
+        spends none of its messages' receives giving it back.
+        """
+        self._first_check.wait(FIRST_CHECK_TIMEOUT)
 
     def _token(self) -> str:
         request = urllib.request.Request(
@@ -121,22 +157,32 @@ class SpotNoticeWatcher:
 
     def _run(self) -> None:
         try:
+            self._watch()
+        finally:
+            self._first_check.set()
+
+    def _watch(self) -> None:
+        try:
             token = self._token()
         except OSError as error:
             log("spot-notice-off", reason=f"no instance metadata service: {error}")
             return
         token_at = time.monotonic()
-        while not self._stop.wait(self._interval):
+        while True:
             try:
                 if time.monotonic() - token_at > TOKEN_TTL_SECONDS / 2:
                     token, token_at = self._token(), time.monotonic()
                 notice = self._notice(token)
             except (OSError, ValueError) as error:
                 log("spot-notice-error", reason=str(error))
-                continue
+                notice = None
             if notice is not None:
-                self._stop.host_leaves_at = notice_time(notice)
-                self._stop.set(f"spot interruption notice: {json.dumps(notice)}")
+                self._stop.host_leaving(
+                    notice_time(notice), f"spot interruption notice: {json.dumps(notice)}"
+                )
+                return
+            self._first_check.set()
+            if self._stop.wait(self._interval):
                 return
 
 

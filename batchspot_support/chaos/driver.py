@@ -220,7 +220,6 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
                 OUTPUT_PREFIX=OUTPUT_PREFIX,
                 WORKER_CONCURRENCY="4",
                 IDLE_EXIT_SECONDS="3",
-                STOP_GRACE_SECONDS="2",
                 RETRY_DELAY_SECONDS=str(settings.retry_delay),
                 **{sample_code.WORK_ENV: str(settings.work_ms)},
                 **hostile_env,
