@@ -329,7 +329,6 @@ def submit(
     batch = stack.aws("batch")
     job_queue = stack.value("job_queue", job_queue)
     job_definition = stack.value("job_definition", job_definition)
-    submitting.require_image_in_ecr(batch, stack.aws("ecr"), job_definition)
     count = submitting.resolve_size(
         size,
         sqs=stack.aws("sqs"),
@@ -340,6 +339,7 @@ def submit(
         per_worker=per_worker,
     )
     overrides = submitting.parse_env(env or [])
+    submitting.require_image_in_ecr(batch, stack.aws("ecr"), job_definition)
     job = submitting.submit(
         batch,
         job_queue=job_queue,

@@ -110,6 +110,9 @@ def show_logs(
 
 
 def no_streams(target: str, streams: Streams) -> str:
-    """Say why a job has no log stream: no child started a container; what Batch says of them."""
-    heading = f"no log streams for job {target}: no child has started a container; Batch says:"
+    """Say why a job has no log stream (Batch names one when a container starts), and its status."""
+    heading = (
+        f"no log streams for job {target}: Batch names none for its children (it does when a "
+        "container starts); their status:"
+    )
     return "\n".join([heading, *tally(streams.children)])
