@@ -102,17 +102,22 @@ def show_logs(
             printed_at_start.add(event["eventId"])
             emit(format_event(event, streams.labels.get(event.get("logStreamName", ""), "?")))
             printed += 1
-        if not streams.labels and (not follow or streams.finished):
-            emit(no_streams(job_id if index is None else f"{job_id}:{index}", streams))
+        if not printed and (not follow or streams.finished):
+            emit(
+                nothing_logged(job_id if index is None else f"{job_id}:{index}", streams, log_group)
+            )
         if not follow or streams.finished:
             return printed
         sleep(interval)
 
 
-def no_streams(target: str, streams: Streams) -> str:
-    """Say why a job has no log stream (Batch names one when a container starts), and its status."""
-    heading = (
-        f"no log streams for job {target}: Batch names none for its children (it does when a "
-        "container starts); their status:"
+def nothing_logged(target: str, streams: Streams, log_group: str) -> str:
+    """Say why a job printed no log line, and what Batch says of its children."""
+    why = (
+        f"its {len(streams.labels)} log stream(s) in {log_group} hold none"
+        if streams.labels
+        else "Batch names no log stream for its children (it does when a container starts)"
     )
-    return "\n".join([heading, *tally(streams.children)])
+    return "\n".join(
+        [f"no log lines for job {target}: {why}; their status:", *tally(streams.children)]
+    )

@@ -51,13 +51,16 @@ def test_logs_without_streams_say_why_with_the_childrens_reasons():
     )
     printed: list[str] = []
 
+    def waited(seconds: float) -> None:
+        raise AssertionError("follow waited on, though every child has ended")
+
     # follow ends too: every child has ended, though the parent still says SUBMITTED
-    assert show_logs(batch, None, job_id="job", follow=True, emit=printed.append) == 0
+    assert show_logs(batch, None, job_id="job", follow=True, emit=printed.append, sleep=waited) == 0
 
     (said,) = printed
     assert said.splitlines() == [
-        "no log streams for job job: Batch names none for its children (it does when a "
-        "container starts); their status:",
+        "no log lines for job job: Batch names no log stream for its children (it does when "
+        "a container starts); their status:",
         f"  FAILED x2: {pull}",
     ]
 
