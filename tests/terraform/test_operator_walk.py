@@ -272,6 +272,6 @@ def _walk(walk: Walk, emulator: Emulator, state: Path, tmp_path: Path, push: Pus
     summary = re.search(r"^destroyed (\d+) resources on the emulator at (.*); removed (.*)$",
                         destroyed, re.MULTILINE)  # fmt: skip
     assert summary is not None, destroyed
-    assert int(summary[1]) > 40 and summary[2:] == (endpoint, str(outputs_file))
+    assert int(summary[1]) > 40 and summary.groups()[1:] == (endpoint, str(outputs_file))
     assert not outputs_file.exists() and not (state / tf.STACK_FILE).exists()
     assert {kind: found for kind, found in stack_left(emulator).items() if found} == {}
