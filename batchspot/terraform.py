@@ -353,6 +353,8 @@ def _refuse_if_stack_answers(workspace: Workspace, target: Target) -> None:
         outputs = read_outputs(workspace.state_dir)
     except FileNotFoundError:
         return  # an apply that failed before any output: nothing is known to exist
+    if not outputs.get("queue_url"):
+        return  # a partial stack (LocalStack's targets) without a queue: nothing to ask
     sqs = boto3.client("sqs", endpoint_url=target.endpoint, region_name=outputs.get("region"))
     try:
         sqs.get_queue_attributes(QueueUrl=outputs["queue_url"], AttributeNames=["QueueArn"])
