@@ -14,6 +14,8 @@ from typing import Any
 import invoke
 from invoke import Context
 
+import batchspot.invoke_help  # noqa: F401 - float options show their value in --help
+
 
 def _answered(body: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``body``, turning an error the operator can fix into ``error: <one sentence>``."""
@@ -100,8 +102,10 @@ def lint_infra(c: Context) -> None:
 _TERRAFORM_HELP = {
     "var_file": "a .tfvars file (see terraform/terraform.tfvars.example)",
     "var": "name=value for one Terraform variable (JSON values typed: max_vcpus=256); repeat",
-    "local_endpoint": "apply to a local emulator at this URL (e.g. moto) instead of AWS",
-    "state_dir": "where outputs (and, with --local-endpoint, the state) are kept",
+    "local_endpoint": "apply to a local emulator at this URL (e.g. moto) instead of AWS; "
+    "destroy takes the deploy's by itself",
+    "state_dir": "where outputs.json and stack.json (and, with --local-endpoint, the state) "
+    "are kept (default: $BATCHSPOT_STATE_DIR, else .batchspot)",
 }
 
 
@@ -132,9 +136,10 @@ def deploy(
     """Apply the Terraform stack (one apply deploys it all) and save its outputs."""
     from batchspot import terraform
 
-    outputs = terraform.deploy(**_terraform_args(var_file, var, local_endpoint, state_dir))
-    for name in sorted(outputs):
-        print(f"{name} = {outputs[name]}")
+    arguments = _terraform_args(var_file, var, local_endpoint, state_dir)
+    outputs = terraform.deploy(**arguments)
+    path = terraform.resolve_state_dir(arguments["state_dir"]) / terraform.OUTPUTS_FILE
+    print(f"saved {len(outputs)} outputs to {path}: every task reads the stack from there")
 
 
 @task(iterable=["var"], help=_TERRAFORM_HELP)
@@ -160,10 +165,10 @@ def destroy(
     local_endpoint: str = "",
     state_dir: str = "",
 ) -> None:
-    """Delete everything the stack created (buckets must be empty unless force_destroy)."""
+    """Delete the stack the saved outputs name (buckets must be empty unless force_destroy)."""
     from batchspot import terraform
 
-    terraform.destroy(**_terraform_args(var_file, var, local_endpoint, state_dir))
+    print(terraform.destroy(**_terraform_args(var_file, var, local_endpoint, state_dir)).summary())
 
 
 # --- image (docker) ----------------------------------------------------------------------
@@ -335,6 +340,7 @@ def submit(
         per_worker=per_worker,
     )
     overrides = submitting.parse_env(env or [])
+    submitting.require_image_in_ecr(batch, stack.aws("ecr"), job_definition)
     job = submitting.submit(
         batch,
         job_queue=job_queue,
@@ -399,11 +405,11 @@ def status(
 
 @task(
     help={
-        "job": "the array job whose run to report (default: the newest job called --name)",
+        "job_id": "the array job whose run to report (default: the newest job called --name)",
         "download": "copy every result into this folder",
         "merge": "merge every result into this JSON-lines file (streamed, bounded memory)",
         "failed": "list the failed items with their reasons",
-        "name": "job name to look for when --job is not given",
+        "name": "job name to look for when --job-id is not given",
         "output_bucket": "where the results are (default: the stack's output_bucket)",
         "output_prefix": "result key prefix (default: the stack's, or results/)",
         "queue_url": "work queue, for the pending count (default: the stack's queue_url)",
@@ -412,7 +418,7 @@ def status(
 )
 def results(
     c: Context,
-    job: str = "",
+    job_id: str = "",
     download: str = "",
     merge: str = "",
     failed: bool = False,
@@ -432,7 +438,7 @@ def results(
 
     run = reading.run_of(
         stack.aws("batch"),
-        job_id=stack.job_id(job, job_queue, name),
+        job_id=stack.job_id(job_id, job_queue, name),
         bucket=stack.value("output_bucket", output_bucket),
         output_prefix=output_prefix or stack.optional("output_prefix", "results/"),
         queue_url=stack.value("queue_url", queue_url),
@@ -488,7 +494,8 @@ def logs(
 @task(
     help={
         "job_id": "finished job to price (default: the newest job called --name)",
-        "chart": "PNG file for the chart ('' for none)",
+        "chart": "PNG file for the chart (default: cost-<job id>.png in the state directory; "
+        "'' for none)",
         "instance_type": "for attempts whose instance AWS has forgotten (about 1 h after)",
         "zone": "availability zone for those attempts",
         "spot_price": "Spot $/h to use instead of the price history (0: look it up)",
@@ -504,7 +511,7 @@ def logs(
 def cost(
     c: Context,
     job_id: str = "",
-    chart: str = "cost.png",
+    chart: str | None = None,
     instance_type: str = "",
     zone: str = "",
     spot_price: float = 0.0,
@@ -519,6 +526,7 @@ def cost(
 
     from batchspot import cost as costing
     from batchspot import stack
+    from batchspot.terraform import default_state_dir
 
     region = stack.optional("region")
     if refresh_prices:
@@ -528,13 +536,20 @@ def cost(
         instance_type or None, zone or None, spot_price or None, ondemand_price or None
     )
     if seconds:
+        found = "what-if"
         report = costing.what_if(stack.aws, seconds=seconds, region=region, given=given)
     else:
         found = stack.job_id(job_id, job_queue, name)
         report = costing.job_cost(stack.aws, job_id=found, region=region, given=given)
     print(report.render())
-    if chart:
-        print(f"chart: {costing.write_chart(report.costs, Path(chart))}")
+    if chart == "":
+        return
+    if not report.priced:
+        print("chart: none, as nothing was priced")
+        return
+    path = Path(chart) if chart else default_state_dir() / f"cost-{found}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"chart: {costing.write_chart(report.costs, path)}")
 
 
 @task(

@@ -10,8 +10,10 @@ A check that cannot run says why instead of stopping the others.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,18 +21,26 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batchspot import errors, stack
-from batchspot.jobs import with_children
+from batchspot.image import ECR_IMAGE, missing_from_ecr
+from batchspot.jobs import tally, with_children
+from batchspot.submit import SubmitError, container_properties, workers_recipe
+from batchspot.terraform import ENDPOINT_VARIABLE, OUTPUTS_FILE, default_state_dir, read_target
 from batchspot.terraform_cli import PLUGIN_MIRROR, TerraformNotInstalled, installed_version
-from worker.errors import error_code
+from worker.keys import Recipe
+from worker.messages import parse_input_format
+from worker.query import QueryError, QueryRequest
+from worker.query.auto import AutoEngine
 
 MINIMUM_PYTHON = (3, 11)
 ECS_INSTANCE_POLICY = "AmazonEC2ContainerServiceforEC2Role"
 HTTPS = 443
 # Batch's "optimal" picks from these families (AWS Batch user guide, compute resources).
 OPTIMAL_FAMILIES = ("c4", "m4", "r4")
-SELECT_PROBE = "SELECT * FROM S3Object s LIMIT 1"
+RUNNABLE_HINT = "no reason given: see the compute environment, role, egress and size lines above"
 
 Clients = Callable[..., Any]  # batchspot.stack.aws
+# What a check may run into that is a finding, not a bug: its sentence becomes the ✗ line.
+_EXPLAINED = (ClientError, BotoCoreError, errors.OperatorError, SubmitError, QueryError, OSError)
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,14 @@ def _guarded(name: str, check: Callable[[], Check], needed: bool = True) -> Chec
     """Run one check; an error becomes its ✗ line (with the one-sentence cause), not a crash."""
     try:
         return check()
-    except (ClientError, BotoCoreError, errors.OperatorError, OSError) as error:
+    except (
+        ClientError,
+        BotoCoreError,
+        errors.OperatorError,
+        SubmitError,
+        QueryError,
+        OSError,
+    ) as error:
         return Check(name, False, errors.sentence(error) or str(error), needed)
 
 
@@ -132,15 +149,36 @@ def check_identity(aws: Clients) -> tuple[Check, str, str]:
 
 
 def check_outputs(saved: dict[str, Any] | None, account: str, region: str) -> Check:
-    """Check that the saved outputs exist and belong to this account and region."""
+    """Check the saved outputs: which file, which stack, and that this session reaches it."""
     name = "stack outputs"
+    path = default_state_dir() / OUTPUTS_FILE
     if saved is None:
-        return Check(name, False, "none saved: run `invoke deploy`")
+        return Check(
+            name,
+            False,
+            f"none saved in {path}: run `invoke deploy`, or set BATCHSPOT_STATE_DIR to the "
+            "--state-dir the deploy used",
+        )
     foreign = stack.foreign_outputs()
     if foreign:
         return Check(name, False, foreign)
+    target = read_target()
+    ambient = os.environ.get(ENDPOINT_VARIABLE) or None
+    if target is not None and target.endpoint != ambient:
+        fix = (
+            f"export {ENDPOINT_VARIABLE}={target.endpoint}"
+            if target.endpoint
+            else f"unset {ENDPOINT_VARIABLE}"
+        )
+        return Check(
+            name,
+            False,
+            f"{path} names the stack on {target.describe()}, but {ENDPOINT_VARIABLE} is "
+            f"{ambient or 'unset'}, so the tasks would ask elsewhere: {fix}",
+        )
     where = f"region {saved.get('region', region)}, account {account}"
-    return Check(name, True, f"{len(saved)} outputs of the stack in {where}")
+    on = target.describe() if target else "an unrecorded target"
+    return Check(name, True, f"{len(saved)} outputs in {path}, of the stack on {on} ({where})")
 
 
 def check_queues_and_buckets(aws: Clients, saved: dict[str, Any]) -> Check:
@@ -294,27 +332,43 @@ def check_job_size(batch: Any, ec2: Any, definition_name: str, environment: dict
     return Check(name, True, f"{memory} MiB, {vcpus:g} vCPU fit {type_name} ({most_memory} MiB)")
 
 
-def check_s3_select(s3: Any, bucket: str) -> Check:
-    """Whether S3 Select answers here; QUERY_ENGINE=auto uses it if so, else the local engine."""
+def check_image(batch: Any, ecr: Any, definition_name: str) -> Check:
+    """Check that ECR holds the job definition's image (by digest, else tag)."""
+    image = container_properties(batch, definition_name).get("image", "")
+    problem = missing_from_ecr(ecr, image)
+    if problem:
+        return Check("image", False, problem)
+    where = "in ECR" if ECR_IMAGE.fullmatch(image) else "not an ECR image: not checked"
+    return Check("image", True, f"{image} ({where})")
+
+
+def check_s3_select(s3: Any, bucket: str, recipe: Recipe) -> Check:
+    """Run the workers' query as QUERY_ENGINE=auto does, and say which engine it settles on.
+
+    The trust check is the worker's own (:class:`worker.query.auto.AutoEngine`), so doctor and
+    the worker cannot disagree about an endpoint.
+    """
     name = "S3 Select"
     listed = s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("Contents", [])
     if not listed:
         return Check(name, False, f"no object in {bucket} to try it on: upload one, rerun", False)
-    try:
-        response = s3.select_object_content(
-            Bucket=bucket,
-            Key=listed[0]["Key"],
-            Expression=SELECT_PROBE,
-            ExpressionType="SQL",
-            InputSerialization={"CSV": {}},
-            OutputSerialization={"JSON": {}},
-        )
-        for _ in response["Payload"]:
-            pass
-    except ClientError as error:
-        detail = f"closed to this account ({error_code(error)}): the worker uses its local engine"
+    key = listed[0]["Key"]
+    request = QueryRequest(
+        bucket, key, recipe.query, parse_input_format(None, key), recipe.rows_format
+    )
+    engine = AutoEngine()
+    with contextlib.redirect_stdout(io.StringIO()):  # its switch log line; the reason is below
+        engine.run(s3, request).text  # noqa: B018 - read whole: the checks run as it is read
+    if engine.local_reason is not None:
+        detail = f"QUERY_ENGINE=auto uses the local engine here: {engine.local_reason}"
         return Check(name, False, detail, False)
-    return Check(name, True, "open: QUERY_ENGINE=auto queries with S3 Select", False)
+    if not engine.limit_settled:
+        detail = (
+            f"S3 Select answered, but s3://{bucket}/{key} has under two records, too few to "
+            "check that it honours LIMIT: upload a larger object, rerun"
+        )
+        return Check(name, False, detail, False)
+    return Check(name, True, "QUERY_ENGINE=auto queries with S3 Select (its checks passed)", False)
 
 
 # --- a job ----------------------------------------------------------------------------------
@@ -323,25 +377,9 @@ def check_s3_select(s3: Any, bucket: str) -> Check:
 def explain_job(batch: Any, job_id: str) -> list[str]:
     """Group a job's children (or the job) by status and the reason Batch gives."""
     job, children = with_children(batch, job_id)
-    groups = Counter((child["status"], _reason(child)) for child in children)
     array = children != [job]
     lines = [f"job {job_id}: " + (f"{len(children)} children" if array else job["status"])]
-    for (status, reason), count in sorted(groups.items(), key=lambda item: -item[1]):
-        lines.append(f"  {status} x{count}: {reason}")
-    return lines
-
-
-def _reason(job: dict[str, Any]) -> str:
-    attempts = job.get("attempts") or [{}]
-    container = attempts[-1].get("container", {})
-    reason = job.get("statusReason") or container.get("reason") or ""
-    if "exitCode" in container:
-        reason = f"{reason} (exit code {container['exitCode']})".strip()
-    if reason:
-        return reason
-    if job["status"] == "RUNNABLE":
-        return "no reason given: see the compute environment, role, egress and size lines above"
-    return "no reason given"
+    return lines + tally(children, {"RUNNABLE": RUNNABLE_HINT})
 
 
 # --- the whole checklist ----------------------------------------------------------------------
@@ -368,9 +406,15 @@ def _stack_checks(aws: Clients, saved: dict[str, Any]) -> list[Check]:
             "job size",
             lambda: check_job_size(batch, ec2, saved["job_definition"], environment),
         ),
-        _guarded("S3 Select", lambda: check_s3_select(aws("s3"), saved["input_bucket"]), False),
+        _guarded("image", lambda: check_image(batch, aws("ecr"), saved["job_definition"])),
+        _guarded("S3 Select", lambda: _select_check(aws, saved), False),
     ]
     return checks
+
+
+def _select_check(aws: Clients, saved: dict[str, Any]) -> Check:
+    recipe = workers_recipe(aws("batch"), aws("ecr"), saved["job_definition"], {})
+    return check_s3_select(aws("s3"), saved["input_bucket"], recipe)
 
 
 def diagnose(aws: Clients = stack.aws, job_id: str | None = None) -> Checklist:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -28,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import docker
+from botocore.exceptions import ClientError
 from docker.errors import APIError, DockerException
+
+from worker.errors import error_code
 
 LOCAL_REPOSITORY = "batchspot-worker"
 DEFAULT_PLATFORM = "linux/amd64"  # Batch's default instance families; override for Graviton
@@ -51,6 +55,13 @@ _LEAN_PATHS = (
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
 )
+# <registry>.dkr.ecr.<region>.amazonaws.com/<repository>[:<tag>][@<digest>]
+ECR_IMAGE = re.compile(
+    r"(?P<host>(?P<registry>\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?)"
+    r"/(?P<repository>[^:@]+)(?::(?P<tag>[^:@/]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+)
+# What ECR answers when the image, or its whole repository, is not there.
+_NOT_IN_ECR = frozenset({"ImageNotFoundException", "RepositoryNotFoundException"})
 
 
 class ImageError(RuntimeError):
@@ -245,6 +256,36 @@ def build_checkout(
 def require_repository(ecr: Any, repository_url: str) -> None:
     """Fail with ECR's RepositoryNotFoundException now, rather than mid-push after a login."""
     ecr.describe_repositories(repositoryNames=[repository_url.split("/", 1)[-1]])
+
+
+def missing_from_ecr(ecr: Any, image: str) -> str | None:
+    """Say why ``image`` (a job definition's) is not in its ECR repository; None if it is.
+
+    The digest is checked when the image names one, else the tag (``latest`` if none). An
+    image outside ECR (Docker Hub, ECR Public) is not checked. On AWS a missing image makes
+    every child fail with CannotPullContainerError, so doctor and submit catch it first.
+    """
+    match = ECR_IMAGE.fullmatch(image)
+    if not match:
+        return None
+    wanted = (
+        {"imageDigest": match["digest"]}
+        if match["digest"]
+        else {"imageTag": match["tag"] or "latest"}
+    )
+    try:
+        ecr.describe_images(
+            registryId=match["registry"], repositoryName=match["repository"], imageIds=[wanted]
+        )
+    except ClientError as error:
+        if error_code(error) not in _NOT_IN_ECR:
+            raise
+        return (
+            f"the job definition's image {image} is not in ECR ({error_code(error)}), so every "
+            "child would fail with CannotPullContainerError: run `invoke build push` and deploy "
+            "the digest it prints"
+        )
+    return None
 
 
 def ecr_credentials(ecr: Any) -> tuple[str, str, str]:

@@ -1,12 +1,14 @@
 """A Batch job and its array children, described in DescribeJobs' chunks of 100 ids.
 
-``logs``, ``cost`` and ``doctor`` all start from the same question, so it is asked one way and
-an unknown job id is one sentence everywhere.
+``logs``, ``cost``, ``results`` and ``doctor`` all start from the same question, so it is asked
+one way and an unknown job id is one sentence everywhere; ``logs`` and ``doctor`` explain
+children the same way too (:func:`tally`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from batchspot.errors import OperatorError
@@ -38,3 +40,28 @@ def with_children(batch: Any, job_id: str) -> tuple[dict[str, Any], list[dict[st
     job = one(batch, job_id)
     size = job.get("arrayProperties", {}).get("size")
     return job, describe(batch, [f"{job_id}:{index}" for index in range(size)]) if size else [job]
+
+
+def reason(job: dict[str, Any]) -> str:
+    """Return why Batch says the job is where it is (with its exit code), or ``""``."""
+    attempts = job.get("attempts") or [{}]
+    container = attempts[-1].get("container", {})
+    text = job.get("statusReason") or container.get("reason") or ""
+    if "exitCode" in container:
+        text = f"{text} (exit code {container['exitCode']})".strip()
+    return text
+
+
+def tally(
+    children: Sequence[dict[str, Any]], unexplained: Mapping[str, str] | None = None
+) -> list[str]:
+    """Group jobs by status and :func:`reason`: ``  FAILED x2: <reason>`` lines, largest first.
+
+    ``unexplained`` gives, per status, what to say when Batch gives no reason.
+    """
+    groups = Counter((child["status"], reason(child)) for child in children)
+    hints = unexplained or {}
+    return [
+        f"  {status} x{count}: {why or hints.get(status, 'no reason given')}"
+        for (status, why), count in groups.most_common()
+    ]

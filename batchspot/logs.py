@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from batchspot.jobs import with_children
+from batchspot.jobs import tally, with_children
 from batchspot.status import DONE_STATUSES
 from worker.limits import MAX_DESCRIBE_IDS, chunked
 
@@ -26,11 +26,12 @@ class Streams:
 
     labels: dict[str, str]  # stream name -> "child 3", or the job id for a single job
     finished: bool
+    children: list[dict[str, Any]]  # as DescribeJobs gave them: status and reasons
 
 
 def job_streams(batch: Any, job_id: str, index: int | None = None) -> Streams:
     """Find the log streams of ``job_id`` (all children) or of its child ``index``."""
-    job, children = with_children(batch, f"{job_id}:{index}" if index is not None else job_id)
+    _, children = with_children(batch, f"{job_id}:{index}" if index is not None else job_id)
     labels: dict[str, str] = {}
     for child in children:
         parent, _, child_index = child["jobId"].rpartition(":")  # children are "<job>:<index>"
@@ -38,7 +39,9 @@ def job_streams(batch: Any, job_id: str, index: int | None = None) -> Streams:
         names = [a.get("container", {}).get("logStreamName") for a in child.get("attempts", [])]
         names.append(child.get("container", {}).get("logStreamName"))
         labels.update({name: label for name in names if name})
-    return Streams(labels=labels, finished=job["status"] in DONE_STATUSES)
+    # Every child ended: a parent's own status may lag (moto's server leaves it SUBMITTED).
+    ended = all(child["status"] in DONE_STATUSES for child in children)
+    return Streams(labels=labels, finished=ended, children=children)
 
 
 def fetch_events(
@@ -99,6 +102,22 @@ def show_logs(
             printed_at_start.add(event["eventId"])
             emit(format_event(event, streams.labels.get(event.get("logStreamName", ""), "?")))
             printed += 1
+        if not printed and (not follow or streams.finished):
+            emit(
+                nothing_logged(job_id if index is None else f"{job_id}:{index}", streams, log_group)
+            )
         if not follow or streams.finished:
             return printed
         sleep(interval)
+
+
+def nothing_logged(target: str, streams: Streams, log_group: str) -> str:
+    """Say why a job printed no log line, and what Batch says of its children."""
+    why = (
+        f"its {len(streams.labels)} log stream(s) in {log_group} hold none"
+        if streams.labels
+        else "Batch names no log stream for its children (it does when a container starts)"
+    )
+    return "\n".join(
+        [f"no log lines for job {target}: {why}; their status:", *tally(streams.children)]
+    )

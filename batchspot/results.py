@@ -12,28 +12,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from batchspot import jobs
 from worker.manifest import Entry, Manifest, Run, merge, read_entries
 
 
-def job_started(batch: Any, job_id: str) -> datetime | None:
-    """Return when Batch created the job, or None for a job Batch does not know (a local run).
-
-    Results older than that are not this run's, so the manifest reads none of them.
-    """
-    try:
-        jobs = batch.describe_jobs(jobs=[job_id])["jobs"]
-    except ClientError:
-        return None
-    if not jobs or "createdAt" not in jobs[0]:
-        return None
-    return datetime.fromtimestamp(jobs[0]["createdAt"] / 1000).astimezone()
-
-
 def run_of(batch: Any, *, job_id: str, bucket: str, output_prefix: str, queue_url: str) -> Run:
-    """Return the run of Batch job ``job_id``, from when Batch created it."""
-    return Run(job_id, bucket, output_prefix, queue_url, since=job_started(batch, job_id))
+    """Return the run of Batch job ``job_id``, from when Batch created it.
+
+    Results older than that are not this run's, so the manifest reads none of them. An id
+    Batch does not know is refused (:func:`batchspot.jobs.one`) before anything is written.
+    """
+    created = jobs.one(batch, job_id).get("createdAt")
+    since = datetime.fromtimestamp(created / 1000).astimezone() if created else None
+    return Run(job_id, bucket, output_prefix, queue_url, since=since)
 
 
 def download(s3: Any, manifest: Manifest, directory: Path) -> int:

@@ -36,8 +36,13 @@ class JobProgress:
 
     @property
     def finished(self) -> bool:
-        """Whether the job (every child, for an array job) has ended."""
-        return self.status in DONE_STATUSES
+        """Whether the job has ended: its own status, or, for an array job, every child's.
+
+        The children decide on their own: a parent's status may lag theirs (moto's server
+        leaves it SUBMITTED), and nothing more happens once every child has ended.
+        """
+        ended = sum(self.children.get(status, 0) for status in DONE_STATUSES)
+        return self.status in DONE_STATUSES or (bool(self.children) and ended >= self.size)
 
     def render(self) -> str:
         """Return one line: status and children per status."""

@@ -16,17 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from batchspot.image import ECR_IMAGE, missing_from_ecr
 from worker.config import ConfigError, load_config
 from worker.keys import Recipe
 from worker.queue_depth import queue_counts
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on array children
 DEFAULT_PER_WORKER = 100  # messages per child for --size auto
-# <registry>.dkr.ecr.<region>.amazonaws.com/<repository>[:<tag>]
-_ECR_IMAGE = re.compile(
-    r"(?P<host>(?P<registry>\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?)"
-    r"/(?P<repository>[^:@]+)(?::(?P<tag>[^:@/]+))?"
-)
 
 
 class SubmitError(ValueError):
@@ -148,8 +144,8 @@ def code_version(batch: Any, ecr: Any, job_definition: str) -> str:
     An image outside ECR, or one ECR cannot describe, is named as the job definition names it.
     """
     image = container_properties(batch, job_definition).get("image", "")
-    match = _ECR_IMAGE.fullmatch(image)
-    if not match:
+    match = ECR_IMAGE.fullmatch(image)
+    if not match or match["digest"]:
         return image
     try:
         details = ecr.describe_images(
@@ -162,6 +158,13 @@ def code_version(batch: Any, ecr: Any, job_definition: str) -> str:
     return (
         f"{match['host']}/{match['repository']}@{details[0]['imageDigest']}" if details else image
     )
+
+
+def require_image_in_ecr(batch: Any, ecr: Any, job_definition: str) -> None:
+    """Refuse to submit workers whose image ECR does not hold (:func:`missing_from_ecr`)."""
+    problem = missing_from_ecr(ecr, container_properties(batch, job_definition).get("image", ""))
+    if problem:
+        raise SubmitError(problem)
 
 
 def worker_overrides(

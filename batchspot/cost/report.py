@@ -14,6 +14,13 @@ def saving(spot: float, ondemand: float) -> float:
     return 1 - spot / ondemand if ondemand else 0.0
 
 
+def verdict(spot: float, ondemand: float) -> str:
+    """Return ``68% saved``, or why there is no percentage (no On-Demand cost to compare)."""
+    if ondemand <= 0:
+        return "no saving to compute: the On-Demand cost is 0"
+    return f"{saving(spot, ondemand):.0%} saved"
+
+
 @dataclass(frozen=True)
 class CostReport:
     """The priced attempts of one job, and where the On-Demand prices came from."""
@@ -24,6 +31,11 @@ class CostReport:
     def render(self) -> str:
         """Return the table and the totals line."""
         return render_table(self.costs, self.ondemand_source)
+
+    @property
+    def priced(self) -> bool:
+        """Whether any attempt was priced both ways (else there is nothing to chart)."""
+        return totals(self.costs)[2] > 0
 
 
 def _money(value: float | None) -> str:
@@ -59,9 +71,15 @@ def totals(costs: list[AttemptCost]) -> tuple[float, float, int]:
 def summary(costs: list[AttemptCost], ondemand_source: str) -> str:
     """Return the totals line: On-Demand vs Spot, the saving, and what was left out."""
     spot, ondemand, priced = totals(costs)
+    if not priced:
+        return (
+            f"nothing priced: none of the {len(costs)} attempts has an instance type, a zone and "
+            "both prices (see the table); give what AWS no longer knows with --instance-type, "
+            "--zone, --spot-price, --ondemand-price"
+        )
     line = (
         f"{priced} of {len(costs)} attempts priced: On-Demand {ondemand:.4f} $ vs Spot "
-        f"{spot:.4f} $, {saving(spot, ondemand):.0%} saved (On-Demand prices: {ondemand_source})"
+        f"{spot:.4f} $, {verdict(spot, ondemand)} (On-Demand prices: {ondemand_source})"
     )
     if priced < len(costs):
         line += "\nunpriced attempts lack an instance type, a zone or a price: see the table"
@@ -91,9 +109,7 @@ def write_chart(costs: list[AttemptCost], path: Path) -> Path:
         axes.bar_label(bars, fmt="%.4f $")
     axes.set_xticks(list(positions), names)
     axes.set_ylabel("USD")
-    axes.set_title(
-        f"Spot {spot:.4f} $ vs On-Demand {ondemand:.4f} $: {saving(spot, ondemand):.0%} saved"
-    )
+    axes.set_title(f"Spot {spot:.4f} $ vs On-Demand {ondemand:.4f} $: {verdict(spot, ondemand)}")
     axes.legend()
     figure.savefig(path, format="png", dpi=120)
     return path

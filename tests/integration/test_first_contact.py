@@ -89,7 +89,7 @@ FRESH_MACHINE = {
     "build": (["build"], f"error: No Docker engine is reachable at {NO_DOCKER}"),
     "deploy": (["deploy"], NO_TERRAFORM),
     "plan": (["plan"], NO_TERRAFORM),
-    "destroy": (["destroy"], NO_TERRAFORM),
+    "destroy": (["destroy"], "error: no stack was deployed from "),  # nothing to destroy
 }
 # Tests that reach no emulator: `invoke test-local` would only run them again.
 no_emulator = pytest.mark.once

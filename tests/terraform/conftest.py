@@ -1,9 +1,14 @@
-"""Shared fixture: Terraform in terraform/, initialised once per session, offline via the mirror."""
+"""Shared fixtures: Terraform in terraform/, initialised once per session, offline via the
+mirror; and the stand-in for `invoke build push` where no Docker engine runs."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import pytest
 
+from batchspot.emulators import Emulator
 from batchspot.terraform import TERRAFORM_DIR
 from batchspot.terraform_cli import TerraformCli, TerraformNotInstalled
 
@@ -23,3 +28,28 @@ def terraform_cli(tmp_path_factory: pytest.TempPathFactory) -> TerraformCli:
     except TerraformNotInstalled as error:
         pytest.skip(str(error))
     return cli
+
+
+PushStandIn = Callable[[Emulator, dict], None]
+
+
+@pytest.fixture(scope="session")
+def push_stand_in() -> PushStandIn:
+    """Put an image manifest where the stack's job definition looks (its ECR repository,
+    tag ``latest``), as `invoke build push` would, for emulators without a Docker engine."""
+
+    def push(emulator: Emulator, outputs: dict) -> None:
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": 2, "digest": "sha256:" + "0" * 64},
+            "layers": [],
+        }  # fmt: skip
+        emulator.client("ecr").put_image(
+            repositoryName=outputs["ecr_repository_url"].rsplit("/", 1)[1],
+            imageManifest=json.dumps(manifest),
+            imageTag="latest",
+        )
+
+    return push

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from batchspot import terraform as tf
+from batchspot.errors import OperatorError
 from batchspot.terraform_cli import TerraformCli, TerraformNotInstalled, installed_version
 
 pytestmark = pytest.mark.terraform
@@ -69,3 +72,52 @@ def test_a_missing_terraform_binary_is_one_clear_sentence(tmp_path, monkeypatch)
         cli.run("version")
     with pytest.raises(TerraformNotInstalled):
         installed_version()
+
+
+def test_an_emulator_stack_keeps_its_outputs_where_every_task_reads_them(hermetic_state_dir):
+    workspace = tf.prepare_workspace("http://127.0.0.1:5000", None)
+    assert workspace.outputs_path == hermetic_state_dir / tf.OUTPUTS_FILE
+    assert workspace.working_dir == hermetic_state_dir / "terraform"
+
+
+def test_an_aws_deploy_is_refused_while_aws_endpoint_url_would_send_it_elsewhere(
+    monkeypatch, hermetic_state_dir
+):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:5000")
+    with pytest.raises(
+        OperatorError, match=r"^AWS_ENDPOINT_URL_SQS=http://127\.0\.0\.1:5000 is set\b"
+    ):
+        tf.deploy(stream=False)
+    assert not (hermetic_state_dir / tf.STACK_FILE).exists()
+
+
+def record(state_dir, endpoint):
+    """The stack.json a deploy to ``endpoint`` (None: AWS) leaves."""
+    target = {"endpoint": endpoint, "working_dir": str(state_dir / "terraform")}
+    (state_dir / tf.STACK_FILE).write_text(json.dumps(target))
+    (state_dir / tf.OUTPUTS_FILE).write_text('{"queue_url": "q"}')
+
+
+def test_destroy_without_a_recorded_stack_is_refused(tmp_path):
+    with pytest.raises(OperatorError, match=f"^no stack was deployed from {tmp_path} "):
+        tf.destroy(state_dir=tmp_path, stream=False)
+
+
+def test_destroy_aimed_at_another_emulator_is_refused_and_keeps_the_outputs(tmp_path):
+    record(tmp_path, "http://127.0.0.1:5000")
+    with pytest.raises(OperatorError, match=r"is on the emulator at http://127\.0\.0\.1:5000, not"):
+        tf.destroy(local_endpoint="http://127.0.0.1:6000", state_dir=tmp_path, stream=False)
+    assert (tmp_path / tf.OUTPUTS_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    ("recorded", "wanted"), [(None, "http://127.0.0.1:5000"), ("http://e", None)]
+)
+def test_a_deploy_to_another_kind_of_target_is_refused_in_a_used_state_dir(
+    tmp_path, monkeypatch, recorded, wanted
+):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    record(tmp_path, recorded)
+    with pytest.raises(OperatorError, match=r"holds the stack deployed to .*: `invoke destroy` it"):
+        tf.deploy(local_endpoint=wanted, state_dir=tmp_path, stream=False)

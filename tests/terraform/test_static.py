@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 from python_terraform import IsFlagged
 
+from batchspot.terraform import TERRAFORM_DIR
 from batchspot.terraform_cli import installed_version
 
 pytestmark = pytest.mark.terraform
@@ -34,3 +36,15 @@ def test_native_terraform_tests_pass_for_every_module(terraform_cli):
 
 def test_installed_version_is_terraforms_own_first_line(terraform_cli):
     assert installed_version().startswith("Terraform v")
+
+
+def test_the_var_file_the_readme_has_operators_create_is_never_committed():
+    """README "Deploying to AWS" has them copy the example to terraform/terraform.tfvars."""
+    readme = (TERRAFORM_DIR.parent / "README.md").read_text()
+    assert "cp terraform/terraform.tfvars.example terraform/terraform.tfvars" in readme
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--quiet", "terraform/terraform.tfvars"],
+        cwd=TERRAFORM_DIR.parent,
+        check=False,
+    )
+    assert ignored.returncode == 0, "terraform/terraform.tfvars must be in .gitignore"

@@ -64,6 +64,12 @@ class AutoEngine:
         with self._lock:
             return self._local_reason
 
+    @property
+    def limit_settled(self) -> bool:
+        """Whether S3 Select has shown it honours LIMIT (rule 2), on an object of 2+ records."""
+        with self._lock:
+            return self._honours_limit
+
     def run(self, s3: Any, request: QueryRequest) -> QueryResult:
         """Run ``request`` on the engine this process has settled on (see the module's rule)."""
         if self.local_reason is not None:
