@@ -1,11 +1,17 @@
-"""Apply the root module to moto's server through ``invoke deploy --local``'s code path, then
-check the live emulator for the properties the original stack got wrong, then destroy."""
+"""Apply the root module to moto's server once, through ``invoke deploy --local``'s code path,
+then check on that one live stack: the properties the original stack got wrong, ``invoke plan``
+and ``invoke doctor`` as typed. (Each apply costs 1-2 minutes of the provider's own waiters;
+``invoke destroy`` is walked, and checked to leave nothing, in test_operator_walk.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -14,24 +20,30 @@ from batchspot import status
 from batchspot import submit as submitting
 from batchspot import terraform as tf
 from batchspot.emulators import Emulator, moto_server
+from tests.terraform.conftest import PushStandIn
 from worker.manifest import Counts, Entry, Run, record_failure
 
-pytestmark = [pytest.mark.terraform, pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.terraform, pytest.mark.integration, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+INVOKE = Path(sys.executable).parent / "invoke"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulator, dict, Path]]:
-    """A deployed stack on a private moto server; destroyed (and checked gone) afterwards."""
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, push_stand_in: PushStandIn
+) -> Iterator[tuple[Emulator, dict, Path]]:
+    """The stack deployed on a private moto server, with its image "pushed" (the stand-in)
+    and one CSV in its input bucket."""
     work = tmp_path_factory.mktemp("moto-stack")
     with moto_server(work / "logs") as emulator:
         state_dir = work / "state"
         outputs = tf.deploy(local_endpoint=emulator.endpoint, state_dir=state_dir, stream=False)
+        emulator.client("s3").put_object(
+            Bucket=outputs["input_bucket"], Key="in/a.csv", Body=b"a,b\n1,2\n3,4\n"
+        )
+        push_stand_in(emulator, outputs)
         yield emulator, outputs, state_dir
-        tf.destroy(local_endpoint=emulator.endpoint, state_dir=state_dir, stream=False)
-        batch = _client(emulator, "batch")
-        assert batch.describe_job_queues()["jobQueues"] == []
-        assert _client(emulator, "sqs").list_queues().get("QueueUrls", []) == []
-        assert not (state_dir / tf.OUTPUTS_FILE).exists()
 
 
 def _client(emulator: Emulator, service: str):
@@ -208,16 +220,21 @@ def test_seed_skip_done_keys_results_by_the_deployed_workers_settings(stack):
     recipe = submitting.workers_recipe(
         _client(emulator, "batch"), _client(emulator, "ecr"), outputs["job_definition"], {}
     )
-    # The job definition's S3_QUERY_LIMIT and image (no digest: nothing was pushed) key them.
+    # The job definition's S3_QUERY_LIMIT and image key them, the image by the digest ECR
+    # holds for its tag (the stand-in push put one there).
+    (pushed,) = _client(emulator, "ecr").describe_images(
+        repositoryName=outputs["ecr_repository_url"].rsplit("/", 1)[1]
+    )["imageDetails"]
+    pinned = f"{outputs['ecr_repository_url']}@{pushed['imageDigest']}"
     assert recipe.query == "SELECT * FROM S3Object s LIMIT 10000"
-    assert recipe.code.split("\n") == [outputs["image"], "rows-to-json"]
+    assert recipe.code.split("\n") == [pinned, "rows-to-json"]
     changed = submitting.workers_recipe(
         _client(emulator, "batch"),
         _client(emulator, "ecr"),
         outputs["job_definition"],
         {"HANDLER_COMMAND": "wc -l"},
     )
-    assert changed.code.split("\n") == [outputs["image"], "wc -l"]
+    assert changed.code.split("\n") == [pinned, "wc -l"]
 
 
 def test_image_repository_refuses_to_move_a_tag(stack):
@@ -227,3 +244,194 @@ def test_image_repository_refuses_to_move_a_tag(stack):
         "repositories"
     ]
     assert repository["imageTagMutability"] == "IMMUTABLE"
+
+
+# --- invoke plan ---------------------------------------------------------------------------
+
+
+def changes_pending(stack: tuple[Emulator, dict, Path], **variables: object) -> bool:
+    """Plan the stack's storage, as ``invoke plan`` does, with ``variables`` changed.
+
+    Storage only: moto does not store every attribute the rest of the stack sets (a job queue's
+    ``job_state_time_limit_action``, a launch template's ``tag_specifications``, the redrive
+    policy's JSON spacing), so a plan of the whole stack always differs from moto's state
+    there, never from AWS's.
+    """
+    emulator, _, state_dir = stack
+    return tf.plan(
+        variables=variables,
+        local_endpoint=emulator.endpoint,
+        state_dir=state_dir,
+        targets=("module.storage",),
+        stream=False,
+    )
+
+
+def test_a_fresh_deploy_plans_no_changes(stack: tuple[Emulator, dict, Path]) -> None:
+    assert changes_pending(stack) is False
+
+
+def test_a_changed_variable_plans_changes_and_applies_none(
+    stack: tuple[Emulator, dict, Path],
+) -> None:
+    assert changes_pending(stack, output_expiration_days=7) is True
+    assert changes_pending(stack) is False, "a plan must not apply what it shows"
+
+
+def test_invoke_plan_prints_its_verdict_as_typed(stack: tuple[Emulator, dict, Path]) -> None:
+    """The task plans the whole stack, which on moto always differs (see changes_pending)."""
+    emulator, _, state_dir = stack
+    result = subprocess.run(
+        [
+            str(INVOKE),
+            "plan",
+            "--local-endpoint",
+            emulator.endpoint,
+            "--state-dir",
+            str(state_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "changes pending"
+
+
+# --- invoke doctor -------------------------------------------------------------------------
+
+TOO_MUCH_MEMORY = 64 * 1024 * 1024  # 64 TiB: more than any EC2 instance type has
+
+
+def doctor(emulator: Emulator, state_dir: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run `invoke doctor` as an operator would: only the emulator's variables, no Docker."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        **emulator.client_env(),
+        tf.STATE_DIR_VARIABLE: str(state_dir),
+        "DOCKER_HOST": "tcp://127.0.0.1:9",  # nothing listens there
+    }
+    return subprocess.run(
+        [str(INVOKE), "doctor"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def lines(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """The checklist as {check name: its whole line}."""
+    found = {}
+    for line in result.stdout.splitlines():
+        if line[:2] in ("✓ ", "✗ "):
+            found[line[2:].split(":", 1)[0]] = line
+    return found
+
+
+def test_doctor_passes_the_deployed_stack_on_every_needed_check(stack, tmp_path):
+    emulator, _, state_dir = stack
+
+    result = doctor(emulator, state_dir, tmp_path)
+
+    checks = lines(result)
+    assert result.returncode == 0, result.stdout + result.stderr
+    failed = {name for name, line in checks.items() if line.startswith("✗")}
+    # Both optional: no Docker engine here, and moto's S3 Select ignores LIMIT (AWS honours it:
+    # Amazon S3 User Guide, "SELECT command"), so the worker's auto engine would not trust it.
+    assert failed == {"Docker", "S3 Select"}, result.stdout
+    assert "does not honour LIMIT" in checks["S3 Select"]
+    assert {
+        "Python",
+        "Terraform",
+        "AWS region and credentials",
+        "stack outputs",
+        "queues and buckets",
+        "job queue",
+        "compute environment",
+        "instance role",
+        "security group egress",
+        "job size",
+        "image",
+        "S3 Select",
+    } <= set(checks)
+    assert "Traceback" not in result.stderr
+
+
+def _broken_stack(emulator: Emulator, outputs: dict[str, Any]) -> dict[str, str]:
+    """A compute environment with a role ARN and a closed security group, a job too large."""
+    ec2, iam, batch = (emulator.client(s) for s in ("ec2", "iam", "batch"))
+    (environment,) = batch.describe_compute_environments(
+        computeEnvironments=[outputs["compute_environment_name"]]
+    )["computeEnvironments"]
+    resources = environment["computeResources"]
+    group = ec2.create_security_group(
+        GroupName="closed", Description="no egress", VpcId=outputs["vpc_id"]
+    )["GroupId"]
+    ec2.revoke_security_group_egress(
+        GroupId=group,
+        IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
+    profile = resources["instanceRole"].rsplit("/", 1)[1]
+    (role,) = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
+    # AWS takes a role ARN here and the environment goes INVALID later; moto refuses any ARN
+    # that names no instance profile, so a profile is named after the role's ARN to get past it.
+    iam.create_instance_profile(InstanceProfileName=role["Arn"])
+    broken = batch.create_compute_environment(
+        computeEnvironmentName="broken",
+        type="MANAGED",
+        state="ENABLED",
+        computeResources={
+            **{k: resources[k] for k in ("type", "minvCpus", "maxvCpus", "subnets")},
+            "instanceTypes": ["c4"],
+            "securityGroupIds": [group],
+            "instanceRole": role["Arn"],  # a role ARN where Batch needs the profile's
+        },
+        serviceRole=environment["serviceRole"],
+    )
+    batch.create_job_queue(
+        jobQueueName="broken",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[
+            {"order": 1, "computeEnvironment": broken["computeEnvironmentArn"]}
+        ],
+    )
+    batch.register_job_definition(
+        jobDefinitionName="broken",
+        type="container",
+        containerProperties={
+            "image": outputs["image"],
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "2"},
+                {"type": "MEMORY", "value": str(TOO_MUCH_MEMORY)},
+            ],
+        },
+    )
+    return {
+        "compute_environment_name": "broken",
+        "job_queue": "broken",
+        "job_definition": "broken",
+    }
+
+
+def test_doctor_gives_a_broken_stack_one_cross_naming_each_cause(stack, tmp_path):
+    emulator, _, state_dir = stack
+    outputs = tf.read_outputs(state_dir)
+    broken_dir = tmp_path / "broken"
+    broken_dir.mkdir()
+    (broken_dir / tf.OUTPUTS_FILE).write_text(
+        json.dumps({**outputs, **_broken_stack(emulator, outputs)})
+    )
+
+    result = doctor(emulator, broken_dir, tmp_path)
+
+    checks = lines(result)
+    assert result.returncode == 1, result.stdout
+    assert "is not an instance profile ARN" in checks["instance role"]
+    assert checks["instance role"].startswith("✗")
+    assert checks["security group egress"].startswith("✗")
+    assert "allows no HTTPS out" in checks["security group egress"]
+    assert checks["job size"].startswith("✗")
+    assert f"asks {TOO_MUCH_MEMORY} MiB" in checks["job size"]
+    assert "the largest allowed type c4." in checks["job size"]
+    assert checks["job queue"].startswith("✓")  # what is not broken stays ✓
+    assert result.stderr.strip() == "error: some needed checks failed: see the ✗ lines above"
