@@ -640,6 +640,8 @@ def bench_processes(c: Context, items: int = 40, work: int = 300_000) -> None:
         "s3_slowdown_rate": "with --aws-rules: share of S3 requests answered 503 SlowDown",
         "sqs_throttle_rate": "with --aws-rules: share of SQS requests answered throttled",
         "visibility_entry_failure_rate": "with --aws-rules: share of visibility entries failed",
+        "conditional_conflict_rate": "with --aws-rules: share of conditional writes (results) "
+        "answered 409 ConditionalRequestConflict",
         "hostile": "also queue issue 11's hostile mix (bombs, blow-ups, bad output keys); "
         "checks peak RSS and writes outside the prefix",
     }
@@ -656,6 +658,7 @@ def chaos(
     s3_slowdown_rate: str = "",
     sqs_throttle_rate: str = "",
     visibility_entry_failure_rate: str = "",
+    conditional_conflict_rate: str = "",
     hostile: bool = False,
 ) -> None:
     """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke.
@@ -674,6 +677,7 @@ def chaos(
         "s3_slowdown_rate": s3_slowdown_rate,
         "sqs_throttle_rate": sqs_throttle_rate,
         "visibility_entry_failure_rate": visibility_entry_failure_rate,
+        "conditional_conflict_rate": conditional_conflict_rate,
     }
     settings = ChaosSettings(
         items=items,
