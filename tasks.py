@@ -299,6 +299,8 @@ def seed(
         "final": "submit the final job (manifest) after the array job, even without --then",
         "tolerate_failures": "the final job fails when more than this percentage of the items "
         "failed (-1: never)",
+        "tolerate_pending": "the final job does not fail when items are still pending in the "
+        "work queue (it does by default)",
         "final_job_definition": "job definition of the final step (default: the stack's "
         "final_job_definition)",
     },
@@ -315,6 +317,7 @@ def submit(
     then: str = "",
     final: bool = False,
     tolerate_failures: float = -1.0,
+    tolerate_pending: bool = False,
     final_job_definition: str = "",
 ) -> None:
     """Submit the workers as an array job sized from the queue (or --size), and a final job."""
@@ -345,8 +348,9 @@ def submit(
             stack.value("final_job_definition", final_job_definition),
             command=then or None,
             tolerate_failures=None if tolerate_failures < 0 else tolerate_failures,
+            tolerate_pending=tolerate_pending,
         )
-        if then or final or tolerate_failures >= 0
+        if then or final or tolerate_failures >= 0 or tolerate_pending
         else None,
     )
     print(job.summary())

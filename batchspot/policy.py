@@ -1,10 +1,11 @@
-"""Render the worker's IAM policy exactly as Terraform does, so tests can run the worker under it.
+"""Render the job roles' IAM policies exactly as Terraform does, so tests can run under them.
 
-The job role's policy is ``terraform/modules/worker_policy``. Rather than restating that
-document in Python (and drifting from it), :func:`render_worker_policy` plans a throwaway root
-configuration that calls the module with test values and reads the document back from
-``terraform show -json``. The AWS provider computes ``aws_iam_policy_document`` locally, so the
-plan needs neither credentials nor network.
+The worker's policy is ``terraform/modules/worker_policy`` and the final step's
+``terraform/modules/final_policy``. Rather than restating those documents in Python (and
+drifting from them), :func:`render_worker_policy` and :func:`render_final_policy` plan a
+throwaway root configuration that calls the module with test values and read the document back
+from ``terraform show -json``. The AWS provider computes ``aws_iam_policy_document`` locally,
+so the plan needs neither credentials nor network.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from batchspot.terraform import TERRAFORM_DIR
 from batchspot.terraform_cli import TerraformCli, TerraformError
 
 WORKER_POLICY_MODULE = TERRAFORM_DIR / "modules" / "worker_policy"
-PLAN_FILE = "worker_policy.tfplan"
+FINAL_POLICY_MODULE = TERRAFORM_DIR / "modules" / "final_policy"
+PLAN_FILE = "policy.tfplan"
 
 # A provider that can plan data sources offline: fake static keys, and no STS, IAM or IMDS
 # lookups. The region fixes the partition ("aws") of the ARNs the module builds.
 _ROOT_CONFIG = """\
-# Written by batchspot.policy.render_worker_policy; renders modules/worker_policy offline.
+# Written by batchspot.policy; renders one policy module offline.
 terraform {
   required_providers {
     aws = {
@@ -41,34 +43,14 @@ provider "aws" {
   skip_requesting_account_id  = true
   skip_metadata_api_check     = true
 }
-
-variable "queue_arn" {
-  type = string
-}
-
-variable "input_bucket_arn" {
-  type = string
-}
-
-variable "output_buckets" {
-  type = list(string)
-}
-
-variable "output_prefix" {
-  type = string
-}
-
-module "worker_policy" {
+%(variables)s
+module "policy" {
   source = %(source)s
-
-  queue_arn        = var.queue_arn
-  input_bucket_arn = var.input_bucket_arn
-  output_buckets   = var.output_buckets
-  output_prefix    = var.output_prefix
+%(inputs)s
 }
 
 output "json" {
-  value = module.worker_policy.json
+  value = module.policy.json
 }
 """
 
@@ -87,17 +69,50 @@ def render_worker_policy(
     ``.terraform`` and the plan; reusing it makes init a quick check instead of a fresh
     install. Raises :class:`TerraformError` if any Terraform step fails.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    # By absolute path, init links .terraform/modules to the module itself: never a stale copy.
-    (work_dir / "main.tf").write_text(
-        _ROOT_CONFIG % {"source": json.dumps(str(WORKER_POLICY_MODULE))}
-    )
     variables = {
         "queue_arn": queue_arn,
         "input_bucket_arn": f"arn:aws:s3:::{input_bucket}",
         "output_buckets": list(output_buckets),
         "output_prefix": output_prefix,
     }
+    return _render(WORKER_POLICY_MODULE, variables, work_dir)
+
+
+def render_final_policy(
+    queue_arn: str, output_bucket: str, output_prefix: str, work_dir: Path
+) -> dict[str, Any]:
+    """Return the final step's policy document as Terraform renders it for these values.
+
+    ``work_dir`` as for :func:`render_worker_policy`, but not the same one: each holds the
+    root config of its own module.
+    """
+    variables = {
+        "queue_arn": queue_arn,
+        "output_bucket": output_bucket,
+        "output_prefix": output_prefix,
+    }
+    return _render(FINAL_POLICY_MODULE, variables, work_dir)
+
+
+def _render(module: Path, variables: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    """Plan ``module`` with ``variables`` (strings or lists of strings); return its document."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    types = {
+        name: "list(string)" if isinstance(value, list) else "string"
+        for name, value in variables.items()
+    }
+    declared = "".join(
+        f'\nvariable "{name}" {{\n  type = {kind}\n}}\n' for name, kind in types.items()
+    )
+    # By absolute path, init links .terraform/modules to the module itself: never a stale copy.
+    (work_dir / "main.tf").write_text(
+        _ROOT_CONFIG
+        % {
+            "variables": declared,
+            "source": json.dumps(str(module)),
+            "inputs": "\n".join(f"  {name} = var.{name}" for name in variables),
+        }
+    )
     cli = TerraformCli(work_dir, state_dir=work_dir, variables=variables)
     cli.init()
     cli.checked("plan", out=PLAN_FILE, detailed_exitcode=IsNotFlagged)
