@@ -28,7 +28,7 @@ from batchspot.environment import overridden
 from batchspot.fleet import Fleet, worker_env
 from batchspot.sample_data import upload_dataset
 from batchspot.seed import seed
-from worker.final import run_final
+from worker.final import FinalSettings, run_final
 from worker.manifest import Run
 from worker.queue_depth import queue_counts
 
@@ -185,8 +185,9 @@ def run_local(
         run.results_uri = f"s3://{outputs['output_bucket']}/{prefix}"
         run.results_dir = _copy_results(s3, outputs["output_bucket"], prefix, state_dir / "results")
         # The final step as `invoke submit --then` runs it after the array job: the manifest.
+        # Items left pending are shown in its counts, not raised: this run is for looking at.
         run_of_job = Run(job_id, outputs["output_bucket"], prefix, outputs["queue_url"])
-        manifest, _ = run_final(s3, sqs, run_of_job)
+        manifest, _ = run_final(s3, sqs, run_of_job, FinalSettings(tolerate_pending=True))
         run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
         run.estimate = _estimate(run.worker_seconds)
     run.seconds = time.monotonic() - started
