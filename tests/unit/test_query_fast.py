@@ -128,7 +128,7 @@ def test_a_scan_waiting_for_another_items_batch_keeps_its_deadline(monkeypatch) 
     monkeypatch.setattr(local, "FAST_PATH", True)
     waiting = QueryRequest("b", "k", QUERIES[0], InputFormat(), deadline=time.monotonic() + 0.05)
     result = run_query(s3, waiting, "local")  # opening takes no slot: only making rows does
-    with local._FAST_SCANS, pytest.raises(QueryTimeout, match="waiting for the fast path"):
+    with local._BATCH_SLOT, pytest.raises(QueryTimeout, match="waiting for the fast path"):
         result.text  # noqa: B018  (the slot held: another item's batch being made)
     assert answer(s3, QUERIES[0], "fast", monkeypatch).text == f'{{"_1":{ROWS}}}\n'
 

@@ -15,11 +15,11 @@ and the text already passed on is skipped, so the caller sees one result either 
 
 A process makes one fast-path batch at a time: the slot is taken to produce a chunk and given
 back before the chunk goes to the consumer (a command reading its stdin, rows-to-json
-uploading), so a slow consumer holds up no other item. What bounds the memory is then: one
-batch being computed (the slot: Arrow's arrays and kernels' temporaries, the bulk of a scan's
-~40 MiB), and for each other open scan (at most WORKER_CONCURRENCY) what it keeps between
-batches: Arrow's readahead (up to 32 blocks of 512 KiB, see :mod:`.fast`), a fetched range and
-the one chunk its consumer holds.
+uploading), so a slow consumer holds up no other item. What bounds the memory is then the one
+batch being made (the slot: Arrow's arrays and the kernels' temporaries) and the number of
+scans open at once (MAX_OPEN_FAST_SCANS; a query that finds them all open runs on the Python
+evaluator rather than wait), each of which keeps between its batches Arrow's readahead (up to
+32 blocks of 512 KiB, see :mod:`.fast`), a fetched range and the one chunk its consumer holds.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ FAST_PATH = True
 # One fast-path batch at a time per process: a batch being computed keeps a core busy, and
 # processes (one per vCPU) give the parallelism. Four scans computing at once
 # (WORKER_CONCURRENCY's default) peaked at ~330 MiB, past the 256 MiB budget.
-_FAST_SCANS = threading.Semaphore(1)
+_BATCH_SLOT = threading.Semaphore(1)
 # Fast-path scans open at once per process; a query that finds them all open runs on the Python
 # evaluator (same bytes, its own small bounded memory) rather than wait for one to end. An open
 # scan keeps ~50 MiB between its batches (Arrow's readahead, a range of up to 8 MiB, a chunk).
@@ -124,12 +124,12 @@ def _made_in_the_slot(chunks: Iterator[str], deadline_at: float | None) -> Itera
     """
     while True:
         wait = None if deadline_at is None else max(0.0, deadline_at - time.monotonic())
-        if not _FAST_SCANS.acquire(timeout=wait):
+        if not _BATCH_SLOT.acquire(timeout=wait):
             raise QueryTimeout("the item's deadline passed while waiting for the fast path")
         try:
             chunk = next(chunks, None)
         finally:
-            _FAST_SCANS.release()
+            _BATCH_SLOT.release()
         if chunk is None:
             return
         yield chunk
