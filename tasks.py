@@ -305,6 +305,8 @@ def seed(
         "final": "submit the final job (manifest) after the array job, even without --then",
         "tolerate_failures": "the final job fails when more than this percentage of the items "
         "failed (-1: never)",
+        "tolerate_pending": "the final job does not fail when items are still pending in the "
+        "work queue (it does by default)",
         "final_job_definition": "job definition of the final step (default: the stack's "
         "final_job_definition)",
     },
@@ -321,6 +323,7 @@ def submit(
     then: str = "",
     final: bool = False,
     tolerate_failures: float = -1.0,
+    tolerate_pending: bool = False,
     final_job_definition: str = "",
 ) -> None:
     """Submit the workers as an array job sized from the queue (or --size), and a final job."""
@@ -352,8 +355,9 @@ def submit(
             stack.value("final_job_definition", final_job_definition),
             command=then or None,
             tolerate_failures=None if tolerate_failures < 0 else tolerate_failures,
+            tolerate_pending=tolerate_pending,
         )
-        if then or final or tolerate_failures >= 0
+        if then or final or tolerate_failures >= 0 or tolerate_pending
         else None,
     )
     print(job.summary())
@@ -665,6 +669,8 @@ def bench_processes(c: Context, items: int = 40, work: int = 300_000) -> None:
         "s3_slowdown_rate": "with --aws-rules: share of S3 requests answered 503 SlowDown",
         "sqs_throttle_rate": "with --aws-rules: share of SQS requests answered throttled",
         "visibility_entry_failure_rate": "with --aws-rules: share of visibility entries failed",
+        "conditional_conflict_rate": "with --aws-rules: share of conditional writes (results) "
+        "answered 409 ConditionalRequestConflict",
         "hostile": "also queue issue 11's hostile mix (bombs, blow-ups, bad output keys); "
         "checks peak RSS and writes outside the prefix",
     }
@@ -681,6 +687,7 @@ def chaos(
     s3_slowdown_rate: str = "",
     sqs_throttle_rate: str = "",
     visibility_entry_failure_rate: str = "",
+    conditional_conflict_rate: str = "",
     hostile: bool = False,
 ) -> None:
     """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke.
@@ -699,6 +706,7 @@ def chaos(
         "s3_slowdown_rate": s3_slowdown_rate,
         "sqs_throttle_rate": sqs_throttle_rate,
         "visibility_entry_failure_rate": visibility_entry_failure_rate,
+        "conditional_conflict_rate": conditional_conflict_rate,
     }
     settings = ChaosSettings(
         items=items,

@@ -23,8 +23,11 @@ query, headers with the SigV4 ``Authorization``, body) and answers itself where 
   ReceiveMessage and DeleteMessage); moto accepts every handle a message ever had. Here a
   ChangeMessageVisibility with a stale handle fails with ReceiptHandleIsInvalid, and a
   DeleteMessage with one succeeds without deleting anything, as on AWS.
-* ``Faults``: S3 503 SlowDown, SQS RequestThrottled, and ChangeMessageVisibilityBatch entries
-  failing with InternalError in a 200 answer, at chosen rates and reproducible from a seed.
+* ``Faults``: S3 503 SlowDown, SQS RequestThrottled, ChangeMessageVisibilityBatch entries
+  failing with InternalError in a 200 answer, and 409 ConditionalRequestConflict for a
+  conditional write (PutObject or CompleteMultipartUpload with ``If-None-Match``), which S3
+  gives when another operation on the key runs at the same time (S3 API Reference, PutObject
+  and CompleteMultipartUpload, ``If-None-Match``); at chosen rates, reproducible from a seed.
 
 Requests are told apart by their signature: SQS's JSON protocol names the operation in
 ``X-Amz-Target: AmazonSQS.<Operation>``, S3 requests are signed for the service ``s3`` and
@@ -94,6 +97,8 @@ class Faults:
     s3_slowdown_rate: float = 0.0  # S3 requests answered 503 SlowDown, not forwarded
     sqs_throttle_rate: float = 0.0  # SQS requests answered 400 RequestThrottled, not forwarded
     visibility_entry_failure_rate: float = 0.0  # ChangeMessageVisibilityBatch entries Failed
+    # Conditional writes (If-None-Match) answered 409 ConditionalRequestConflict, not forwarded
+    conditional_conflict_rate: float = 0.0
     seed: int = 0  # seeds random.Random: the same requests in the same order fail alike
 
 
@@ -189,6 +194,19 @@ class RulesLayer:
             return _s3_error(503, "SlowDown", "Please reduce your request rate.")
         bucket, _, encoded_key = request.path.lstrip("/").partition("/")
         key = unquote_to_bytes(encoded_key)
+        if (
+            key
+            and _is_conditional_write(request)
+            and self._roll(lambda faults: faults.conditional_conflict_rate)
+        ):
+            self.injected.add("s3.conditional-conflict")
+            return _s3_error(
+                409,
+                "ConditionalRequestConflict",
+                "A conflicting operation occurred. If using PutObject you can retry the request. "
+                "If using multipart upload you should initiate another CreateMultipartUpload "
+                "request and re-upload each part.",
+            )
         if key and _is_object_write(request):
             if len(key) > MAX_KEY_BYTES:
                 self.injected.add("s3.key-too-long")
@@ -484,11 +502,24 @@ def _signing_service(request: Request) -> str:
 
 
 def _is_object_write(request: Request) -> bool:
-    """PutObject or CopyObject (PUT with no subresource), or CreateMultipartUpload."""
-    query = request.query
-    if request.method == "PUT":
-        return set(query) <= {"x-id"}
-    return request.method == "POST" and "uploads" in query
+    """PutObject or CopyObject, or CreateMultipartUpload."""
+    return _is_whole_object_put(request) or (
+        request.method == "POST" and "uploads" in request.query
+    )
+
+
+def _is_conditional_write(request: Request) -> bool:
+    """PutObject or CompleteMultipartUpload carrying ``If-None-Match`` (the writes S3 may 409)."""
+    if "If-None-Match" not in request.headers:
+        return False
+    return _is_whole_object_put(request) or (
+        request.method == "POST" and "uploadId" in request.query
+    )
+
+
+def _is_whole_object_put(request: Request) -> bool:
+    """Whether it is a PUT with no subresource: PutObject or CopyObject, not UploadPart."""
+    return request.method == "PUT" and set(request.query) <= {"x-id"}
 
 
 def _is_object_read(request: Request) -> bool:

@@ -36,7 +36,7 @@ from batchspot.fleet import Fleet, worker_env
 from batchspot.local_batch import ContainerRunError, remove_containers, run_array_job
 from batchspot.sample_data import upload_dataset
 from batchspot.seed import seed
-from worker.final import run_final
+from worker.final import FinalSettings, run_final
 from worker.manifest import Counts, Run
 from worker.queue_depth import queue_counts
 
@@ -222,7 +222,9 @@ def run_local(
         if image_name:  # the final job's container wrote the manifest
             run.manifest_uri, run.item_counts = _written_manifest(s3, run_of_job)
         else:  # the final step as `invoke submit --then` runs it after the array job
-            manifest, _ = run_final(s3, sqs, run_of_job)
+            # Items left pending are shown in its counts, not raised: this run is for looking at.
+            settings = FinalSettings(tolerate_pending=True)
+            manifest, _ = run_final(s3, sqs, run_of_job, settings)
             run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
         run.estimate = _estimate(run.worker_seconds)
     run.seconds = time.monotonic() - started

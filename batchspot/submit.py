@@ -199,6 +199,7 @@ class FinalStep:
     job_definition: str
     command: str | None = None
     tolerate_failures: float | None = None
+    tolerate_pending: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a share that is not a percentage, before anything is submitted."""
@@ -214,6 +215,8 @@ class FinalStep:
             env["FINAL_COMMAND"] = self.command
         if self.tolerate_failures is not None:
             env["TOLERATE_FAILURES"] = f"{self.tolerate_failures:g}"
+        if self.tolerate_pending:
+            env["TOLERATE_PENDING"] = "true"
         return env
 
 

@@ -3,12 +3,15 @@
 ``invoke submit --then COMMAND`` submits it as a job that depends on the array job, so it
 starts once every child has ended. It builds the run's manifest (``worker.manifest``); given a
 command, it runs it once over all the results (a reduce step): the merged JSON lines on its
-stdin, its stdout (one JSON document) stored as ``runs/<job-id>/final.json``. It fails when
-more than TOLERATE_FAILURES percent of the items failed, so a job depending on it does not run
-on a broken run.
+stdin, its stdout (one JSON document) stored as ``runs/<job-id>/final.json``. It fails, so a
+job depending on it does not run on a broken or unfinished run, when more than
+TOLERATE_FAILURES percent of the items failed, or when items are still pending in the work
+queue (waiting, in flight or delayed: the array job ended before them, e.g. every child was
+reclaimed), unless TOLERATE_PENDING is true; then the command is not run.
 
 Its environment is the workers' (the job definition's) plus RUN_JOB_ID (the array job),
-RUN_STARTED (when it was submitted, ISO 8601), FINAL_COMMAND and TOLERATE_FAILURES.
+RUN_STARTED (when it was submitted, ISO 8601), FINAL_COMMAND, TOLERATE_FAILURES and
+TOLERATE_PENDING.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ class FinalSettings:
 
     command: str | None = None
     tolerate_failures: float = 100.0
+    tolerate_pending: bool = False
 
 
 def load_final(env: Mapping[str, str]) -> tuple[Run, FinalSettings]:
-    """Read the workers' settings and RUN_JOB_ID, RUN_STARTED, FINAL_COMMAND, TOLERATE_FAILURES.
+    """Read the workers' settings and RUN_JOB_ID, RUN_STARTED, FINAL_COMMAND, TOLERATE_*.
 
     Raise :class:`ConfigError` with one sentence for a value that cannot be used.
     """
@@ -68,8 +72,12 @@ def load_final(env: Mapping[str, str]) -> tuple[Run, FinalSettings]:
         share = -1.0
     if not 0 <= share <= 100:
         raise ConfigError(f"TOLERATE_FAILURES must be a percentage 0..100, got {tolerate!r}")
+    pending = env.get("TOLERATE_PENDING", "").strip().lower() or "false"
+    if pending not in ("true", "false"):
+        raise ConfigError(f"TOLERATE_PENDING must be true or false, got {pending!r}")
     run = replace(config.run, run_id=run_id, since=since)
-    return run, FinalSettings(env.get("FINAL_COMMAND", "").strip() or None, share)
+    command = env.get("FINAL_COMMAND", "").strip() or None
+    return run, FinalSettings(command, share, tolerate_pending=pending == "true")
 
 
 def reduce_results(s3: Any, manifest: Manifest, command: str) -> str:
@@ -104,11 +112,20 @@ def reduce_results(s3: Any, manifest: Manifest, command: str) -> str:
 def run_final(
     s3: Any, sqs: Any, run: Run, settings: FinalSettings = FinalSettings()
 ) -> tuple[Manifest, str | None]:
-    """Build the manifest, run the command if any; raise FinalError past the tolerated share.
+    """Build the manifest, run the command if any; raise FinalError for a broken run.
 
+    Broken: items still pending in the work queue (not tolerated), checked before the command
+    runs, since it would reduce a part of the run; or more than the tolerated share failed.
     Return the manifest and the key of the command's stored output (None without a command).
     """
     manifest = build_manifest(s3, sqs, run)
+    pending = manifest.counts.pending
+    if pending and not settings.tolerate_pending:
+        raise FinalError(
+            f"{pending} item(s) are still pending in the work queue (waiting, in flight or "
+            f"delayed), so the run is not finished; see {manifest.uri}, or set "
+            "TOLERATE_PENDING=true (invoke submit --tolerate-pending) to go on"
+        )
     final_key = reduce_results(s3, manifest, settings.command) if settings.command else None
     share = manifest.counts.failed_share
     if share > settings.tolerate_failures:

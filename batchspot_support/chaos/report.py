@@ -108,7 +108,8 @@ class ChaosReport:
         end = self.queue_end
         layer = (
             f"on: SlowDown {s.s3_slowdown_rate:g}, throttling {s.sqs_throttle_rate:g}, "
-            f"failed visibility entries {s.visibility_entry_failure_rate:g}"
+            f"failed visibility entries {s.visibility_entry_failure_rate:g}, "
+            f"409 on conditional writes {s.conditional_conflict_rate:g}"
             if s.aws_rules
             else "off"
         )

@@ -38,10 +38,13 @@ class ChaosSettings:
     # retry path runs, while a healthy item could only fail if all 10 of botocore's attempts
     # met a fault (0.02**10), or a held message's extension failed on every heartbeat tick
     # (0.5 s) for the half visibility timeout left to it (0.05**8). Visibility entries are
-    # mostly give-backs, which are few, so that rate is higher.
+    # mostly give-backs, which are few, so that rate is higher. A 409 on a result's write is
+    # retried by the store a few times (worker/output.py): at 0.02 about 20 items meet one, and
+    # a healthy item could only fail if all its attempts did (0.02**5).
     s3_slowdown_rate: float = 0.02
     sqs_throttle_rate: float = 0.02
     visibility_entry_failure_rate: float = 0.05
+    conditional_conflict_rate: float = 0.02
 
     @property
     def exit_timeout(self) -> float:
@@ -60,5 +63,6 @@ class ChaosSettings:
             s3_slowdown_rate=self.s3_slowdown_rate,
             sqs_throttle_rate=self.sqs_throttle_rate,
             visibility_entry_failure_rate=self.visibility_entry_failure_rate,
+            conditional_conflict_rate=self.conditional_conflict_rate,
             seed=self.seed,
         )

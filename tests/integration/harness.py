@@ -76,10 +76,12 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def run_worker(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run one worker to completion and return what it printed."""
+def run_worker(
+    env: dict[str, str], timeout: float = 120, module: str = "worker"
+) -> subprocess.CompletedProcess[str]:
+    """Run one worker (or ``module``: ``worker.final``) to completion; return what it printed."""
     return subprocess.run(
-        [sys.executable, "-m", "worker"],
+        [sys.executable, "-m", module],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -218,6 +218,37 @@ def test_slowdown_is_retried_by_botocore(emulator: Emulator, s3: Any, bucket: st
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 6
 
 
+def test_conditional_writes_get_409_conditional_request_conflict(
+    emulator: Emulator, s3: Any, bucket: str
+) -> None:
+    """S3 answers a conditional write that meets a concurrent operation on its key with 409
+    ConditionalRequestConflict, for PutObject and CompleteMultipartUpload with If-None-Match
+    (S3 API Reference, PutObject and CompleteMultipartUpload, "If-None-Match"; S3 User Guide,
+    "How to prevent object overwrites with conditional writes"). botocore does not retry it.
+    Writes without the condition, and the parts of an upload, are never answered so."""
+    with aws_rules(emulator.endpoint, faults=Faults(conditional_conflict_rate=1.0)) as layer:
+        client = through(layer, "s3", WORKER_RETRIES)
+        with pytest.raises(ClientError) as raised:
+            client.put_object(Bucket=bucket, Key="k", Body=b"x", IfNoneMatch="*")
+        assert failure(raised) == (409, "ConditionalRequestConflict")
+        client.put_object(Bucket=bucket, Key="plain", Body=b"x")
+        upload = client.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+        etag = client.upload_part(
+            Bucket=bucket, Key="big", UploadId=upload, PartNumber=1, Body=b"p"
+        )["ETag"]
+        with pytest.raises(ClientError) as raised:
+            client.complete_multipart_upload(
+                Bucket=bucket,
+                Key="big",
+                UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+                IfNoneMatch="*",
+            )
+        assert failure(raised) == (409, "ConditionalRequestConflict")
+    assert layer.injected["s3.conditional-conflict"] == 2
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["plain"]
+
+
 # --- SQS -----------------------------------------------------------------------------------
 
 

@@ -23,8 +23,15 @@ from batchspot_support.chaos.settings import ChaosSettings
 
 # Every kind of answer the layer gives instead of the emulator's, in this run: 403 for a
 # missing key (the absent poison source always, redelivered items' result checks mostly),
-# 503 SlowDown, SQS throttling and failed ChangeMessageVisibilityBatch entries.
-FAULT_KINDS = {"s3.403-missing-key", "s3.slowdown", "sqs.throttled", "sqs.visibility-entry-failed"}
+# 503 SlowDown, SQS throttling, failed ChangeMessageVisibilityBatch entries and 409 on results'
+# conditional writes.
+FAULT_KINDS = {
+    "s3.403-missing-key",
+    "s3.slowdown",
+    "sqs.throttled",
+    "sqs.visibility-entry-failed",
+    "s3.conditional-conflict",
+}
 
 
 def assert_exactly_once(report: ChaosReport, items: int) -> None:
@@ -82,6 +89,7 @@ def test_random_kills_under_aws_rules_and_faults_lose_nothing_and_strand_nothing
         s3_slowdown_rate=0.05,
         sqs_throttle_rate=0.1,
         visibility_entry_failure_rate=0.25,
+        conditional_conflict_rate=0.1,
     )
     report = run_chaos(settings, tmp_path / "workers", emulator.endpoint)
     print(report.render())

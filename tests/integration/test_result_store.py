@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from worker.output import PART_BYTES, OutputTooLarge, ResultStore
+from batchspot.awsrules import Faults, RulesLayer, aws_rules
+from batchspot.emulators import Emulator
+from worker.errors import error_code
+from worker.output import CONFLICT_ATTEMPTS, PART_BYTES, OutputTooLarge, ResultStore
 
 METADATA = {"job-id": "job-1", "attempt": "1"}
 # Bigger than one part, so the store takes the multipart path: one full part and a tail.
@@ -108,4 +112,72 @@ def test_a_multipart_upload_that_fails_midway_is_aborted_and_stores_nothing(
     with pytest.raises(expected):
         store.write(bucket, "results/e.json", chunks(), METADATA)
     assert open_uploads(s3, bucket) == [], "parts left behind are billed until cleaned up"
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+# S3 API Reference, PutObject and CompleteMultipartUpload, request header If-None-Match: "If a
+# conflicting operation occurs during the upload S3 returns a 409 ConditionalRequestConflict
+# response. On a 409 failure you should retry the upload" (PutObject); "... you should
+# re-initiate the multipart upload with CreateMultipartUpload and re-upload each part"
+# (CompleteMultipartUpload). moto never answers 409: the AWS rules layer does, at a set rate.
+EVERY_WRITE_CONFLICTS = Faults(conditional_conflict_rate=1.0)
+# random.Random(1) draws 0.13, then 0.85: the first conditional write gets 409, the next not.
+FIRST_WRITE_CONFLICTS = Faults(conditional_conflict_rate=0.5, seed=1)
+CONFLICT = "s3.conditional-conflict"
+
+
+def store_through(layer: RulesLayer, max_bytes: int = LARGE * 2) -> ResultStore:
+    """A store whose S3 client reaches the emulator through the rules layer, as the worker's."""
+    return ResultStore(Emulator("rules", layer.endpoint).client("s3"), max_bytes=max_bytes)
+
+
+@pytest.mark.parametrize("size", [12, LARGE], ids=["put", "multipart"])
+def test_a_409_with_no_result_stored_is_written_again_within_the_call(
+    emulator: Emulator, s3: Any, bucket: str, size: int
+) -> None:
+    """409 ConditionalRequestConflict, the key still empty: the whole upload is tried again.
+
+    The item's receive is not spent on a conflict that says nothing about it; a multipart
+    upload starts over from CreateMultipartUpload, as the API reference asks.
+    """
+    body = b"r" * size
+    with aws_rules(emulator.endpoint, faults=FIRST_WRITE_CONFLICTS) as layer:
+        written = store_through(layer).write(bucket, "results/f.json", [body], METADATA)
+    assert layer.injected[CONFLICT] == 1
+    assert written == (True, size)
+    assert stored(s3, bucket, "results/f.json") == body
+    assert s3.head_object(Bucket=bucket, Key="results/f.json")["Metadata"] == METADATA
+    assert open_uploads(s3, bucket) == [], "the upload the 409 ended must be aborted"
+
+
+@pytest.mark.parametrize("size", [12, LARGE], ids=["put", "multipart"])
+def test_a_409_while_another_holder_stored_the_result_means_already_done(
+    emulator: Emulator, s3: Any, bucket: str, size: int
+) -> None:
+    """409 ConditionalRequestConflict, the other writer's result there: done, as after a 412.
+
+    Before, the 409 failed the item, and on its last receive sent it to the dead-letter queue
+    although its result was stored.
+    """
+    assert ResultStore(s3, max_bytes=LARGE).write(
+        bucket, "results/g.json", [b"the other holder"], METADATA
+    ) == (True, 16)
+    with aws_rules(emulator.endpoint, faults=EVERY_WRITE_CONFLICTS) as layer:
+        written = store_through(layer).write(bucket, "results/g.json", [b"s" * size], METADATA)
+    assert written == (False, size)
+    assert layer.injected[CONFLICT] == 1, "a result found stored is not written again"
+    assert stored(s3, bucket, "results/g.json") == b"the other holder"
+    assert open_uploads(s3, bucket) == []
+
+
+def test_409s_that_go_on_fail_the_write_after_a_bounded_number_of_tries(
+    emulator: Emulator, s3: Any, bucket: str
+) -> None:
+    with aws_rules(emulator.endpoint, faults=EVERY_WRITE_CONFLICTS) as layer:
+        store = store_through(layer)
+        with pytest.raises(ClientError) as raised:
+            store.write(bucket, "results/h.json", [b"x" * LARGE], METADATA)
+    assert error_code(raised.value) == "ConditionalRequestConflict"
+    assert layer.injected[CONFLICT] == CONFLICT_ATTEMPTS
+    assert open_uploads(s3, bucket) == []
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0

@@ -105,6 +105,33 @@ def test_a_redelivered_item_already_stored_is_not_stored_again(sqs, s3, aws_env,
     assert len(output_objects(s3, stack.output_bucket)) == 3
 
 
+def test_a_409_on_the_last_receive_of_an_item_another_holder_stored_is_not_dead_lettered(
+    sqs, s3, aws_env, layer
+) -> None:
+    """S3 API Reference, PutObject, If-None-Match: a concurrent operation on the key gets 409
+    ConditionalRequestConflict. maxReceiveCount is 1, so every receive is the last: the
+    results are already stored (another holder's), and every write is answered 409.
+
+    Old behaviour: the 409 failed the item and sent it to the dead-letter queue although its
+    result was stored.
+    """
+    stack = make_stack(sqs, s3, max_receive=1)
+    bodies = put_sources(s3, stack, 3)
+    send_all(sqs, stack.queue_url, bodies)
+    assert run_worker(through(aws_env, layer, stack, HANDLER=COUNT_ROWS)).returncode == 0
+    stored = output_objects(s3, stack.output_bucket)
+    send_all(sqs, stack.queue_url, bodies)  # the other holder's copies
+    layer.set_faults(Faults(conditional_conflict_rate=1.0))
+
+    again = run_worker(through(aws_env, layer, stack, HANDLER=COUNT_ROWS))
+
+    assert again.returncode == 0, again.stderr
+    assert [e["outcome"] for e in log_events(again.stdout, "item")] == ["already-done"] * 3
+    assert layer.injected["s3.conditional-conflict"] == 3
+    assert output_objects(s3, stack.output_bucket) == stored
+    assert drain(sqs, stack.dlq_url) == []
+
+
 def test_a_throttling_burst_dead_letters_no_item(tmp_path: Path, sqs, s3, aws_env, layer):
     """S3 503 SlowDown and SQS RequestThrottled are AWS asking to slow down, not failures.
 

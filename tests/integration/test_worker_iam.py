@@ -7,7 +7,8 @@ a policy that is missing an action the worker calls. Here moto runs with
 N through unchecked, and from then on requires each request to be SigV4-signed with an access
 key of an IAM user of the account and allowed by that user's policies. The free window creates
 an admin user and its key and nothing else; the admin then creates the queues, buckets and the
-worker user, whose policy is :func:`batchspot.policy.render_worker_policy`'s document.
+worker user, whose policy is :func:`batchspot.policy.render_worker_policy`'s document, and the
+final step's user, whose policy is :func:`batchspot.policy.render_final_policy`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +27,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from batchspot.emulators import Emulator, moto_server
-from batchspot.policy import render_worker_policy
+from batchspot.policy import render_final_policy, render_worker_policy
 from tests.integration.harness import (
     Stack,
+    drain,
     log_events,
     make_stack,
     put_sources,
@@ -57,6 +61,11 @@ MOTO_ACTION_ALIASES = {
     "sqs:ChangeMessageVisibility": "sqs:ChangeMessageVisibilityBatch",
     "s3:GetObject": "s3:SelectObject",
 }
+# AWS authorises GetQueueUrl on the queue it names (SQS Developer Guide, "Amazon SQS API
+# permissions: Actions and resource reference": sqs:GetQueueUrl on
+# arn:aws:sqs:region:account_id:queue_name); moto checks it against "*", as the request carries
+# no QueueUrl. Where the document grants it, moto is given it on "*" too.
+MOTO_UNSCOPED_ACTIONS = {"sqs:GetQueueUrl"}
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,12 @@ class Keys:
 
 @dataclass(frozen=True)
 class Setup:
-    """The enforcing server, its two users, and the stack the worker drains."""
+    """The enforcing server, its users, and the stack the worker drains."""
 
     moto: Emulator
     admin: Keys
     worker: Keys
+    final: Keys
     stack: Stack
 
 
@@ -92,13 +102,15 @@ def user_keys(iam: Any, user: str) -> Keys:
 
 
 def with_moto_aliases(document: dict[str, Any]) -> dict[str, Any]:
-    """The rendered document plus, in each statement, moto's names for what it allows."""
+    """The rendered document plus moto's names for what it allows, and its resources for them."""
     statements = []
     for statement in document["Statement"]:
         actions = statement["Action"]
         actions = [actions] if isinstance(actions, str) else list(actions)
         aliases = [MOTO_ACTION_ALIASES[a] for a in actions if a in MOTO_ACTION_ALIASES]
         statements.append({**statement, "Action": actions + aliases})
+        if unscoped := sorted(MOTO_UNSCOPED_ACTIONS.intersection(actions)):
+            statements.append({"Effect": "Allow", "Action": unscoped, "Resource": "*"})
     return {**document, "Statement": statements}
 
 
@@ -125,13 +137,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             OUTPUT_PREFIX,
             tmp_path_factory.mktemp("worker-policy"),
         )
-        iam.create_user(UserName="worker")
-        iam.put_user_policy(
-            UserName="worker",
-            PolicyName="worker",
-            PolicyDocument=json.dumps(with_moto_aliases(policy)),
+        final_policy = render_final_policy(
+            attributes["Attributes"]["QueueArn"],
+            stack.output_bucket,
+            OUTPUT_PREFIX,
+            tmp_path_factory.mktemp("final-policy"),
         )
-        yield Setup(moto, admin, user_keys(iam, "worker"), stack)
+        for user, document in (("worker", policy), ("final", final_policy)):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(
+                UserName=user,
+                PolicyName=user,
+                PolicyDocument=json.dumps(with_moto_aliases(document)),
+            )
+        yield Setup(moto, admin, user_keys(iam, "worker"), user_keys(iam, "final"), stack)
 
 
 def refusal(call: Any, **kwargs: Any) -> ClientError:
@@ -157,24 +176,30 @@ def test_iam_is_enforced_and_the_worker_user_is_limited(setup: Setup) -> None:
     assert "not authorized to perform: sqs:SendMessage" in str(sending)
 
 
+def signed_as(setup: Setup, keys: Keys, **settings: str) -> dict[str, str]:
+    """A worker container's environment on the stack, signing as ``keys``' user."""
+    env = worker_env(
+        {
+            "AWS_ENDPOINT_URL": setup.moto.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": keys.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": keys.secret_access_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+        setup.stack,
+        OUTPUT_PREFIX=OUTPUT_PREFIX,
+        **settings,
+    )
+    env.pop("AWS_SESSION_TOKEN", None)
+    return env
+
+
 def test_worker_stores_every_item_and_settles_redeliveries(setup: Setup) -> None:
     sqs, s3 = (setup.admin.client(setup.moto, service) for service in ("sqs", "s3"))
     stack = setup.stack
     bodies = put_sources(s3, stack, ITEMS)
     send_all(sqs, stack.queue_url, bodies)
-    env = worker_env(
-        {
-            "AWS_ENDPOINT_URL": setup.moto.endpoint,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": setup.worker.access_key_id,
-            "AWS_SECRET_ACCESS_KEY": setup.worker.secret_access_key,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        },
-        stack,
-        HANDLER="tests.integration.handlers:count_rows",
-        OUTPUT_PREFIX=OUTPUT_PREFIX,
-    )
-    env.pop("AWS_SESSION_TOKEN", None)
+    env = signed_as(setup, setup.worker, HANDLER="tests.integration.handlers:count_rows")
 
     first = run_worker(env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -220,3 +245,67 @@ def release_after_one_receive(sqs: Any, queue_url: str, count: int) -> None:
     assert len(handles) == count, f"received {len(handles)} of {count} messages"
     for handle in handles:
         sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
+
+
+RUN_ID = "run-iam"
+# The final step's reduce command: counts the merged results it reads on stdin.
+COUNT_RESULTS = f'{sys.executable} -c "import sys; print(sum(1 for _ in sys.stdin))"'
+
+
+def final_step(setup: Setup, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m worker.final`` as the final job does, signing as the final step's user."""
+    env = signed_as(setup, setup.final, RUN_JOB_ID=RUN_ID, FINAL_COMMAND=COUNT_RESULTS, **settings)
+    return run_worker(env, module="worker.final")
+
+
+def test_a_failure_record_and_the_final_step_stay_within_their_rendered_policies(
+    setup: Setup,
+) -> None:
+    """A worker records an item's last failure under ``<OUTPUT_PREFIX>.runs/<job-id>/`` with
+    the worker's policy; the final step lists, reads and writes the manifest with its own, and
+    fails while items are still pending in the work queue unless told to tolerate them."""
+    sqs, s3 = (setup.admin.client(setup.moto, service) for service in ("sqs", "s3"))
+    stack = setup.stack
+    bodies = put_sources(s3, stack, 2, prefix="run/")
+    bad = "run/bad.csv"
+    s3.put_object(Bucket=stack.input_bucket, Key=bad, Body=b"id\nboom\n")
+    send_all(
+        sqs, stack.queue_url, [*bodies, json.dumps({"bucket": stack.input_bucket, "key": bad})]
+    )
+    env = signed_as(
+        setup, setup.worker, HANDLER="tests.integration.handlers:explode", AWS_BATCH_JOB_ID=RUN_ID
+    )
+    worked = run_worker(env)
+    output = worked.stdout + worked.stderr
+    assert worked.returncode == 0, output[-3000:]
+    assert not DENIAL.search(output), output[-3000:]
+    items = log_events(worked.stdout, "item")
+    assert sorted({e["outcome"] for e in items}) == ["failed", "ok"]
+    (last,) = [e for e in items if e.get("next") == "dead-letter queue"]
+    assert "failure_record" not in last, last["failure_record"]
+    records = s3.list_objects_v2(
+        Bucket=stack.output_bucket, Prefix=f"{OUTPUT_PREFIX}.runs/{RUN_ID}/"
+    )
+    assert records["KeyCount"] == 1
+
+    done = final_step(setup)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert not DENIAL.search(output), output[-3000:]
+    (final,) = log_events(done.stdout, "final")
+    assert final["counts"] == ("succeeded 2, failed 1, pending in the queue 0, dead-lettered 1")
+    reduced = s3.get_object(Bucket=stack.output_bucket, Key=f"runs/{RUN_ID}/final.json")
+    assert json.loads(reduced["Body"].read()) == 2
+
+    send_all(sqs, stack.queue_url, [bodies[0]])  # an item the array job never got to
+    try:
+        unfinished = final_step(setup)
+        assert unfinished.returncode == 1, unfinished.stdout + unfinished.stderr
+        (failed,) = log_events(unfinished.stdout, "final-failed")
+        assert failed["reason"].startswith("1 item(s) are still pending in the work queue")
+        tolerated = final_step(setup, TOLERATE_PENDING="true")
+        assert tolerated.returncode == 0, tolerated.stdout + tolerated.stderr
+        assert "pending in the queue 1" in log_events(tolerated.stdout, "final")[0]["counts"]
+    finally:
+        drain(sqs, stack.queue_url)
+        drain(sqs, stack.dlq_url)

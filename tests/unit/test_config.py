@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.config import ConfigError, load_config, parse_query_limit
+from worker.final import load_final
 
 BASE = {"SQS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/work", "OUTPUT_BUCKET": "out"}
 
@@ -70,3 +71,14 @@ def test_mistakes_are_one_clear_sentence(override: dict[str, str], message: str)
         load_config({**BASE, **override})
     assert message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("raw", "tolerated"), [("", False), ("false", False), (" True ", True)])
+def test_the_final_step_reads_whether_to_tolerate_pending_items(raw: str, tolerated: bool) -> None:
+    _, settings = load_final({**BASE, "RUN_JOB_ID": "j-1", "TOLERATE_PENDING": raw})
+    assert settings.tolerate_pending is tolerated
+
+
+def test_the_final_step_refuses_a_tolerate_pending_that_is_not_a_boolean() -> None:
+    with pytest.raises(ConfigError, match=r"^TOLERATE_PENDING must be true or false, got 'yes'$"):
+        load_final({**BASE, "RUN_JOB_ID": "j-1", "TOLERATE_PENDING": "yes"})

@@ -9,9 +9,11 @@ the fast path, not the fallback, produced them where it should.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.bare_s3 import BytesS3
+from worker.handlers import CommandHandler
 from worker.messages import InputFormat
 from worker.query import (
     QueryError,
@@ -120,16 +123,72 @@ def test_the_deadline_stops_the_fast_path_between_batches(monkeypatch) -> None:
         result.text  # noqa: B018
 
 
-def test_one_fast_scan_runs_at_a_time_and_one_waiting_keeps_its_deadline(monkeypatch) -> None:
+def test_a_scan_waiting_for_another_items_batch_keeps_its_deadline(monkeypatch) -> None:
     s3 = BytesS3({"k": TAXI.encode()})
-    holding = answer(s3, QUERIES[0], "fast", monkeypatch).chunks()
-    assert next(holding) == f'{{"_1":{ROWS}}}\n'  # the scan is done, its result not yet taken
+    monkeypatch.setattr(local, "FAST_PATH", True)
     waiting = QueryRequest("b", "k", QUERIES[0], InputFormat(), deadline=time.monotonic() + 0.05)
-    result = run_query(s3, waiting, "local")  # opening takes no slot: only pulling rows does
-    with pytest.raises(QueryTimeout, match="waiting for the fast path"):
-        result.text  # noqa: B018
-    assert list(holding) == []  # finished: the slot is free again
+    result = run_query(s3, waiting, "local")  # opening takes no slot: only making rows does
+    with local._BATCH_SLOT, pytest.raises(QueryTimeout, match="waiting for the fast path"):
+        result.text  # noqa: B018  (the slot held: another item's batch being made)
     assert answer(s3, QUERIES[0], "fast", monkeypatch).text == f'{{"_1":{ROWS}}}\n'
+
+
+def test_a_query_finding_every_fast_scan_open_runs_on_the_evaluator(monkeypatch, capsys) -> None:
+    """An open scan keeps Arrow's readahead between batches: their number bounds the memory."""
+    s3 = BytesS3({"k": TAXI.encode()})
+    opened = [answer(s3, QUERIES[4], "fast", monkeypatch) for _ in range(local.MAX_OPEN_FAST_SCANS)]
+    beyond = answer(s3, QUERIES[4], "fast", monkeypatch)
+    assert [(e["path"], e["reason"]) for e in paths_log(capsys)] == [
+        ("fast", "vectorised"),
+        ("python", f"{local.MAX_OPEN_FAST_SCANS} fast-path scans are open in this process"),
+    ]
+    assert len({result.text for result in [*opened, beyond]}) == 1  # the same bytes
+    monkeypatch.setattr(local, "_logged", set())
+    assert answer(s3, QUERIES[4], "fast", monkeypatch).text == beyond.text
+    assert [e["path"] for e in paths_log(capsys)] == ["fast"]  # the scans ended: a slot again
+
+
+# Each command reads a line of its rows, then waits at a barrier the test holds (a connection
+# to it and one byte back) before it reads the rest: a consumer busy with its first chunk.
+BARRIER_COMMAND = (
+    f'{sys.executable} -c "import socket, sys; sys.stdin.buffer.readline(); '
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); s.recv(1); "
+    'print(len(sys.stdin.buffer.read())); s.close()" {port}'
+)
+ITEMS = 4
+
+
+def test_a_consumer_busy_with_its_rows_holds_up_no_other_fast_path_item(monkeypatch) -> None:
+    """Four fast-path items in one process, each piped to a command that stops after its first
+    line until all four commands have got theirs. Were the slot held while a command works on
+    a chunk (issue 20), only one command would ever reach the barrier, and the other items
+    would fail with "deadline passed while waiting for the fast path"."""
+    monkeypatch.setattr(local, "FAST_PATH", True)
+    s3 = BytesS3({"k": TAXI.encode()})  # its first batch's rows are past a pipe's 64 KiB
+
+    def item(handler: CommandHandler) -> bytes:
+        deadline = time.monotonic() + 30
+        request = QueryRequest("b", "k", QUERIES[4], InputFormat(), deadline=deadline)
+        return b"".join(handler(run_query(s3, request, "local").chunks(), deadline).chunks())
+
+    # Leaving the block closes the barrier first: commands still to arrive then fail at once.
+    with ThreadPoolExecutor(ITEMS) as pool, socket.create_server(("127.0.0.1", 0)) as barrier:
+        barrier.settimeout(20)
+        command = BARRIER_COMMAND.format(port=barrier.getsockname()[1])
+        handler = CommandHandler(command, 30, max_output_bytes=1 << 20)
+        outputs = [pool.submit(item, handler) for _ in range(ITEMS)]
+        arrived: list[socket.socket] = []
+        try:
+            while len(arrived) < ITEMS:
+                arrived.append(barrier.accept()[0])
+        finally:
+            for connection in arrived:
+                connection.sendall(b"x")
+                connection.close()
+    results = [output.result() for output in outputs]
+    assert len(arrived) == ITEMS
+    rows = answer(s3, QUERIES[4], "fast", monkeypatch).text.encode()
+    assert [int(result) for result in results] == [len(rows.partition(b"\n")[2])] * ITEMS
 
 
 def test_a_record_past_arrows_block_is_refused_by_the_evaluator_unread(monkeypatch) -> None:
@@ -142,6 +201,7 @@ def test_a_record_past_arrows_block_is_refused_by_the_evaluator_unread(monkeypat
 CHILD = """
 import sys
 from tests.unit.bare_s3 import BytesS3
+from worker.handlers import CommandHandler
 from worker.messages import InputFormat
 from worker.query import QueryRequest, run_query
 

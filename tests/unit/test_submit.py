@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -96,3 +97,10 @@ def test_code_version_of_an_image_outside_ecr_is_its_reference():
     assert (
         code_version(*_clients("public.ecr.aws/x/y:1.2"), "batchspot") == "public.ecr.aws/x/y:1.2"
     )
+
+
+def test_the_final_job_is_told_to_tolerate_pending_items_only_when_asked():
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    assert "TOLERATE_PENDING" not in FinalStep("batchspot-final").environment("job-1", started)
+    told = FinalStep("batchspot-final", tolerate_pending=True).environment("job-1", started)
+    assert told["TOLERATE_PENDING"] == "true"

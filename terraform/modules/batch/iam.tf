@@ -125,49 +125,22 @@ resource "aws_iam_role_policy" "job" {
 
 # The final step (python -m worker.final) has its own role: the worker records failures under
 # its own prefix and may not list, but the final step must list the results to build the
-# manifest under runs/.
-locals {
-  output_bucket_arn = "arn:${data.aws_partition.current.partition}:s3:::${var.output_bucket}"
-  runs_arn          = "${local.output_bucket_arn}/runs/*"
-  # The queue module names the dead-letter queue after the work queue.
-  queue_arns = [var.queue_arn, "${var.queue_arn}-dlq"]
-}
-
-# It lists the results and reads their metadata and the failure records, writes the manifest
-# and final.json under runs/, and reads both queues' counts.
+# manifest under runs/ (modules/final_policy says what it grants).
 resource "aws_iam_role" "final" {
   name_prefix        = "${var.name}-final-"
   assume_role_policy = data.aws_iam_policy_document.assume["ecs-tasks"].json
 }
 
-data "aws_iam_policy_document" "final" {
-  statement {
-    sid       = "ListResults"
-    actions   = ["s3:ListBucket"]
-    resources = [local.output_bucket_arn]
-  }
+module "final_policy" {
+  source = "../final_policy"
 
-  statement {
-    sid       = "ReadResultsAndRecords"
-    actions   = ["s3:GetObject"]
-    resources = ["${local.output_bucket_arn}/${var.output_prefix}*", local.runs_arn]
-  }
-
-  statement {
-    sid       = "WriteManifest"
-    actions   = ["s3:AbortMultipartUpload", "s3:PutObject"]
-    resources = [local.runs_arn]
-  }
-
-  statement {
-    sid       = "CountQueues"
-    actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
-    resources = local.queue_arns
-  }
+  queue_arn     = var.queue_arn
+  output_bucket = var.output_bucket
+  output_prefix = var.output_prefix
 }
 
 resource "aws_iam_role_policy" "final" {
   name   = "final-step"
   role   = aws_iam_role.final.id
-  policy = data.aws_iam_policy_document.final.json
+  policy = module.final_policy.json
 }

@@ -11,13 +11,19 @@ Queries the vectorised fast path can run exactly (:mod:`.fastplan`) run there in
 (:mod:`.fast`, pyarrow over the same ranged GETs); the choice is made per query and logged
 once. Should the data turn out to be beyond the fast path part way (a value that does not
 CAST, a ragged row), the Python evaluator reruns the query on the same version of the object
-and the text already passed on is skipped, so the caller sees one result either way. A process runs
-one fast-path scan at a time, which bounds its memory whatever WORKER_CONCURRENCY is.
+and the text already passed on is skipped, so the caller sees one result either way.
+
+A process makes one fast-path batch at a time: the slot is taken to produce a chunk and given
+back before the chunk goes to the consumer (a command reading its stdin, rows-to-json
+uploading), so a slow consumer holds up no other item. What bounds the memory is then the one
+batch being made (the slot: Arrow's arrays and the kernels' temporaries) and the number of
+scans open at once (MAX_OPEN_FAST_SCANS; a query that finds them all open runs on the Python
+evaluator rather than wait), each of which keeps between its batches Arrow's readahead (up to
+32 blocks of 512 KiB, see :mod:`.fast`), a fetched range and the one chunk its consumer holds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -34,10 +40,17 @@ from worker.query.local.sql import Plan, compile_query
 ENGINE = "local"
 # False: every query on the Python evaluator (the tests run both paths through this switch).
 FAST_PATH = True
-# One fast-path scan at a time per process: each holds ~40 MiB (Arrow's readahead, a range, a
-# batch) and keeps a core busy, and processes (one per vCPU) give the parallelism. Four at once
-# (WORKER_CONCURRENCY's default) peak at ~330 MiB, past the 256 MiB budget; one at ~185 MiB.
-_FAST_SCANS = threading.Semaphore(1)
+# One fast-path batch at a time per process: a batch being computed keeps a core busy, and
+# processes (one per vCPU) give the parallelism. Four scans computing at once
+# (WORKER_CONCURRENCY's default) peaked at ~330 MiB, past the 256 MiB budget.
+_BATCH_SLOT = threading.Semaphore(1)
+# Fast-path scans open at once per process; a query that finds them all open runs on the Python
+# evaluator (same bytes, its own small bounded memory) rather than wait for one to end. An open
+# scan keeps ~50 MiB between its batches (Arrow's readahead, a range of up to 8 MiB, a chunk).
+# Four items whose consumers take turns chunk by chunk peaked at 185 MiB with one open scan, 203
+# with two, 297 with four (python bench/fast_path_open_scans.py --open-scans N).
+MAX_OPEN_FAST_SCANS = 2
+_OPEN_FAST_SCANS = threading.Semaphore(MAX_OPEN_FAST_SCANS)
 _logged: set[tuple[object, ...]] = set()
 _logged_lock = threading.Lock()
 
@@ -75,23 +88,27 @@ def _chunks(
     deadline = Deadline(request.deadline)
     source = sources[0]
     why_not = _fast_path_refusal(plan, request)
+    if why_not is None and not _OPEN_FAST_SCANS.acquire(blocking=False):
+        why_not = f"{MAX_OPEN_FAST_SCANS} fast-path scans are open in this process"
     _log_path(request, why_not)
     if why_not is not None:
         yield from _evaluated(plan, source, request, deadline)
         return
-    from worker.query.local import fast  # pyarrow: ~80 MiB, loaded only by a query using it
-
-    source.fetch_first()
-    yield ""
     passed_on = 0
-    with _fast_scan_slot(request.deadline):  # taken once rows are pulled, not by an open result
-        try:
-            for chunk in fast.chunks(source, request.input, plan, request.rows_format, deadline):
-                passed_on += len(chunk)
-                yield chunk
-            return
-        except Declined as declined:
-            _log_path(request, f"declined on the data: {declined}")
+    try:
+        from worker.query.local import fast  # pyarrow: ~80 MiB, loaded only by a query using it
+
+        source.fetch_first()
+        yield ""
+        produced = fast.chunks(source, request.input, plan, request.rows_format, deadline)
+        for chunk in _made_in_the_slot(produced, request.deadline):
+            passed_on += len(chunk)
+            yield chunk
+        return
+    except Declined as declined:
+        _log_path(request, f"declined on the data: {declined}")
+    finally:
+        _OPEN_FAST_SCANS.release()
     rerun = RangedObject(s3, request.bucket, request.key, etag=source.etag)
     sources.append(rerun)
     rest = _evaluated(plan, rerun, request, Deadline(request.deadline))
@@ -99,16 +116,23 @@ def _chunks(
     yield from _skipped(rest, passed_on)
 
 
-@contextlib.contextmanager
-def _fast_scan_slot(deadline_at: float | None) -> Iterator[None]:
-    """Hold the process's one fast-path slot; QueryTimeout if the deadline passes waiting."""
-    wait = None if deadline_at is None else max(0.0, deadline_at - time.monotonic())
-    if not _FAST_SCANS.acquire(timeout=wait):
-        raise QueryTimeout("the item's deadline passed while waiting for the fast path")
-    try:
-        yield
-    finally:
-        _FAST_SCANS.release()
+def _made_in_the_slot(chunks: Iterator[str], deadline_at: float | None) -> Iterator[str]:
+    """Yield ``chunks``, holding the process's fast-path slot while each is made, not after.
+
+    The wait is then for other items' batches, never for their consumers; QueryTimeout if the
+    item's deadline passes waiting.
+    """
+    while True:
+        wait = None if deadline_at is None else max(0.0, deadline_at - time.monotonic())
+        if not _BATCH_SLOT.acquire(timeout=wait):
+            raise QueryTimeout("the item's deadline passed while waiting for the fast path")
+        try:
+            chunk = next(chunks, None)
+        finally:
+            _BATCH_SLOT.release()
+        if chunk is None:
+            return
+        yield chunk
 
 
 def _evaluated(
