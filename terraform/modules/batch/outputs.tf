@@ -57,3 +57,13 @@ output "instance_profile_arn" {
   description = "ARN of the ECS instance profile given to the compute environment."
   value       = aws_iam_instance_profile.ecs_instance.arn
 }
+
+output "job_memory_mib" {
+  description = "Memory of one EC2 worker container (the job definition's MEMORY)."
+  value       = local.job_memory_mib
+}
+
+output "worker_processes" {
+  description = "Worker processes per container (the job definition's WORKER_PROCESSES)."
+  value       = local.worker_processes
+}
