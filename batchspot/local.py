@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from batchspot import terraform
 from batchspot.aws import client
 from batchspot.cost import offline_table, run_cost, saving
 from batchspot.emulators import Emulator, emulator_at
 from batchspot.environment import overridden
 from batchspot.fleet import Fleet, worker_env
+from batchspot.progress import Progress
 from batchspot.sample_data import upload_dataset
 from batchspot.seed import seed
 from worker.final import run_final
@@ -207,13 +206,11 @@ def _run_workers(
     for slot in range(count):
         fleet.start(slot)
     print(f"started {count} workers as array job {job_id}; logs in {log_dir}")
-    with tqdm(total=items, unit="item", desc="processed") as bar:
+    with Progress(total=items, unit="items", desc="processed") as progress:
         while fleet.running():
-            bar.n = max(bar.n, items - queue_counts(sqs, queue_url).total)
-            bar.refresh()
+            progress.show(max(progress.done, items - queue_counts(sqs, queue_url).total))
             time.sleep(0.5)
-        bar.n = items - queue_counts(sqs, queue_url).total
-        bar.refresh()
+        progress.show(items - queue_counts(sqs, queue_url).total)
     summaries = [event for _, event in fleet.events("summary")]
     missing = count - len(summaries)
     return summaries + [{"exit_code": -1}] * missing
