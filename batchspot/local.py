@@ -20,11 +20,12 @@ from typing import Any
 
 from batchspot import terraform
 from batchspot.aws import client
-from batchspot.cost import offline_table, run_cost, saving
+from batchspot.cost import CostReport, offline_table, run_cost, saving
 from batchspot.emulators import Emulator, emulator_at
 from batchspot.environment import overridden
 from batchspot.fleet import Fleet, worker_env
 from batchspot.progress import Progress
+from batchspot.report import RunLog, estimated_costs, from_log_dir, write_report
 from batchspot.sample_data import upload_dataset
 from batchspot.seed import seed
 from worker.final import run_final
@@ -58,6 +59,7 @@ class LocalRun:
     results_dir: Path | None = None
     results_uri: str = ""
     manifest_uri: str = ""
+    report: Path | None = None
     item_counts: str = ""
     hosted: str = ""
     estimate: str = ""
@@ -84,6 +86,7 @@ class LocalRun:
                 f"results:          {self.results_uri} -> copied to {self.results_dir}",
                 f"final step:       {self.item_counts}",
                 f"manifest:         {self.manifest_uri}",
+                f"report:           {self.report} (`invoke report --log-dir` redraws it)",
                 f"on AWS:           {self.estimate}",
             ]
         )
@@ -188,6 +191,9 @@ def run_local(
         manifest, _ = run_final(s3, sqs, run_of_job)
         run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
         run.estimate = _estimate(run.worker_seconds)
+        log = from_log_dir(state_dir / "logs", job_id)
+        run.report = state_dir / "report.png"
+        write_report(log, local_cost(log), run.report)
     run.seconds = time.monotonic() - started
     return run
 
@@ -226,9 +232,18 @@ def _copy_results(s3: Any, bucket: str, prefix: str, target: Path) -> Path:
     return target
 
 
+def _ondemand_per_hour() -> float:
+    return offline_table()["regions"]["us-east-1"][ESTIMATE_INSTANCE_TYPE]
+
+
+def local_cost(log: RunLog) -> CostReport:
+    """Price a local run's children as the closing estimate does (no instance of their own)."""
+    return estimated_costs(log, ESTIMATE_INSTANCE_TYPE, SPOT_PER_HOUR, _ondemand_per_hour())
+
+
 def _estimate(worker_seconds: float) -> str:
     """Price this run's busy worker time on the write-up's instance type, Spot vs On-Demand."""
-    ondemand_per_hour = offline_table()["regions"]["us-east-1"][ESTIMATE_INSTANCE_TYPE]
+    ondemand_per_hour = _ondemand_per_hour()
     ondemand = run_cost(worker_seconds, ondemand_per_hour) or 0.0
     spot = run_cost(worker_seconds, SPOT_PER_HOUR) or 0.0
     return (

@@ -11,6 +11,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from matplotlib.image import imread
+
+from batchspot import report
 from batchspot.sample_data import month_csv
 from tests.integration.harness import ROOT, output_objects
 
@@ -50,7 +53,8 @@ def test_invoke_local_runs_the_whole_pipeline(tmp_path: Path, emulator, s3, sqs,
     (manifest,) = (item["Key"] for item in listed if item["Key"].endswith("/manifest.json"))
     assert f"manifest:         s3://{outputs['output_bucket']}/{manifest}" in result.stdout
     document = s3.get_object(Bucket=outputs["output_bucket"], Key=manifest)["Body"].read()
-    assert json.loads(document)["Counts"]["succeeded"] == 12
+    counts = json.loads(document)["Counts"]
+    assert counts["succeeded"] == 12
     for key, body in stored.items():
         month = int(key.split("yellow_tripdata_2018-")[1][:2])
         expected = list(csv.DictReader(io.StringIO(month_csv(month, ROWS))))
@@ -62,3 +66,49 @@ def test_invoke_local_runs_the_whole_pipeline(tmp_path: Path, emulator, s3, sqs,
             QueueUrl=outputs[queue], AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
         assert attributes["ApproximateNumberOfMessages"] == "0"
+    check_output_fits_a_log(result)
+    check_report(tmp_path, counts, aws_env)
+
+
+def check_output_fits_a_log(result: subprocess.CompletedProcess[str]) -> None:
+    """Captured without a terminal, the progress is a few lines, not a redraw per refresh."""
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) < 40, "\n".join(lines)
+    assert "\r" not in result.stdout + result.stderr
+    assert sum(line.startswith("processed: ") for line in lines) <= 3
+
+
+def check_report(tmp_path: Path, counts: dict[str, int], aws_env: dict[str, str]) -> None:
+    """The run's picture, and `invoke report` redrawing it, agree with the run's manifest."""
+    picture = tmp_path / "report.png"
+    height, width = imread(picture).shape[:2]
+    assert (width, height) == (1500, 850), "15 x 8.5 inches at 100 dpi"
+    again = subprocess.run(
+        [
+            sys.executable, "-m", "invoke", "report",
+            "--log-dir", str(tmp_path / "logs"),
+            "--chart", str(tmp_path / "again.png"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **aws_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (
+        f"items: succeeded {counts['succeeded']}, already done 0, failed attempts 0, "
+        f"dead-lettered {counts['dead_lettered']}"
+    ) in again.stdout
+    assert "3 children" in again.stdout and "% saved" in again.stdout
+    assert (tmp_path / "again.png").stat().st_size > 10_000
+
+    run = report.from_log_dir(tmp_path / "logs")
+    figure = report.picture(run, None)
+    assert [axes.get_title() for axes in figure.axes] == list(report.PANELS)
+    over_time, durations, _, children, _ = figure.axes
+    (succeeded,) = over_time.get_lines()
+    assert succeeded.get_ydata()[-1] == counts["succeeded"] == len(run.items)
+    assert sum(bar.get_height() for bar in durations.patches) == counts["succeeded"]
+    assert len(children.patches) == 3, "one bar per array child"
+    assert sum(child.items for child in run.children.values()) == counts["succeeded"]
