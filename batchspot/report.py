@@ -59,7 +59,7 @@ class Child:
     name: str
     started: float | None = None
     ended: float | None = None
-    seconds: float | None = None  # from the summary line: the worker loop's run time
+    seconds: float | None = None  # from the summary lines: its longest worker loop's run time
     items: int = 0
     aws_calls: int = 0
 
@@ -138,8 +138,9 @@ class RunLog:
                 )
             )
         elif record.get("event") == "summary":
-            child.seconds = float(record.get("seconds") or 0)
-            child.aws_calls = int(record.get("aws_calls") or 0)
+            # One per worker process: a container runs WORKER_PROCESSES of them side by side.
+            child.seconds = max(child.seconds or 0.0, float(record.get("seconds") or 0))
+            child.aws_calls += int(record.get("aws_calls") or 0)
 
 
 def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:

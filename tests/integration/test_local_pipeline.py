@@ -20,22 +20,28 @@ from tests.integration.harness import ROOT, output_objects
 ROWS = 30
 
 
-def test_invoke_local_runs_the_whole_pipeline(tmp_path: Path, emulator, s3, sqs, aws_env) -> None:
-    name = f"local{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "invoke", "local",
-            "--endpoint", emulator.endpoint,
-            "--workers", "3",
-            "--rows", str(ROWS),
-            "--state-dir", str(tmp_path),
-            "--name", name,
-        ],
+def invoke(aws_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run an invoke task as typed, its output captured (no terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
         cwd=ROOT,
         env={**os.environ, **aws_env},
         capture_output=True,
         text=True,
         timeout=600,
+    )
+
+
+def test_invoke_local_runs_the_whole_pipeline(tmp_path: Path, emulator, s3, sqs, aws_env) -> None:
+    name = f"local{uuid.uuid4().hex[:8]}"
+    result = invoke(
+        aws_env,
+        "local",
+        "--endpoint", emulator.endpoint,
+        "--workers", "3",
+        "--rows", str(ROWS),
+        "--state-dir", str(tmp_path),
+        "--name", name,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "items:            12 seeded, 12 stored" in result.stdout
@@ -83,18 +89,14 @@ def check_report(tmp_path: Path, counts: dict[str, int], aws_env: dict[str, str]
     picture = tmp_path / "report.png"
     height, width = imread(picture).shape[:2]
     assert (width, height) == (1500, 850), "15 x 8.5 inches at 100 dpi"
-    again = subprocess.run(
-        [
-            sys.executable, "-m", "invoke", "report",
-            "--log-dir", str(tmp_path / "logs"),
-            "--chart", str(tmp_path / "again.png"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, **aws_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )  # fmt: skip
+    again = invoke(
+        aws_env,
+        "report",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--chart",
+        str(tmp_path / "again.png"),
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert (
         f"items: succeeded {counts['succeeded']}, already done 0, failed attempts 0, "
