@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from batchspot.errors import OperatorError
-from batchspot.report import PANELS, from_log_dir, picture, summary
+from batchspot.report import PANELS, from_cloudwatch, from_log_dir, picture, summary
 
 
 def write_log(path: Path, job_id: str, *events: dict[str, Any], mtime: float) -> None:
@@ -81,3 +84,42 @@ def test_a_directory_without_worker_logs_says_so(tmp_path: Path) -> None:
     (tmp_path / "slot-0-attempt-1.log").write_text(json.dumps({"event": "start", "job_id": "a"}))
     with pytest.raises(OperatorError, match="is from job zzz"):
         from_log_dir(tmp_path, "zzz")
+
+
+class ArrayJob:
+    """Batch's DescribeJobs for a running array job of two children, each with its stream."""
+
+    def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
+        known = {"j": {"jobId": "j", "status": "RUNNING", "arrayProperties": {"size": 2}}}
+        for index in range(2):
+            known[f"j:{index}"] = {
+                "jobId": f"j:{index}",
+                "status": "RUNNING",
+                "container": {"logStreamName": f"batchspot/default/{index}"},
+            }
+        return {"jobs": [known[job] for job in jobs if job in known]}
+
+
+def test_a_running_job_is_read_from_cloudwatch_logs_child_by_child() -> None:
+    """CloudWatch Logs (moto's in-process mock) holds the lines the awslogs driver shipped."""
+    with mock_aws():
+        logs = boto3.client("logs", region_name="us-east-1")
+        logs.create_log_group(logGroupName="/aws/batch/batchspot")
+        now = int(time.time() * 1000)
+        for index, outcomes in enumerate([["ok", "ok"], ["failed"]]):
+            stream = f"batchspot/default/{index}"
+            logs.create_log_stream(logGroupName="/aws/batch/batchspot", logStreamName=stream)
+            lines = ["worker: a line that is not JSON"]
+            lines += [json.dumps(item(now / 1000, outcome)) for outcome in outcomes]
+            logs.put_log_events(
+                logGroupName="/aws/batch/batchspot",
+                logStreamName=stream,
+                logEvents=[{"timestamp": now + n, "message": m} for n, m in enumerate(lines)],
+            )
+        run = from_cloudwatch(ArrayJob(), logs, "j", "/aws/batch/batchspot")
+    assert {name: child.items for name, child in run.children.items()} == {
+        "child 0": 2,
+        "child 1": 1,
+    }
+    assert (run.count("ok"), run.count("failed"), run.calls_per_item) == (2, 1, None)
+    assert "items: succeeded 2, already done 0, failed attempts 1" in summary(run, None)
