@@ -23,6 +23,7 @@ from batchspot.aws import client
 from batchspot.cost import CostReport, offline_table, run_cost, saving
 from batchspot.emulators import Emulator, emulator_at
 from batchspot.environment import overridden
+from batchspot.errors import OperatorError
 from batchspot.fleet import Fleet, worker_env
 from batchspot.progress import Progress
 from batchspot.report import RunLog, estimated_costs, from_log_dir, write_report
@@ -86,7 +87,7 @@ class LocalRun:
                 f"results:          {self.results_uri} -> copied to {self.results_dir}",
                 f"final step:       {self.item_counts}",
                 f"manifest:         {self.manifest_uri}",
-                f"report:           {self.report} (`invoke report --log-dir` redraws it)",
+                f"report:           {self.report or 'none: no worker got as far as its start'}",
                 f"on AWS:           {self.estimate}",
             ]
         )
@@ -191,9 +192,7 @@ def run_local(
         manifest, _ = run_final(s3, sqs, run_of_job)
         run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
         run.estimate = _estimate(run.worker_seconds)
-        log = from_log_dir(state_dir / "logs", job_id)
-        run.report = state_dir / "report.png"
-        write_report(log, local_cost(log), run.report)
+        run.report = _write_report(state_dir, job_id)
     run.seconds = time.monotonic() - started
     return run
 
@@ -230,6 +229,17 @@ def _copy_results(s3: Any, bucket: str, prefix: str, target: Path) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, entry["Key"], str(path))
     return target
+
+
+def _write_report(state_dir: Path, job_id: str) -> Path | None:
+    """Draw the run's report from its workers' logs; None if no worker logged its start."""
+    try:
+        log = from_log_dir(state_dir / "logs", job_id)
+    except OperatorError:
+        return None
+    path = state_dir / "report.png"
+    write_report(log, local_cost(log), path)
+    return path
 
 
 def _ondemand_per_hour() -> float:

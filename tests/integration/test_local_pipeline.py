@@ -72,6 +72,7 @@ def test_invoke_local_runs_the_whole_pipeline(tmp_path: Path, emulator, s3, sqs,
             QueueUrl=outputs[queue], AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
         assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert f"report:           {tmp_path / 'report.png'}" in result.stdout
     check_output_fits_a_log(result)
     check_report(tmp_path, counts, aws_env)
 
