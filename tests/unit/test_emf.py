@@ -6,8 +6,10 @@ CloudWatch_Embedded_Metric_Format_Specification.html): the root's ``_aws`` holds
 millisecond ``Timestamp`` and ``CloudWatchMetrics``; each directive has a Namespace, at most
 100 MetricDefinitions and DimensionSets of at most 30 keys; every name a directive references
 is a member of the root, a dimension's a string and a metric's a number or an array of at most
-100 numbers; a Unit is one of the listed ones. Dimension values follow CloudWatch's Dimension
-type (API reference: ASCII, 1 to 1024 characters, not only whitespace). No emulator parses EMF,
+100 numbers; a Unit is one of the listed ones; names are 1 to 255 characters (its JSON
+schema). Older editions allowed 9 keys in a DimensionSet; the lines use 1 and 2. Dimension
+values follow CloudWatch's Dimension type (API reference: ASCII, 1 to 1024 characters, not
+only whitespace). No emulator parses EMF,
 so the lines are checked against the documents themselves. The lines come from the worker's
 own loop, settling one message of every outcome, and stay within Docker's 16 KiB line.
 """
@@ -65,6 +67,8 @@ UNITS = frozenset(
 MAX_METRICS = 100
 MAX_DIMENSIONS = 30
 MAX_VALUES = 100
+# The specification's JSON schema: names (namespace, dimension keys, metric names) 1 to 255.
+MAX_NAME = 255
 
 
 class Settles:
@@ -127,9 +131,11 @@ def check_emf(record: dict[str, Any]) -> None:
     for directive in metadata["CloudWatchMetrics"]:
         assert set(directive) == {"Namespace", "Dimensions", "Metrics"}
         assert directive["Namespace"] == "BatchSpot"
+        assert directive["Dimensions"], "at least one DimensionSet"
         for dimension_set in directive["Dimensions"]:
             assert 1 <= len(dimension_set) <= MAX_DIMENSIONS
             for name in dimension_set:
+                assert 1 <= len(name) <= MAX_NAME, name
                 value = record[name]
                 assert isinstance(value, str) and value.isascii() and value.strip(), (name, value)
                 assert len(value) <= 1024
@@ -137,6 +143,7 @@ def check_emf(record: dict[str, Any]) -> None:
         assert 1 <= len(metrics) <= MAX_METRICS
         for metric in metrics:
             assert set(metric) <= {"Name", "Unit", "StorageResolution"}
+            assert 1 <= len(metric["Name"]) <= MAX_NAME
             assert metric["Unit"] in UNITS, metric
             value = record[metric["Name"]]
             values = value if isinstance(value, list) else [value]
