@@ -9,9 +9,9 @@ is a member of the root, a dimension's a string and a metric's a number or an ar
 100 numbers; a Unit is one of the listed ones; names are 1 to 255 characters (its JSON
 schema). Older editions allowed 9 keys in a DimensionSet; the lines use 1 and 2. Dimension
 values follow CloudWatch's Dimension type (API reference: ASCII, 1 to 1024 characters, not
-only whitespace). No emulator parses EMF,
-so the lines are checked against the documents themselves. The lines come from the worker's
-own loop, settling one message of every outcome, and stay within Docker's 16 KiB line.
+only whitespace). No emulator parses EMF, so the lines are checked against the documents
+themselves. The lines come from the worker's own loop, settling one message of every outcome,
+and stay within Docker's 16 KiB line.
 """
 
 from __future__ import annotations
