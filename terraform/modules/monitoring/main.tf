@@ -58,7 +58,7 @@ resource "aws_cloudwatch_dashboard" "run" {
           view   = "timeSeries"
           metrics = [
             concat([local.namespace, "items_ok"], local.queue_dimension, [{ label = "succeeded" }]),
-            concat([local.namespace, local.failure_metric], local.queue_dimension, [{ label = "failed" }]),
+            concat([local.namespace, local.failure_metric], local.queue_dimension, [{ label = "failed attempts" }]),
             concat([local.namespace, "items_already_done"], local.queue_dimension, [{ label = "already done" }]),
           ]
         }
