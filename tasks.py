@@ -405,6 +405,8 @@ def status(
         output_prefix=stack.optional("output_prefix", "results/"),
     )
     print((reading.watch(read, interval) if watch else read()).render())
+    if stack.optional("dashboard_url"):
+        print(f"dashboard: {stack.optional('dashboard_url')}")
 
 
 @task(
@@ -554,6 +556,54 @@ def cost(
     path = Path(chart) if chart else default_state_dir() / f"cost-{found}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"chart: {costing.write_chart(report.costs, path)}")
+
+
+@task(
+    help={
+        "job_id": "job to report (default: the newest job called --name, or in --log-dir)",
+        "log_dir": "read a local run's worker logs here (e.g. .batchspot/local/logs), not "
+        "CloudWatch",
+        "chart": "PNG file for the picture",
+        "name": "job name to look for when --job-id is not given",
+        "log_group": "CloudWatch log group (default: the stack's log_group)",
+        "job_queue": "Batch job queue (default: the stack's job_queue)",
+    }
+)
+def report(
+    c: Context,
+    job_id: str = "",
+    log_dir: str = "",
+    chart: str = "report.png",
+    name: str = "batchspot",
+    log_group: str = "",
+    job_queue: str = "",
+) -> None:
+    """Picture a job from its workers' logs: items over time, durations, failures, cost."""
+    from pathlib import Path
+
+    from batchspot import report as reporting
+
+    if log_dir:
+        from batchspot.local import local_cost
+
+        run = reporting.from_log_dir(Path(log_dir), job_id or None)
+        print(reporting.write_report(run, local_cost(run), Path(chart)))
+        return
+    from batchspot import cost as costing
+    from batchspot import stack
+    from batchspot.errors import OperatorError
+
+    found = stack.job_id(job_id, job_queue, name)
+    run = reporting.from_cloudwatch(
+        stack.aws("batch"), stack.aws("logs"), found, stack.value("log_group", log_group)
+    )
+    try:
+        priced = costing.job_cost(
+            stack.aws, job_id=found, region=stack.optional("region"), given=costing.Given()
+        )
+    except OperatorError:  # no attempt has ended yet: the picture says "not priced yet"
+        priced = None
+    print(reporting.write_report(run, priced, Path(chart)))
 
 
 @task(

@@ -22,18 +22,31 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from batchspot import image, terraform
 from batchspot.aws import client
-from batchspot.cost import offline_table, run_cost, saving
+from batchspot.cost import CostReport, offline_table, run_cost, saving
 from batchspot.emulators import Emulator, emulator_at
 from batchspot.environment import overridden
+from batchspot.errors import OperatorError
 from batchspot.fleet import Fleet, worker_env
-from batchspot.local_batch import ContainerRunError, remove_containers, run_array_job
+from batchspot.local_batch import (
+    MOTO_LOG_GROUP,
+    ContainerRunError,
+    remove_containers,
+    run_array_job,
+)
+from batchspot.progress import Progress
+from batchspot.report import (
+    RunLog,
+    estimated_costs,
+    from_cloudwatch,
+    from_log_dir,
+    write_report,
+)
 from batchspot.sample_data import upload_dataset
 from batchspot.seed import seed
 from worker.final import FinalSettings, run_final
@@ -68,6 +81,7 @@ class LocalRun:
     results_dir: Path | None = None
     results_uri: str = ""
     manifest_uri: str = ""
+    report: Path | None = None
     item_counts: str = ""
     hosted: str = ""
     estimate: str = ""
@@ -95,6 +109,7 @@ class LocalRun:
                 f"results:          {self.results_uri} -> copied to {self.results_dir}",
                 f"final step:       {self.item_counts}",
                 f"manifest:         {self.manifest_uri}",
+                f"report:           {self.report or 'none: no worker got as far as its start'}",
                 f"on AWS:           {self.estimate}",
             ]
             + ([f"containers:       {self.containers}"] if self.containers else [])
@@ -227,6 +242,13 @@ def run_local(
             manifest, _ = run_final(s3, sqs, run_of_job, settings)
             run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
         run.estimate = _estimate(run.worker_seconds)
+        run.report = _write_report(
+            state_dir,
+            # The containers' logs are in CloudWatch, as on AWS; the processes' in files.
+            partial(from_cloudwatch, client("batch"), client("logs"), job_id, MOTO_LOG_GROUP)
+            if image_name
+            else partial(from_log_dir, logs, job_id),
+        )
     run.seconds = time.monotonic() - started
     return run
 
@@ -276,11 +298,10 @@ def _written_manifest(s3: Any, run: Run) -> tuple[str, str]:
 @contextlib.contextmanager
 def _progress(items: int, sqs: Any, queue_url: str) -> Iterator[Callable[[], None]]:
     """Show a bar of the items no longer in the queue; the block calls the yielded update."""
-    with tqdm(total=items, unit="item", desc="processed") as bar:
+    with Progress(total=items, unit="items", desc="processed") as progress:
 
         def update() -> None:
-            bar.n = max(bar.n, items - queue_counts(sqs, queue_url).total)
-            bar.refresh()
+            progress.show(max(progress.done, items - queue_counts(sqs, queue_url).total))
 
         yield update
         update()
@@ -318,9 +339,29 @@ def _copy_results(s3: Any, bucket: str, prefix: str, target: Path) -> Path:
     return target
 
 
+def _write_report(state_dir: Path, read: Callable[[], RunLog]) -> Path | None:
+    """Draw the run's report from its workers' logs; None if no worker logged its start."""
+    try:
+        log = read()
+    except OperatorError:
+        return None
+    path = state_dir / "report.png"
+    write_report(log, local_cost(log), path)
+    return path
+
+
+def _ondemand_per_hour() -> float:
+    return offline_table()["regions"]["us-east-1"][ESTIMATE_INSTANCE_TYPE]
+
+
+def local_cost(log: RunLog) -> CostReport:
+    """Price a local run's children as the closing estimate does (no instance of their own)."""
+    return estimated_costs(log, ESTIMATE_INSTANCE_TYPE, SPOT_PER_HOUR, _ondemand_per_hour())
+
+
 def _estimate(worker_seconds: float) -> str:
     """Price this run's busy worker time on the write-up's instance type, Spot vs On-Demand."""
-    ondemand_per_hour = offline_table()["regions"]["us-east-1"][ESTIMATE_INSTANCE_TYPE]
+    ondemand_per_hour = _ondemand_per_hour()
     ondemand = run_cost(worker_seconds, ondemand_per_hour) or 0.0
     spot = run_cost(worker_seconds, SPOT_PER_HOUR) or 0.0
     return (

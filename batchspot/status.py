@@ -2,7 +2,8 @@
 
 SQS counts are approximate and lag by up to a minute; they are what AWS offers without
 receiving messages, and they are enough to see a run drain. ``watch`` turns successive
-snapshots into a progress bar whose ETA comes from the rate the queue drains.
+snapshots into progress: a bar whose ETA comes from the rate the queue drains on a terminal,
+a line every few seconds elsewhere (``batchspot.progress``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm import tqdm
-
 from batchspot import jobs
+from batchspot.progress import Progress
 from batchspot.results import run_of
 from worker.config import DEFAULT_OUTPUT_PREFIX
 from worker.manifest import Counts, count_run
@@ -152,12 +152,11 @@ def watch(
     """
     state = read()
     total = state.queue.total
-    with tqdm(total=total, unit="msg", desc="done") as bar:
+    with Progress(total=total, unit="msg", desc="done") as progress:
         while True:
-            total = max(total, bar.n + state.queue.total)
-            bar.total = total
-            bar.update(max(0, total - state.queue.total - bar.n))
-            bar.set_postfix_str(_postfix(state), refresh=True)
+            total = max(total, progress.done + state.queue.total)
+            done = max(progress.done, total - state.queue.total)
+            progress.show(done, total, _postfix(state))
             if is_complete(state):
                 return state
             sleep(interval)

@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchspot.image import ECR_IMAGE, missing_from_ecr
-from worker.config import ConfigError, load_config
+from worker.config import JOB_NAME_VARIABLE, ConfigError, load_config
 from worker.keys import Recipe
 from worker.queue_depth import queue_counts
 
@@ -247,13 +247,14 @@ def submit(
     }
     if size > 1:
         request["arrayProperties"] = {"size": size}
-    if env:
-        request["containerOverrides"] = _overrides(env)
+    # Batch tells a container its queue but not its job's name: the metrics need both.
+    env = {JOB_NAME_VARIABLE: job_name, **(env or {})}
+    request["containerOverrides"] = _overrides(env)
     response = batch.submit_job(**request)
     submitted = Submitted(job_id=response["jobId"], job_name=response["jobName"], size=size)
     if final is None:
         return submitted
-    final_env = {**(env or {}), **final.environment(submitted.job_id, started)}
+    final_env = {**env, **final.environment(submitted.job_id, started)}
     following = batch.submit_job(
         jobName=f"{job_name}-final",
         jobQueue=job_queue,

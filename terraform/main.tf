@@ -97,3 +97,19 @@ module "batch" {
   use_service_linked_role  = var.use_service_linked_role
   tags                     = merge({ Project = "batchspot", Stack = var.name }, var.tags)
 }
+
+module "monitoring" {
+  source = "./modules/monitoring"
+
+  name                   = var.name
+  region                 = var.region
+  job_queue_name         = module.batch.job_queue_name
+  queue_name             = module.queue.queue_name
+  dlq_name               = module.queue.dlq_name
+  dlq_alarm_arn          = module.queue.dlq_alarm_arn
+  log_group_name         = module.batch.log_group_name
+  job_memory_mib         = module.batch.job_memory_mib
+  worker_processes       = module.batch.worker_processes
+  failure_rate_threshold = var.failure_rate_alarm_threshold
+  alarm_actions          = var.dlq_alarm_actions
+}

@@ -25,6 +25,21 @@ output "dlq_alarm_name" {
   value       = module.queue.dlq_alarm_name
 }
 
+output "failure_alarm_name" {
+  description = "CloudWatch alarm that fires when too many of the items settled in 5 minutes failed."
+  value       = module.monitoring.failure_alarm_name
+}
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard of the runs: queue depths, items per minute, durations, calls, memory."
+  value       = module.monitoring.dashboard_name
+}
+
+output "dashboard_url" {
+  description = "Console URL of the dashboard (`invoke status` prints it)."
+  value       = module.monitoring.dashboard_url
+}
+
 output "input_bucket" {
   description = "Bucket of the source objects."
   value       = module.storage.input_bucket

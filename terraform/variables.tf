@@ -107,9 +107,15 @@ variable "message_retention_seconds" {
 }
 
 variable "dlq_alarm_actions" {
-  description = "ARNs (e.g. SNS topics) notified when the dead-letter queue is not empty."
+  description = "ARNs (e.g. SNS topics) notified when the dead-letter queue is not empty or the item failure rate passes failure_rate_alarm_threshold."
   type        = list(string)
   default     = []
+}
+
+variable "failure_rate_alarm_threshold" {
+  description = "Share of the items settled in 5 minutes that may fail before the failure-rate alarm fires (0.05 = 5 %)."
+  type        = number
+  default     = 0.05
 }
 
 # --- registry and image -----------------------------------------------------------------------

@@ -14,9 +14,16 @@ from typing import Literal
 
 from worker.keys import BUILT_IN_CODE, Recipe, default_query
 from worker.manifest import Run
+from worker.metrics import NAME_DIMENSION, QUEUE_DIMENSION
 from worker.processes import PROCESS_INDEX_VARIABLE, available_cpus
 
 DEFAULT_OUTPUT_PREFIX = "results/"
+# Batch sets the job queue's name in every container; the job's name it does not set, so
+# `invoke submit` passes its --name in this variable. Both name the metrics' dimensions.
+JOB_QUEUE_VARIABLE = "AWS_BATCH_JQ_NAME"
+JOB_NAME_VARIABLE = "BATCHSPOT_JOB_NAME"
+# What a CloudWatch dimension value may be, narrowed to what Batch allows in a job name.
+_BATCH_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_ITEM_SECONDS = 12 * 3600 - 60
 # A worker stops taking work this long, plus an item's deadline, before its attempt timeout:
 # Batch counts from the container's start, and giving back and exiting take a moment too.
@@ -60,6 +67,8 @@ class Config:
     array_index: int | None = None
     attempt: int = 1
     code_version: str = ""
+    job_queue: str = "local"
+    job_name: str = "unnamed"
 
     @property
     def default_query(self) -> str:
@@ -102,6 +111,11 @@ class Config:
         if self.job_timeout is None:
             return None
         return self.job_timeout - self.item_timeout - TIME_LIMIT_MARGIN_SECONDS
+
+    @property
+    def metric_dimensions(self) -> dict[str, str]:
+        """The dimensions of the metrics the worker's log lines carry (``worker.metrics``)."""
+        return {QUEUE_DIMENSION: self.job_queue, NAME_DIMENSION: self.job_name}
 
     def output_bucket_allowed(self, bucket: str) -> bool:
         """Whether a message may direct its output to ``bucket``."""
@@ -151,6 +165,16 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     value = env.get(name, "").strip().lower() or choices[0]
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _batch_name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not _BATCH_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{name} must be 1 to 128 letters, digits, hyphens or underscores, as Batch names "
+            f"are, got {value[:200]!r}"
+        )
     return value
 
 
@@ -223,4 +247,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         array_index=int(array_index) if array_index.isdecimal() else None,
         attempt=int(_number(env, "AWS_BATCH_JOB_ATTEMPT", 1, 1)),
         code_version=env.get("CODE_VERSION", "").strip(),
+        job_queue=_batch_name(env, JOB_QUEUE_VARIABLE, "local"),
+        job_name=_batch_name(env, JOB_NAME_VARIABLE, "unnamed"),
     )

@@ -6,6 +6,10 @@ buffer and passes a longer line on in pieces, flagged as partial (moby's
 driver ignores that flag and sends each piece as an event of its own
 (aws/shim-loggers-for-containerd#23), so a longer line would reach CloudWatch as fragments
 that are not JSON. Long strings are therefore cut, with a marker saying how much went.
+
+A line may also carry CloudWatch metrics (``emf``, see :class:`worker.metrics.MetricSet`):
+its ``_aws`` block is written as built, never cut, so a line cut to fit still declares only
+metrics it holds.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from worker.metrics import EMF_ROOT
+
+if TYPE_CHECKING:
+    from worker.metrics import MetricSet
 
 # Docker's buffer holds 16 KiB, the newline included.
 MAX_LINE_BYTES = 16 * 1024 - 1
@@ -33,9 +42,16 @@ MAX_EXACT_INT = 2**53
 _lock = threading.Lock()
 
 
-def log(event: str, **fields: Any) -> None:
-    """Write one log line; the lock keeps lines from interleaving across worker threads."""
-    line = _line({"ts": round(time.time(), 3), "event": event, **fields})
+def log(event: str, emf: MetricSet | None = None, **fields: Any) -> None:
+    """Write one log line; the lock keeps lines from interleaving across worker threads.
+
+    With ``emf``, the line also declares the metrics among ``fields`` for CloudWatch.
+    """
+    now = time.time()
+    record = {"ts": round(now, 3), "event": event, **fields}
+    if emf is not None:
+        record.update(emf.embed(record, int(now * 1000)))
+    line = _line(record)
     with _lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
@@ -90,7 +106,12 @@ def _plain(value: Any, limit: int | None, depth: int) -> Any:
         # The record's own fields (depth 0) are all kept; nested mappings are cut like lists.
         pairs = list(value.items())
         kept = pairs if depth == 0 else _first(pairs, limit)
-        plain = {_cut(_text(k), limit): _plain(v, limit, depth + 1) for k, v in kept}
+        plain = {
+            _cut(_text(k), limit): v
+            if depth == 0 and k == EMF_ROOT
+            else _plain(v, limit, depth + 1)
+            for k, v in kept
+        }
         if len(kept) < len(pairs):
             plain["…"] = f"[truncated {len(pairs) - len(kept)} entries]"
         return plain

@@ -41,7 +41,7 @@ from worker.inflight import InFlight
 from worker.limits import MAX_BATCH_ENTRIES
 from worker.logs import log
 from worker.manifest import Entry, record_failure
-from worker.metrics import CallCounter
+from worker.metrics import ITEM_UNITS, SUMMARY_UNITS, CallCounter, MetricSet
 from worker.process import Outcome, Services, process_message
 from worker.processes import peak_rss_mib
 from worker.queue_depth import queue_counts
@@ -115,6 +115,8 @@ class Worker:
         self._unhealthy_logged = False
         self.tally = Tally()
         self._tally_lock = threading.Lock()
+        self._item_metrics = MetricSet(ITEM_UNITS, config.metric_dimensions)
+        self._summary_metrics = MetricSet(SUMMARY_UNITS, config.metric_dimensions)
         # Items running now, by message id: their deadline and receive count. An item the
         # watchdog settled at its deadline goes to ``_expired``, so that its thread, should it
         # ever return, does not settle it a second time.
@@ -360,11 +362,15 @@ class Worker:
             setattr(self.tally, name, getattr(self.tally, name) + 1)
         log(
             "item",
+            emf=self._item_metrics,
             message_id=message_id,
             outcome=outcome.kind,
             reason=outcome.reason,
             attempt=attempt,
             **outcome.fields,
+            items_ok=int(outcome.kind == "ok"),
+            items_failed=int(outcome.kind == "failed"),
+            items_already_done=int(outcome.kind == "already-done"),
         )
 
     def _record_failure(self, message_id: str, attempt: int, outcome: Outcome) -> None:
@@ -427,6 +433,7 @@ class Worker:
         settled = self.tally.settled
         log(
             "summary",
+            emf=self._summary_metrics,
             process=self._config.process_index,
             peak_rss_mib=peak_rss_mib(),
             ok=self.tally.ok,

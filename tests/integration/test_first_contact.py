@@ -85,6 +85,11 @@ FRESH_MACHINE = {
     "cost refresh": (["cost", "--refresh-prices"], NO_REGION_NOR_STACK),
     "redrive": (["redrive"], NO_REGION_NOR_STACK),
     "results": (["results"], NO_REGION_NOR_STACK),
+    "report": (["report"], NO_REGION_NOR_STACK),
+    "report of a local run never run": (
+        ["report", "--log-dir", "no-such-dir"],
+        "error: no worker log in no-such-dir: run `invoke local` first",
+    ),
     "push": (["push"], NO_REGION_NOR_STACK),
     "build": (["build"], f"error: No Docker engine is reachable at {NO_DOCKER}"),
     "deploy": (["deploy"], NO_TERRAFORM),

@@ -22,6 +22,7 @@ from batchspot import terraform as tf
 from batchspot.emulators import Emulator, moto_server
 from tests.terraform.conftest import PushStandIn
 from worker.manifest import Counts, Entry, Run, record_failure
+from worker.metrics import ITEM_UNITS, NAMESPACE, QUEUE_DIMENSION, SUMMARY_UNITS
 
 pytestmark = [pytest.mark.terraform, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -244,6 +245,39 @@ def test_image_repository_refuses_to_move_a_tag(stack):
         "repositories"
     ]
     assert repository["imageTagMutability"] == "IMMUTABLE"
+
+
+def test_dashboard_and_failure_alarm_read_the_metrics_the_workers_write(stack):
+    """The dashboard's and the alarm's BatchSpot metrics are the ones the worker's EMF lines
+    declare (worker/metrics.py), under the dimension they carry, so neither shows nothing."""
+    emulator, outputs, _ = stack
+    cloudwatch = _client(emulator, "cloudwatch")
+    body = json.loads(
+        cloudwatch.get_dashboard(DashboardName=outputs["dashboard_name"])["DashboardBody"]
+    )
+    ours = [
+        metric
+        for widget in body["widgets"]
+        for metric in widget["properties"].get("metrics", [])
+        if metric[0] == NAMESPACE
+    ]
+    assert {m[1] for m in ours} <= set(ITEM_UNITS) | set(SUMMARY_UNITS)
+    assert {(m[2], m[3]) for m in ours} == {(QUEUE_DIMENSION, outputs["job_queue"])}
+    (alarm,) = cloudwatch.describe_alarms(AlarmNames=[outputs["failure_alarm_name"]])[
+        "MetricAlarms"
+    ]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        NAMESPACE,
+        "items_failed",
+        "Average",
+    )
+    assert alarm["Dimensions"] == [{"Name": QUEUE_DIMENSION, "Value": outputs["job_queue"]}]
+    (dlq_alarm,) = cloudwatch.describe_alarms(AlarmNames=[outputs["dlq_alarm_name"]])[
+        "MetricAlarms"
+    ]
+    alarms_widget = next(w for w in body["widgets"] if w["type"] == "alarm")
+    assert set(alarms_widget["properties"]["alarms"]) == {alarm["AlarmArn"], dlq_alarm["AlarmArn"]}
+    assert outputs["dashboard_url"].endswith(f"#dashboards:name={outputs['dashboard_name']}")
 
 
 # --- invoke plan ---------------------------------------------------------------------------

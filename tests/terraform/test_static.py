@@ -28,7 +28,16 @@ def test_native_terraform_tests_pass_for_every_module(terraform_cli):
     code, out, err = terraform_cli.run("test", no_color=IsFlagged)
     output = out + err
     assert code == 0, output[-6000:]
-    for module in ("network", "storage", "queue", "registry", "batch", "root", "worker_policy"):
+    for module in (
+        "network",
+        "storage",
+        "queue",
+        "registry",
+        "batch",
+        "root",
+        "worker_policy",
+        "monitoring",
+    ):
         assert f"tests/{module}.tftest.hcl... pass" in output
     summary = re.search(r"Success! (\d+) passed, 0 failed", output)
     assert summary and int(summary.group(1)) >= 28, output[-2000:]

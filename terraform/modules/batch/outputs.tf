@@ -67,3 +67,13 @@ output "worker_container" {
     environment = local.environment
   }
 }
+
+output "job_memory_mib" {
+  description = "Memory of one EC2 worker container (the job definition's MEMORY)."
+  value       = local.job_memory_mib
+}
+
+output "worker_processes" {
+  description = "Worker processes per container (the job definition's WORKER_PROCESSES)."
+  value       = local.worker_processes
+}

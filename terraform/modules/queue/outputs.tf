@@ -27,3 +27,13 @@ output "dlq_alarm_name" {
   description = "Name of the CloudWatch alarm on the dead-letter queue's depth."
   value       = aws_cloudwatch_metric_alarm.dlq_not_empty.alarm_name
 }
+
+output "dlq_name" {
+  description = "Name of the dead-letter queue."
+  value       = aws_sqs_queue.dlq.name
+}
+
+output "dlq_alarm_arn" {
+  description = "ARN of the CloudWatch alarm on the dead-letter queue's depth."
+  value       = aws_cloudwatch_metric_alarm.dlq_not_empty.arn
+}
