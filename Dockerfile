@@ -21,6 +21,7 @@
 # as HANDLER=package.module:function, since `python -m` puts the working directory on sys.path;
 # an executable goes anywhere on PATH for HANDLER_COMMAND. Derive from this image to add yours.
 
+# checkov:skip=CKV_DOCKER_7:BASE_IMAGE defaults to a digest-pinned image (tests/terraform/test_dockerfile.py)
 ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
 
 FROM ${BASE_IMAGE} AS build

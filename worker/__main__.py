@@ -218,6 +218,7 @@ def main() -> int:
     from worker.errors import is_transient
     from worker.loop import EXIT_RETRY
 
+    config = None
     try:
         config = load_config()
         if config.processes > 1:
@@ -229,12 +230,16 @@ def main() -> int:
         watcher.start()
         worker = start_worker(config, stop)
     except ConfigError as error:
-        print(f"worker: configuration error: {error}", file=sys.stderr)
+        # The processes of one container check the same queue and bucket: process 0 says why,
+        # so the container's log holds the one sentence once.
+        if config is None or config.process_index == 0:
+            print(f"worker: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as error:
         if not is_transient(error):
             raise
-        print(f"worker: could not start, to be retried: {error}", file=sys.stderr)
+        if config is None or config.process_index == 0:
+            print(f"worker: could not start, to be retried: {error}", file=sys.stderr)
         return EXIT_RETRY
     watcher.wait_for_first_check()
     code = worker.run()

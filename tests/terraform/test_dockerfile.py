@@ -1,12 +1,10 @@
-"""The worker image, checked statically (no Docker engine here) and its CMD run as-is."""
+"""The Dockerfile's text: what a build on any machine must keep (its pinned base, the tested
+versions, the worker alone, non-root). tests/container builds and runs the image itself."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,19 +24,18 @@ def image_cmd() -> list[str]:
     return json.loads(_instructions("CMD")[-1])
 
 
-def test_image_is_multi_stage_slim_and_non_root():
-    stages = _instructions("FROM")
-    assert len(stages) == 2 and all("-slim" in s for s in stages)
+def test_image_is_multi_stage_on_one_base_and_non_root():
+    stages = [s.split()[0] for s in _instructions("FROM")]
+    assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"], "both stages must use one base"
     user = _instructions("USER")[-1]
     assert not user.startswith(("root", "0")), user
     assert image_cmd() == ["python", "-m", "worker"]
 
 
-def test_every_stage_starts_from_the_same_base_pinned_by_digest():
-    stages = [s.split()[0] for s in _instructions("FROM")]
-    pinned = r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}"
-    assert all(re.fullmatch(pinned, stage) for stage in stages), stages
-    assert len(set(stages)) == 1, "the runtime stage must use the build stage's base"
+def test_the_default_base_is_slim_and_pinned_by_digest():
+    """``invoke build --local-base`` replaces it; a plain build must get the pinned one."""
+    (default,) = [a.split("=", 1)[1] for a in _instructions("ARG") if a.startswith("BASE_IMAGE=")]
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", default), default
 
 
 def test_image_installs_the_versions_ci_tests():
@@ -52,14 +49,3 @@ def test_image_installs_the_worker_alone():
     copies = " ".join(_instructions("COPY"))
     assert "batchspot" not in copies and "tests" not in copies and "terraform" not in copies
     assert "[control]" not in DOCKERFILE and "[dev]" not in DOCKERFILE
-
-
-def test_image_cmd_starts_the_worker_and_fails_fast_without_configuration(tmp_path):
-    command = image_cmd()
-    command[0] = sys.executable  # the image's `python`, here the venv's
-    env = {k: v for k, v in os.environ.items() if k not in ("SQS_QUEUE_URL", "OUTPUT_BUCKET")}
-    result = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode != 0
-    assert "SQS_QUEUE_URL" in result.stdout + result.stderr
