@@ -74,6 +74,9 @@ def _chunks(
     check_format(request.input)
     deadline = Deadline(request.deadline)
     source = sources[0]
+    if request.input.kind == "PARQUET":
+        yield from _parquet(plan, source, request)
+        return
     why_not = _fast_path_refusal(plan, request)
     _log_path(request, why_not)
     if why_not is not None:
@@ -109,6 +112,15 @@ def _fast_scan_slot(deadline_at: float | None) -> Iterator[None]:
         yield
     finally:
         _FAST_SCANS.release()
+
+
+def _parquet(plan: Plan, source: RangedObject, request: QueryRequest) -> Iterator[str]:
+    """Parquet: only the columns and row groups needed, always vectorised (:mod:`.parquet`)."""
+    from worker.query.local import parquet  # pyarrow, as for the fast path
+
+    _log_path(request, None)
+    with _fast_scan_slot(request.deadline):
+        yield from parquet.chunks(source, plan, request)
 
 
 def _evaluated(
