@@ -161,7 +161,7 @@ def parquet_file(columns: dict[str, Any], **options: Any) -> bytes:
 
 
 def healthy_parquet(rows: int = PARQUET_ROWS) -> bytes:
-    """An integer and a text column, one row group."""
+    """Return a file of an integer and a text column, one row group."""
     return parquet_file({"i": list(range(rows)), "s": [f"row {i}" for i in range(rows)]})
 
 
@@ -186,7 +186,7 @@ def _varint(value: int) -> bytes:
 
 
 def claiming_rows(rows: int) -> bytes:
-    """A file whose footer and row group claim ``rows`` rows; its columns hold 12345 each.
+    """Return a file whose footer and row group claim ``rows`` rows; its columns hold 12345.
 
     The four i64 fields holding 12345 are, in order, the file's num_rows, each column's
     num_values, and the row group's num_rows: the first and last are rewritten.
@@ -206,7 +206,7 @@ def claiming_rows(rows: int) -> bytes:
 
 
 def claiming_columns(columns: int) -> bytes:
-    """A file whose schema list claims ``columns`` elements (it holds three)."""
+    """Return a file whose schema list claims ``columns`` elements (it holds three)."""
     body, footer = _footer(healthy_parquet())
     schema_list = b"\x19\x3c"  # field 2, a list of 3 structs
     at = footer.index(schema_list)
@@ -215,7 +215,7 @@ def claiming_columns(columns: int) -> bytes:
 
 
 def chunks_outside() -> bytes:
-    """A large file's footer over a small body: its column chunks lie past the object's end."""
+    """Return a large file's footer over a small body: its chunks lie past the end."""
     body, footer = _footer(healthy_parquet(200_000))
     return _framed(body[:64], footer)
 
