@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from batchspot_support.hostile import CASES
+from batchspot_support.hostile import CASES, PARQUET_CASES, parquet_file
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the engine may add to the process's peak on any of these inputs.
@@ -83,12 +83,13 @@ FAST_PATH_CHILD = CHILD.replace(
     'BytesS3({"k": Path(sys.argv[1]).read_bytes()})', "FileS3(Path(sys.argv[1]))"
 ).replace(
     "from tests.unit.bare_s3 import BytesS3",
-    """import io, re
+    """import io
+from tests.unit.bare_s3 import byte_range
 class FileS3:
     def __init__(self, path):
         self.file, self.size = path.open("rb"), path.stat().st_size
     def get_object(self, Bucket, Key, Range, IfMatch=None):
-        first, last = map(int, re.fullmatch(r"bytes=(\\d+)-(\\d+)", Range).groups())
+        first, last = byte_range(Range, self.size)
         self.file.seek(first)
         part = self.file.read(last + 1 - first)
         end = first + len(part) - 1
@@ -117,5 +118,44 @@ def test_queries_the_fast_path_runs_stay_within_its_budget(tmp_path, name) -> No
     report, logs = run_child(FAST_PATH_CHILD, tmp_path, make(), sql, {})
     print(f"{name}: {report}")  # the figures, with pytest -s
     assert '"path": "fast"' in logs  # the fast path ran (and, for the line, declined)
+    assert expected in report["outcome"]
+    assert report["after_kib"] <= FAST_PATH_BUDGET_KIB
+
+
+def _row_group_of(mib: int, compression: str) -> bytes:
+    """Two int64 columns in one row group of ``mib`` MiB uncompressed (half of them random)."""
+    import os
+
+    import pyarrow as pa
+
+    rows = (mib << 20) // 16
+    random = pa.Array.from_buffers(pa.int64(), rows, [None, pa.py_buffer(os.urandom(rows * 8))])
+    counting = pa.array(range(rows), pa.int64())
+    return parquet_file(
+        {"random": random, "counting": counting},
+        row_group_size=rows,
+        compression=compression,
+        use_dictionary=False,
+    )
+
+
+PARQUET_MEMORY_CASES = {
+    "120 MiB row group, uncompressed, WHERE + SUM": (
+        lambda: _row_group_of(120, "none"),
+        "SELECT SUM(s.counting) FROM S3Object s WHERE s.random > 0",
+        '{"_1":',
+    ),
+    **{name: (make, sql, expected) for name, (make, sql, _, expected) in PARQUET_CASES.items()},
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", list(PARQUET_MEMORY_CASES))
+def test_parquet_stays_within_the_fast_paths_budget(tmp_path, name) -> None:
+    """Issue 22: row groups up to 128 MiB uncompressed in the columns read, and every hostile
+    file, within the 256 MiB of a process that loaded pyarrow."""
+    make, sql, expected = PARQUET_MEMORY_CASES[name]
+    report, logs = run_child(FAST_PATH_CHILD, tmp_path, make(), sql, {"kind": "PARQUET"})
+    print(f"{name}: {report}")  # the figures, with pytest -s
     assert expected in report["outcome"]
     assert report["after_kib"] <= FAST_PATH_BUDGET_KIB
