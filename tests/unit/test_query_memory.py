@@ -155,7 +155,7 @@ def test_parquet_stays_within_the_fast_paths_budget(tmp_path, name) -> None:
     """Issue 22: row groups up to 128 MiB uncompressed in the columns read, and every hostile
     file, within the 256 MiB of a process that loaded pyarrow."""
     make, sql, expected = PARQUET_MEMORY_CASES[name]
-    report, logs = run_child(FAST_PATH_CHILD, tmp_path, make(), sql, {"kind": "PARQUET"})
+    report, _ = run_child(FAST_PATH_CHILD, tmp_path, make(), sql, {"kind": "PARQUET"})
     print(f"{name}: {report}")  # the figures, with pytest -s
     assert expected in report["outcome"]
     assert report["after_kib"] <= FAST_PATH_BUDGET_KIB
