@@ -25,6 +25,7 @@ from batchspot.emulators import Emulator
 from batchspot.fleet import Fleet, worker_env
 from batchspot_support.hostile import (
     CASES,
+    PARQUET_CASES,
     QUERY_CASES,
     message_input,
     peak_rss_budget_kib,
@@ -236,3 +237,29 @@ def test_a_hostile_source_or_query_is_settled_amid_healthy_items(
         assert expected in settled[0]["reason"]
         assert settled[0]["next"] == "dead-letter queue"
     assert_contained(run, hostile=1, deadline_seconds=60)
+
+
+def test_every_hostile_parquet_file_fails_for_good_amid_healthy_items(
+    hostile_run, s3, stack
+) -> None:
+    """Issue 22's hostile Parquet files, all in one worker run: each dead-lettered with its
+    reason, the healthy items stored, the worker within the fast path's memory budget."""
+    hostile = [
+        hostile_source(
+            s3,
+            stack,
+            f"hostile-{index}.parquet",
+            make(),
+            query=sql,
+            input=message_input(fields),
+        )
+        for index, (make, sql, fields, _) in enumerate(PARQUET_CASES.values())
+    ]
+    run = hostile_run(hostile, QUERY_ENGINE="local", ITEM_TIMEOUT_SECONDS="60")
+
+    for index, (_, _, _, expected) in enumerate(PARQUET_CASES.values()):
+        settled = [e for e in run.items if e["source"].endswith(f"/hostile-{index}.parquet")]
+        assert [e["outcome"] for e in settled] == ["failed"], settled
+        assert expected in settled[0]["reason"]
+        assert settled[0]["next"] == "dead-letter queue"
+    assert_contained(run, hostile=len(PARQUET_CASES), deadline_seconds=60)
