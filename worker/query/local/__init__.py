@@ -120,7 +120,7 @@ def _parquet(plan: Plan, source: RangedObject, request: QueryRequest) -> Iterato
 
     _log_path(request, None)
     with _fast_scan_slot(request.deadline):
-        yield from parquet.chunks(source, plan, request)
+        yield from parquet.chunks(source, plan, request, vectorised=FAST_PATH)
 
 
 def _evaluated(

@@ -50,8 +50,8 @@ _FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # hold cannot overflow it. Python's integers (the evaluator's) do not overflow at all.
 MAX_SUMMED_INT = 10**12
 # Text that JSON escapes, or that a CSV writer quotes: such batches go to the Python serialiser.
-_JSON_SPECIAL = r'[\x00-\x1f"\\]'
-_CSV_SPECIAL = r'[,"\r\n]'
+JSON_SPECIAL = r'[\x00-\x1f"\\]'
+CSV_SPECIAL = r'[,"\r\n]'
 _KERNELS: dict[str, Callable[[Any, Any], Any]] = {
     "=": pc.equal,
     "!=": pc.not_equal,
@@ -357,12 +357,12 @@ class _JsonRows:
         parts: list[Any] = []
         for prefix, field in zip(self._prefixes, fields, strict=True):
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, _JSON_SPECIAL)).as_py():
+                if pc.any(pc.match_substring_regex(field, JSON_SPECIAL)).as_py():
                     return None
                 parts += [prefix + '"', field, '"']
             else:
                 parts += [prefix, pc.cast(field, pa.string())]
-        return _joined(pc.binary_join_element_wise(*parts, "}\n", ""))
+        return joined_lines(pc.binary_join_element_wise(*parts, "}\n", ""))
 
 
 class _CsvRows:
@@ -376,7 +376,7 @@ class _CsvRows:
         texts = []
         for field in fields:
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, _CSV_SPECIAL)).as_py():
+                if pc.any(pc.match_substring_regex(field, CSV_SPECIAL)).as_py():
                     return None
                 # csv.writer quotes the one empty field of a one-field record.
                 if self._width == 1 and pc.any(pc.equal(pc.utf8_length(field), 0)).as_py():
@@ -384,17 +384,17 @@ class _CsvRows:
                 texts.append(field)
             else:
                 texts.append(pc.cast(field, pa.string()))
-        return _joined(pc.binary_join_element_wise(*_interleave(texts, ","), "\n", ""))
+        return joined_lines(pc.binary_join_element_wise(*interleave(texts, ","), "\n", ""))
 
 
-def _interleave(texts: list[Any], separator: str) -> list[Any]:
+def interleave(texts: list[Any], separator: str) -> list[Any]:
     parts: list[Any] = []
     for i, text in enumerate(texts):
         parts += [separator, text] if i else [text]
     return parts
 
 
-def _joined(lines: pa.Array) -> str:
+def joined_lines(lines: pa.Array) -> str:
     """Return a string array's lines as one str; Declined for a line that may pass 1 MiB.
 
     The lines lie end to end in the array's data buffer: one slice of it, decoded once.
@@ -423,7 +423,7 @@ def _aggregate(
         assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
         operand = _compile(node.operand, layout) if node.operand is not None else None
         kind = kind_of(node.operand) if node.operand is not None else "int"
-        folds.append(_Fold(node, operand, kind))
+        folds.append(Fold(node, operand, kind))
     for batch in batches:
         selected = _mask(where, batch)
         for fold in folds:
@@ -432,7 +432,7 @@ def _aggregate(
     yield from serialise([(names, [fold.result() for fold in folds])], rows_format)
 
 
-class _Fold:
+class Fold:
     """One aggregate over batches, into the evaluator's own :class:`.evaluator.Accumulator`.
 
     The accumulator's ``result`` then types the answer as the Python evaluator does (AVG of
@@ -451,6 +451,8 @@ class _Fold:
             return
         values = self._operand(batch)
         state.count += len(values)
+        if not len(values):  # every value NULL (Parquet): nothing to add, as in SQL
+            return
         if self._function in ("SUM", "AVG"):
             state.total = self._sum(values, state.total)
         elif self._function in ("MIN", "MAX"):

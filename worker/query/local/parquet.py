@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from worker.query import Deadline, QueryLimitExceeded, QueryRequest, QueryUnsupported
+from worker.query.local import parquet_vector as vector
 from worker.query.local import sql
 from worker.query.local.caps import (
     DECOMPRESSION_RATIO,
@@ -73,8 +74,14 @@ class _Term:
     value: Any
 
 
-def chunks(source: RangedObject, plan: sql.Plan, request: QueryRequest) -> Iterator[str]:
-    """Yield "" once the footer is read and checked, then the serialised rows."""
+def chunks(
+    source: RangedObject, plan: sql.Plan, request: QueryRequest, vectorised: bool = True
+) -> Iterator[str]:
+    """Yield "" once the footer is read and checked, then the serialised rows.
+
+    ``vectorised`` False runs every query through the evaluator (:mod:`.parquet_vector` is
+    the other way, for the queries it can run exactly).
+    """
     deadline = Deadline(request.deadline)
     file = ParquetRanges(source)
     file.open()
@@ -88,13 +95,31 @@ def chunks(source: RangedObject, plan: sql.Plan, request: QueryRequest) -> Itera
     for name in read:
         _check_type(name, schema.field(name).type, reader.metadata.schema, schema)
     terms = _terms(plan.where, schema)
-    groups = [i for i in range(reader.metadata.num_row_groups) if _may_match(reader, i, terms)]
+    groups = [
+        i
+        for i in range(reader.metadata.num_row_groups)
+        if reader.metadata.row_group(i).num_rows and _may_match(reader, i, terms)
+    ]  # an empty row group has no chunks to read (pyarrow writes one for an empty table)
     if _counts_only(plan):
         rows = sum(reader.metadata.row_group(i).num_rows for i in groups)
         names = [p.name for p in plan.projections or ()]
         yield from serialise([(names, [rows] * len(names))], request.rows_format)
         return
+    # Whole batches only where WHERE is absent or a mask: the rows kept are then the evaluator's.
+    whole_batches = vectorised and (plan.where is None or terms is not None)
+    fold = vector.folds(plan, schema) if whole_batches else None
+    if fold is not None:
+        try:
+            batches = _batches(reader, file, groups, read, terms or [], deadline)
+            yield from vector.aggregate(plan, fold, batches, request.rows_format)
+            return
+        except Declined:
+            pass  # nothing was output: the evaluator runs it from the start
+    plain = vector.row_columns(plan, schema, read) if whole_batches else None
     batches = _batches(reader, file, groups, read, terms or [], deadline)
+    if plain is not None:
+        yield from vector.rows(plan, plain, batches, request.rows_format)
+        return
     records = Records("JSON", None, _rows(batches))
     yield from serialise(evaluate(plan, records, deadline), request.rows_format)
 
@@ -358,7 +383,7 @@ def _batches(
                 deadline.check()
                 deadline.records += batch.num_rows
                 _check_record_sizes(batch, deadline.records - batch.num_rows)
-                yield _mask(batch, terms) if terms else batch
+                yield _printed(_mask(batch, terms) if terms else batch)
         except (OSError, pa.ArrowException) as error:
             raise _invalid(error) from None
         finally:
@@ -419,10 +444,15 @@ def _check_record_sizes(batch: pa.RecordBatch, before: int) -> None:
 
 
 def _rows(batches: Iterator[pa.RecordBatch]) -> Iterator[dict[str, Any]]:
-    """Each row as a dict of Python values, dates and timestamps as S3 Select prints them."""
+    """Each row as a dict of Python values."""
     for batch in batches:
-        columns = [_printable(column) for column in batch.columns]
-        yield from pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pylist()
+        yield from batch.to_pylist()
+
+
+def _printed(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Return the batch with dates and timestamps as S3 Select prints them."""
+    columns = [_printable(column) for column in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def _printable(column: pa.Array) -> pa.Array:
