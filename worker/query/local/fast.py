@@ -343,14 +343,19 @@ def _column(name: str) -> Value:
     return lambda batch: batch.column(name)
 
 
+def json_prefixes(names: list[str]) -> list[str]:
+    """Return what comes before each field's value in a JSON line: ``{"a":``, ``,"b":``..."""
+    return [
+        ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+        for i, name in enumerate(names)
+    ]
+
+
 class _JsonRows:
     """Writes ``{"name":"text",...,"name":123}`` lines with Arrow's string kernels."""
 
     def __init__(self, names: list[str]) -> None:
-        self._prefixes = [
-            ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
-            for i, name in enumerate(names)
-        ]
+        self._prefixes = json_prefixes(names)
 
     def fast(self, fields: list[pa.Array]) -> str | None:
         """Return the batch's lines, or None if a text value needs JSON escaping."""

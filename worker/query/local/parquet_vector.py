@@ -29,6 +29,7 @@ from worker.query.local.fast import (
     Fold,
     interleave,
     joined_lines,
+    json_prefixes,
 )
 from worker.query.local.fastplan import Declined
 from worker.query.local.serialise import serialise
@@ -185,12 +186,7 @@ class _JsonLines:
     """``{"name":value,...}`` lines; NULL as ``null``."""
 
     def __init__(self, names: list[str]) -> None:
-        import json
-
-        self._prefixes = [
-            ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
-            for i, name in enumerate(names)
-        ]
+        self._prefixes = json_prefixes(names)
 
     def lines(self, fields: list[pa.Array]) -> str | None:
         """Return the batch's lines, or None if Python must write them."""
