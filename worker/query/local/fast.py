@@ -1,7 +1,8 @@
 """The vectorised fast path: the local engine's queries over Arrow record batches.
 
 pyarrow's streaming CSV reader parses the same ranged GETs the Python evaluator reads
-(:class:`.reader.RangedObject`), a block of 1 MiB at a time, every field as text as S3 Select
+(:class:`.reader.RangedObject`), GZIP inflated on the way under the evaluator's caps (data
+that breaks them, or does not inflate, is handed back), a block of 512 KiB at a time, every field as text as S3 Select
 has it; WHERE, projections and aggregates run as Arrow compute kernels over each batch, and
 rows are serialised a batch at a time. Memory holds Arrow's readahead (~32 blocks) and one
 batch, and the item's deadline is checked between batches. Queries with ``LIMIT`` stay with the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,12 +30,12 @@ import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
 from worker.messages import InputFormat
-from worker.query import Deadline, QueryError
+from worker.query import Deadline, QueryError, QueryLimitExceeded
 from worker.query.local import sql
 from worker.query.local.caps import MAX_NUMBER_CHARS, MAX_RECORD_CHARS
 from worker.query.local.evaluator import Accumulator, CsvLayout
 from worker.query.local.fastplan import MAX_EXACT_INT, Declined, kind_of, literal_value
-from worker.query.local.reader import COMMENT, RangedObject
+from worker.query.local.reader import COMMENT, RangedObject, decompressed
 from worker.query.local.serialise import serialise
 
 # Arrow parses a block at a time and refuses a record that spans more than two blocks
@@ -75,6 +77,9 @@ def chunks(
     if plan.limit == 0:  # an aggregate's LIMIT 0 (fastplan sends other LIMITs to the evaluator)
         return
     stream = io.BufferedReader(source, buffer_size=PEEK_BYTES)
+    if fmt.compression != "NONE":
+        inflated = _Filled(decompressed(stream, fmt.compression, source), fmt.compression)
+        stream = io.BufferedReader(inflated, buffer_size=PEEK_BYTES)
     first_record = _first_record(stream, fmt)
     layout = _FastLayout(first_record if fmt.csv_header == "USE" else None, len(first_record))
     where = _compile(plan.where, layout) if plan.where is not None else None
@@ -83,6 +88,40 @@ def chunks(
         yield from _aggregate(plan, layout, where, batches, rows_format)
     else:
         yield from _rows(plan, layout, where, batches, rows_format)
+
+
+class _Filled(io.RawIOBase):
+    """Decompressed bytes, each read filled to its size unless the data ends.
+
+    A peek then sees PEEK_BYTES unless the data is shorter, as on uncompressed input. Data
+    that does not decompress, or decompresses past the caps of :mod:`.caps`, declines: the
+    evaluator reads it again and refuses it in its own words.
+    """
+
+    def __init__(self, inflating: io.BufferedIOBase, compression: str) -> None:
+        super().__init__()
+        self._inflating, self._compression = inflating, compression
+
+    def readable(self) -> bool:
+        """Say yes: Arrow reads this."""
+        return True
+
+    def readinto(self, target: Any) -> int:
+        """Fill ``target`` with decompressed bytes; fewer only at the end of the data."""
+        view = memoryview(target).cast("B")
+        filled = 0
+        try:
+            while filled < len(view):
+                count = self._inflating.readinto(view[filled:])
+                if not count:
+                    break
+                filled += count
+        except (QueryLimitExceeded, OSError, EOFError, zlib.error) as error:
+            raise Declined(
+                f"the {self._compression} data does not decompress within the caps "
+                f"({type(error).__name__})"
+            ) from None
+        return filled
 
 
 def _first_record(stream: io.BufferedReader, fmt: InputFormat) -> list[str]:

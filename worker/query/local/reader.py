@@ -192,7 +192,7 @@ def open_records(source: RangedObject, fmt: InputFormat, deadline: Deadline) -> 
     ``deadline`` is checked between lines and JSON records, and counts the records read.
     """
     check_format(fmt)
-    binary = _decompressed(io.BufferedReader(source, buffer_size=1 << 16), fmt.compression, source)
+    binary = decompressed(io.BufferedReader(source, buffer_size=1 << 16), fmt.compression, source)
     try:
         if fmt.kind == "CSV":
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
@@ -224,7 +224,7 @@ def check_format(fmt: InputFormat) -> None:
         )
 
 
-def _decompressed(
+def decompressed(
     raw: io.BufferedReader, compression: str, source: RangedObject
 ) -> io.BufferedIOBase:
     if compression == "NONE":
