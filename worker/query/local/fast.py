@@ -1,12 +1,12 @@
 """The vectorised fast path: the local engine's queries over Arrow record batches.
 
 pyarrow's streaming CSV reader parses the same ranged GETs the Python evaluator reads
-(:class:`.reader.RangedObject`), GZIP inflated on the way under the evaluator's caps (data
-that breaks them, or does not inflate, is handed back), a block of 512 KiB at a time, every field as text as S3 Select
-has it; WHERE, projections and aggregates run as Arrow compute kernels over each batch, and
-rows are serialised a batch at a time. Memory holds Arrow's readahead (~32 blocks) and one
-batch, and the item's deadline is checked between batches. Queries with ``LIMIT`` stay with the
-Python evaluator, which stops reading at the rows needed.
+(:class:`.reader.RangedObject`), GZIP inflated on the way under the evaluator's caps (data that
+breaks them, or does not inflate, is handed back), a block of 512 KiB at a time, every field as
+text as S3 Select has it; WHERE, projections and aggregates run as Arrow compute kernels over
+each batch, and rows are serialised a batch at a time. Memory holds Arrow's readahead (~32
+blocks) and one batch, and the item's deadline is checked between batches. Queries with
+``LIMIT`` stay with the Python evaluator, which stops reading at the rows needed.
 
 The output must be the Python evaluator's byte for byte, so this path runs only what it can
 run exactly (:mod:`.fastplan` decides from the SQL) and hands the query back
