@@ -8,10 +8,10 @@ own:
 * ``fast path``: the local engine as the worker runs it (pyarrow where the query allows);
 * ``duckdb``: DuckDB on one thread reading the file itself, the yardstick of issue 14.
 
-Then the same for Parquet (issue 22): a generated file of about the same size, 20 columns
-(``c0`` sorted), row groups of ~64 MiB, Snappy, read by the local engine (``parquet``) and by
-DuckDB's ``read_parquet`` on one thread; for the local engine the GETs and the bytes fetched
-are printed too, against the object's size.
+Then (issue 22) the same CSV gzipped, on the fast path and in DuckDB; and Parquet: a generated
+file of 20 columns (``c0`` sorted) of about the same size uncompressed, row groups of ~64 MiB,
+Snappy, read by the local engine (``parquet``) and by DuckDB's ``read_parquet`` on one thread;
+for the local engine the GETs and the bytes fetched are printed too, against the object's size.
 
 The local engine reads through the same ranged GETs it makes on S3, answered from the file
 (no emulator between: its CPU would be counted against the engine), and its output streams
@@ -26,9 +26,11 @@ done before the clock starts: a worker process pays them once. Prints a table, t
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,7 @@ CONTENDERS = ("evaluator", "fast path", "duckdb")
 PARQUET_COLUMNS = 20
 PARQUET_GROUP_BYTES = 64 << 20
 PARQUET_CONTENDERS = ("parquet", "duckdb parquet")
+GZIP_CONTENDERS = ("gzip fast path", "duckdb gzip")
 
 
 def parquet_queries(rows: int) -> dict[str, str]:
@@ -171,11 +174,12 @@ def _local_run(contender: str, sql: str, path: Path) -> dict[str, Any]:
     from worker.query.local.fastplan import refusal
     from worker.query.local.sql import compile_query
 
-    fmt = InputFormat(kind="PARQUET") if contender == "parquet" else InputFormat()
+    fmt = InputFormat(compression="GZIP") if path.suffix == ".gz" else InputFormat()
+    fmt = InputFormat(kind="PARQUET") if path.suffix == ".parquet" else fmt
     local.FAST_PATH = contender != "evaluator"
-    if contender == "parquet":
+    if fmt.kind == "PARQUET":
         import worker.query.local.parquet  # once per worker process, not per query
-    elif local.FAST_PATH and refusal(compile_query(sql), InputFormat()) is None:
+    elif local.FAST_PATH and refusal(compile_query(sql), fmt) is None:
         import worker.query.local.fast  # noqa: F401 - once per worker process, not per query
     deadlines: list[Deadline] = []
 
@@ -271,6 +275,15 @@ def main() -> None:
             for name, sql in QUERIES.items()
         }
         report(results, size, rows)
+        gzipped = Path(tmp) / "taxi.csv.gz"
+        with data.open("rb") as plain, gzip.open(gzipped, "wb", compresslevel=6) as packed:
+            shutil.copyfileobj(plain, packed, 1 << 20)
+        results = {
+            name: {contender: run_child(contender, sql, gzipped) for contender in GZIP_CONTENDERS}
+            for name, sql in QUERIES.items()
+            if "LIMIT" not in name
+        }
+        report_gzip(results, size, gzipped.stat().st_size)
         data = Path(tmp) / "wide.parquet"
         # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
         command = [sys.executable, __file__, "--parquet-to", str(data), str(args.size_mib)]
@@ -282,6 +295,18 @@ def main() -> None:
             for name, sql in queries.items()
         }
     report_parquet(results, size, rows)
+
+
+def report_gzip(results: dict[str, dict[str, dict[str, Any]]], size: int, packed: int) -> None:
+    """Print the GZIP CSV table: MB/s per vCPU of the uncompressed CSV, and peak RSS."""
+    print(f"\n{size / 2**20:.0f} MiB CSV as {packed / 2**20:.0f} MiB of GZIP; MB/s of the CSV")
+    print(f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'RSS MiB':>9}")
+    for name, runs in results.items():
+        for contender, run in runs.items():
+            rate = size / 1e6 / max(run["cpu_seconds"], 1e-3)
+            run["mb_per_cpu_second"] = round(rate, 1)
+            print(f"{name:<21}{contender:<16}{rate:>10.1f}{run['peak_rss_mib']:>9.1f}")
+    print(json.dumps({"gzip_csv_bytes": size, "gzip_bytes": packed, "results": results}))
 
 
 def report_parquet(results: dict[str, dict[str, dict[str, Any]]], size: int, rows: int) -> None:
