@@ -382,7 +382,7 @@ def _batches(
             ):
                 deadline.check()
                 deadline.records += batch.num_rows
-                _check_record_sizes(batch, deadline.records - batch.num_rows)
+                _check_text(batch, deadline.records - batch.num_rows)
                 yield _printed(_mask(batch, terms) if terms else batch)
         except (OSError, pa.ArrowException) as error:
             raise _invalid(error) from None
@@ -431,8 +431,19 @@ def _spans(
     return spans
 
 
-def _check_record_sizes(batch: pa.RecordBatch, before: int) -> None:
-    """Refuse a row whose text columns pass 1 MiB, as S3 Select refuses such a record."""
+def _check_text(batch: pa.RecordBatch, before: int) -> None:
+    """Refuse values pyarrow did not check on reading, and records over 1 MiB.
+
+    Text that is not UTF-8 (nested too) fails the whole batch's validation; a row whose text
+    columns pass 1 MiB is refused as S3 Select refuses such a record.
+    """
+    try:
+        batch.validate(full=True)
+    except pa.ArrowInvalid:
+        raise ParquetInvalid(
+            f"rows {before + 1}-{before + batch.num_rows} hold text that is not UTF-8 or values "
+            f"that are not valid"
+        ) from None
     total = None
     for column in batch.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
