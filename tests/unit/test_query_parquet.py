@@ -152,10 +152,17 @@ def test_the_schemas_types_print_as_s3_select_prints_them() -> None:
 
 
 def test_types_s3_select_does_not_read_are_refused_when_read() -> None:
+    """S3 Select's documented Parquet types leave out binary, and INT96 timestamps by name."""
     body = parquet_file({"id": [1], "blob": pa.array([b"\x00"], pa.binary())})
     assert run(body, "SELECT s.id FROM S3Object s") == '{"id":1}\n'
     with pytest.raises(QueryUnsupported, match="'blob' holds binary values"):
         run(body, "SELECT * FROM S3Object s")
+    legacy = parquet_file(
+        {"at": pa.array([dt.datetime(2018, 1, 1)], pa.timestamp("ns"))},
+        use_deprecated_int96_timestamps=True,
+    )
+    with pytest.raises(QueryUnsupported, match="'at' holds INT96 timestamps"):
+        run(legacy, "SELECT * FROM S3Object s")
 
 
 # --- reads: only what the query needs ------------------------------------------------------

@@ -92,8 +92,7 @@ def chunks(
     plan, read = _resolved(plan, schema)
     if request.rows_format == "csv":
         _refuse_nested_csv(plan, schema, read)
-    for name in read:
-        _check_type(name, schema.field(name).type, reader.metadata.schema, schema)
+    _check_types(read, schema, reader.metadata.schema)
     terms = _terms(plan.where, schema)
     groups = [
         i
@@ -227,21 +226,20 @@ def _refuse_nested_csv(plan: sql.Plan, schema: pa.Schema, read: list[str]) -> No
         )
 
 
-def _check_type(
-    name: str, data_type: pa.DataType, parquet_schema: pq.ParquetSchema, schema: pa.Schema
-) -> None:
+def _check_types(read: list[str], schema: pa.Schema, parquet_schema: pq.ParquetSchema) -> None:
     """Refuse the types S3 Select does not read: binary, INT96, maps, durations, intervals."""
     physical = {
         parquet_schema.column(i).path.split(".")[0]: parquet_schema.column(i).physical_type
         for i in range(len(parquet_schema))
     }
-    problem = _unsupported(data_type)
-    if physical.get(name) == "INT96":
-        problem = "INT96 timestamps"
-    if problem:
-        raise QueryUnsupported(
-            f"column {name!r} holds {problem}, which S3 Select does not read from Parquet"
-        )
+    for name in read:
+        problem = _unsupported(schema.field(name).type)
+        if physical.get(name) == "INT96":
+            problem = "INT96 timestamps"
+        if problem:
+            raise QueryUnsupported(
+                f"column {name!r} holds {problem}, which S3 Select does not read from Parquet"
+            )
 
 
 def _unsupported(data_type: pa.DataType) -> str | None:
