@@ -212,6 +212,8 @@ def test_limit_stops_the_reads_at_the_first_row_group(wide) -> None:
     text, s3, _ = reads(wide, "SELECT * FROM S3Object s LIMIT 10")
     assert text.count("\n") == 10
     assert len(s3.requests) == 2
+    text, s3, _ = reads(wide, "SELECT s.c0 FROM S3Object s WHERE s.c1 > 7 LIMIT 0")
+    assert (text, len(s3.requests)) == ("", 1)  # the footer alone
 
 
 # --- limits and hostile files --------------------------------------------------------------

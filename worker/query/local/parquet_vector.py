@@ -141,23 +141,22 @@ def rows(
     names = _names(plan, columns)
     render = _JsonLines(names) if rows_format == "json" else _CsvLines(len(names))
     emitted = 0
+    if plan.limit == 0:
+        return  # before the first batch: nothing is fetched
     for batch in batches:
         if plan.limit is not None:
             batch = batch.slice(0, plan.limit - emitted)
-        if not batch.num_rows:
-            if plan.limit is not None and emitted >= plan.limit:
-                return
-            continue
-        fields = [batch.column(c) for c in columns]
-        text = render.lines(fields)
-        if text is None:
-            values = zip(*(field.to_pylist() for field in fields), strict=True)
-            records = ((names, list(record)) for record in values)
-            text = "".join(serialise(records, rows_format, emitted + 1))
-        yield text
-        emitted += batch.num_rows
+        if batch.num_rows:
+            fields = [batch.column(c) for c in columns]
+            text = render.lines(fields)
+            if text is None:
+                values = zip(*(field.to_pylist() for field in fields), strict=True)
+                records = ((names, list(record)) for record in values)
+                text = "".join(serialise(records, rows_format, emitted + 1))
+            yield text
+            emitted += batch.num_rows
         if plan.limit is not None and emitted >= plan.limit:
-            return
+            return  # the next batch, and row group, is never fetched
 
 
 def _float_text(field: pa.Array) -> pa.Array | None:
