@@ -283,7 +283,9 @@ def main() -> None:
             for name, sql in QUERIES.items()
             if "LIMIT" not in name
         }
-        report_gzip(results, size, gzipped.stat().st_size)
+        packed = gzipped.stat().st_size / 2**20
+        title = f"{size / 2**20:.0f} MiB CSV as {packed:.0f} MiB of GZIP; MB/s of the CSV"
+        report_table(title, results, size, reads=False)
         data = Path(tmp) / "wide.parquet"
         # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
         command = [sys.executable, __file__, "--parquet-to", str(data), str(args.size_mib)]
@@ -294,36 +296,28 @@ def main() -> None:
             name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
             for name, sql in queries.items()
         }
-    report_parquet(results, size, rows)
+    title = f"{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s of the object"
+    report_table(title, results, size, reads=True)
 
 
-def report_gzip(results: dict[str, dict[str, dict[str, Any]]], size: int, packed: int) -> None:
-    """Print the GZIP CSV table: MB/s per vCPU of the uncompressed CSV, and peak RSS."""
-    print(f"\n{size / 2**20:.0f} MiB CSV as {packed / 2**20:.0f} MiB of GZIP; MB/s of the CSV")
-    print(f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'RSS MiB':>9}")
+def report_table(
+    title: str, results: dict[str, dict[str, dict[str, Any]]], size: int, reads: bool
+) -> None:
+    """Print MB/s per vCPU of ``size`` bytes and peak RSS per run (``reads``: GETs and share
+    of the object fetched too), then the figures as one JSON line."""
+    print(f"\n{title}")
+    reads_header = f"{'GETs':>6}{'read':>8}" if reads else ""
+    print(f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'RSS MiB':>9}{reads_header}")
     for name, runs in results.items():
         for contender, run in runs.items():
             rate = size / 1e6 / max(run["cpu_seconds"], 1e-3)
             run["mb_per_cpu_second"] = round(rate, 1)
-            print(f"{name:<21}{contender:<16}{rate:>10.1f}{run['peak_rss_mib']:>9.1f}")
-    print(json.dumps({"gzip_csv_bytes": size, "gzip_bytes": packed, "results": results}))
-
-
-def report_parquet(results: dict[str, dict[str, dict[str, Any]]], size: int, rows: int) -> None:
-    """Print the Parquet table: MB/s per vCPU of the object, GETs, share read, peak RSS."""
-    print(f"\n{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s per vCPU of the object")
-    print(f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'RSS MiB':>9}{'GETs':>6}{'read':>8}")
-    for name, runs in results.items():
-        for contender, run in runs.items():
-            rate = size / 1e6 / max(run["cpu_seconds"], 1e-3)
-            run["mb_per_cpu_second"] = round(rate, 1)
-            gets = str(run.get("gets", "-"))
-            share = f"{run['bytes_fetched'] / size:.1%}" if "bytes_fetched" in run else "-"
-            print(
-                f"{name:<21}{contender:<16}{rate:>10.1f}{run['peak_rss_mib']:>9.1f}"
-                f"{gets:>6}{share:>8}"
-            )
-    print(json.dumps({"parquet_object_bytes": size, "rows": rows, "results": results}))
+            line = f"{name:<21}{contender:<16}{rate:>10.1f}{run['peak_rss_mib']:>9.1f}"
+            if reads:
+                share = f"{run['bytes_fetched'] / size:.1%}" if "bytes_fetched" in run else "-"
+                line += f"{run.get('gets', '-')!s:>6}{share:>8}"
+            print(line)
+    print(json.dumps({"title": title, "bytes": size, "results": results}))
 
 
 def report(results: dict[str, dict[str, dict[str, Any]]], size: int, rows: int) -> None:

@@ -54,7 +54,7 @@ MAX_SUMMED_INT = 10**12
 # Text that JSON escapes, or that a CSV writer quotes: such batches go to the Python serialiser.
 JSON_SPECIAL = r'[\x00-\x1f"\\]'
 CSV_SPECIAL = r'[,"\r\n]'
-_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
+COMPARISON_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
     "=": pc.equal,
     "!=": pc.not_equal,
     "<": pc.less,
@@ -279,7 +279,7 @@ def _compile(expr: sql.Expr, layout: _FastLayout) -> Value:
         return lambda batch: convert(operand(batch))
     if isinstance(expr, sql.Compare):
         left, right, kernel = _compile(expr.left, layout), _compile(expr.right, layout), expr.op
-        return lambda batch: _KERNELS[kernel](left(batch), right(batch))
+        return lambda batch: COMPARISON_KERNELS[kernel](left(batch), right(batch))
     if isinstance(expr, sql.Between):
         low = sql.Compare(">=", expr.operand, expr.low)
         return _compile(

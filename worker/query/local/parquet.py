@@ -39,6 +39,7 @@ from worker.query.local.caps import (
     over_max_record_size,
 )
 from worker.query.local.evaluator import evaluate
+from worker.query.local.fast import COMPARISON_KERNELS
 from worker.query.local.fastplan import Declined, literal_value
 from worker.query.local.parquet_ranges import ParquetInvalid, ParquetRanges
 from worker.query.local.reader import RangedObject, Records
@@ -54,14 +55,6 @@ MAX_READ_BYTES = 128 << 20
 BOMB_FLOOR_BYTES = 1 << 20
 # Values per batch: its Python rows (~80 bytes a value) stay near 10 MiB whatever the width.
 BATCH_VALUES = 1 << 17
-_MASKS = {
-    "=": pc.equal,
-    "!=": pc.not_equal,
-    "<": pc.less,
-    "<=": pc.less_equal,
-    ">": pc.greater,
-    ">=": pc.greater_equal,
-}
 _FLIPPED = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
@@ -348,7 +341,7 @@ def _may_match(reader: pq.ParquetFile, index: int, terms: list[_Term] | None) ->
 def _mask(batch: pa.RecordBatch, terms: list[_Term]) -> pa.RecordBatch:
     keep = None
     for term in terms:
-        test = _MASKS[term.op](batch.column(term.column), pa.scalar(term.value))
+        test = COMPARISON_KERNELS[term.op](batch.column(term.column), pa.scalar(term.value))
         keep = test if keep is None else pc.and_kleene(keep, test)
     return batch.filter(keep, null_selection_behavior="drop")
 
