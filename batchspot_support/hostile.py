@@ -143,3 +143,148 @@ QUERY_CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] = {
 def message_input(fields: dict[str, str]) -> dict[str, str]:
     """InputFormat's field names as the message contract spells them (``kind`` is ``format``)."""
     return {("format" if name == "kind" else name): value for name, value in fields.items()}
+
+
+# --- Parquet (issue 22): a valid file, then each way its footer or pages can lie ----------
+
+PARQUET_ROWS = 12345  # a count whose varint is found only where the footer counts rows
+
+
+def parquet_file(columns: dict[str, Any], **options: Any) -> bytes:
+    """Return ``columns`` (name -> pyarrow array or list) written as one Parquet file."""
+    import pyarrow as pa  # the support package's one pyarrow user: imported only here
+    import pyarrow.parquet as pq
+
+    out = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), out, **options)
+    return out.getvalue().to_pybytes()
+
+
+def healthy_parquet(rows: int = PARQUET_ROWS) -> bytes:
+    """Return a file of an integer and a text column, one row group."""
+    return parquet_file({"i": list(range(rows)), "s": [f"row {i}" for i in range(rows)]})
+
+
+def _footer(data: bytes) -> tuple[bytes, bytes]:
+    """Split a Parquet file into its body and its footer (the trailer dropped)."""
+    length = int.from_bytes(data[-8:-4], "little")
+    return data[: -8 - length], data[-8 - length : -8]
+
+
+def _framed(body: bytes, footer: bytes) -> bytes:
+    return body + footer + len(footer).to_bytes(4, "little") + b"PAR1"
+
+
+def _varint(value: int) -> bytes:
+    """Thrift compact protocol's unsigned varint (of a zigzag-encoded i64 here)."""
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def claiming_rows(rows: int) -> bytes:
+    """Return a file whose footer and row group claim ``rows`` rows; its columns hold 12345.
+
+    The four i64 fields holding 12345 are, in order, the file's num_rows, each column's
+    num_values, and the row group's num_rows: the first and last are rewritten.
+    """
+    body, footer = _footer(healthy_parquet())
+    field = b"\x16" + _varint(PARQUET_ROWS << 1)
+    claim = b"\x16" + _varint(rows << 1)
+    first, last = footer.index(field), footer.rindex(field)
+    footer = (
+        footer[:first]
+        + claim
+        + footer[first + len(field) : last]
+        + claim
+        + footer[last + len(field) :]
+    )
+    return _framed(body, footer)
+
+
+def claiming_columns(columns: int) -> bytes:
+    """Return a file whose schema list claims ``columns`` elements (it holds three)."""
+    body, footer = _footer(healthy_parquet())
+    schema_list = b"\x19\x3c"  # field 2, a list of 3 structs
+    at = footer.index(schema_list)
+    footer = footer[:at] + b"\x19\xfc" + _varint(columns) + footer[at + len(schema_list) :]
+    return _framed(body, footer)
+
+
+def chunks_outside() -> bytes:
+    """Return a large file's footer over a small body: its chunks lie past the end."""
+    body, footer = _footer(healthy_parquet(200_000))
+    return _framed(body[:64], footer)
+
+
+def page_bomb() -> bytes:
+    """2 Mi zeros in GZIP pages (PLAIN, no dictionary): 8 MiB from 14 KiB, ~600x.
+
+    Deflate cannot pass ~1032x, and each page's own header and trailer keep it nearer 600x.
+    """
+    import pyarrow as pa
+
+    zeros = pa.Array.from_buffers(pa.int64(), 2 << 20, [None, pa.py_buffer(bytes(16 << 20))])
+    return parquet_file(
+        {"z": zeros}, compression="gzip", use_dictionary=False, data_page_size=64 << 20
+    )
+
+
+def nested(depth: int) -> bytes:
+    """One NULL row of a struct nested ``depth`` levels."""
+    import pyarrow as pa
+
+    data_type = pa.int64()
+    for _ in range(depth):
+        data_type = pa.struct([("x", data_type)])
+    return parquet_file({"n": pa.nulls(1, data_type)})
+
+
+PARQUET = {"kind": "PARQUET"}
+PARQUET_CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] = {
+    "truncated Parquet": (
+        lambda: healthy_parquet()[: len(healthy_parquet()) // 2],
+        "SELECT COUNT(*) FROM S3Object s",
+        PARQUET,
+        "magic bytes PAR1",
+    ),
+    "Parquet footer longer than the object": (
+        lambda: healthy_parquet()[:-8] + (1 << 31).to_bytes(4, "little") + b"PAR1",
+        "SELECT COUNT(*) FROM S3Object s",
+        PARQUET,
+        "its footer claims 2147483648 bytes",
+    ),
+    "Parquet claiming billions of rows": (
+        lambda: claiming_rows(3_000_000_000),
+        "SELECT * FROM S3Object s",
+        PARQUET,
+        "claims 3000000000 rows",
+    ),
+    "Parquet claiming billions of columns": (
+        lambda: claiming_columns(2_000_000_000),
+        "SELECT * FROM S3Object s",
+        PARQUET,
+        "not a readable Parquet file",
+    ),
+    "GZIP Parquet pages inflating 600x": (
+        page_bomb,
+        "SELECT SUM(s.z) FROM S3Object s",
+        PARQUET,
+        "decompression bomb",
+    ),
+    "Parquet schema nested 1000 deep": (
+        lambda: nested(1000),
+        "SELECT * FROM S3Object s",
+        PARQUET,
+        "too deeply nested",
+    ),
+    "Parquet column chunks outside the object": (
+        chunks_outside,
+        "SELECT SUM(s.i) FROM S3Object s",
+        PARQUET,
+        "outside the object's data",
+    ),
+}

@@ -8,6 +8,11 @@ own:
 * ``fast path``: the local engine as the worker runs it (pyarrow where the query allows);
 * ``duckdb``: DuckDB on one thread reading the file itself, the yardstick of issue 14.
 
+Then (issue 22) the same CSV gzipped, on the fast path and in DuckDB; and Parquet: a generated
+file of 20 columns (``c0`` sorted) of about the same size uncompressed, row groups of ~64 MiB,
+Snappy, read by the local engine (``parquet``) and by DuckDB's ``read_parquet`` on one thread;
+for the local engine the GETs and the bytes fetched are printed too, against the object's size.
+
 The local engine reads through the same ranged GETs it makes on S3, answered from the file
 (no emulator between: its CPU would be counted against the engine), and its output streams
 through ``QueryResult.chunks()`` as the worker consumes it. MB/s per vCPU is the file's size
@@ -21,9 +26,11 @@ done before the clock starts: a worker process pays them once. Prints a table, t
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +53,55 @@ QUERIES = {
     "SELECT *": "SELECT * FROM S3Object s",
 }
 CONTENDERS = ("evaluator", "fast path", "duckdb")
+PARQUET_COLUMNS = 20
+PARQUET_GROUP_BYTES = 64 << 20
+PARQUET_CONTENDERS = ("parquet", "duckdb parquet")
+GZIP_CONTENDERS = ("gzip fast path", "duckdb gzip")
+
+
+def parquet_queries(rows: int) -> dict[str, str]:
+    """Issue 22's Parquet queries; the sorted column's WHERE matches 1% of ``rows``."""
+    return {
+        "COUNT(*)": "SELECT COUNT(*) FROM S3Object s",
+        "WHERE + SUM": "SELECT SUM(s.c2) FROM S3Object s WHERE s.c1 > 3",
+        f"SELECT * LIMIT {LIMIT_ROWS}": f"SELECT * FROM S3Object s LIMIT {LIMIT_ROWS}",
+        "2 of 20 columns": "SELECT SUM(s.c3), MAX(s.c4) FROM S3Object s",
+        "sorted WHERE, 1%": f"SELECT * FROM S3Object s WHERE s.c0 < {rows // 100}",
+        "SELECT *": "SELECT * FROM S3Object s",
+    }
+
+
+def generate_parquet(path: Path, size: int) -> int:
+    """Write 20 columns (int64, float64, text; ``c0`` sorted) of ~``size`` bytes uncompressed,
+    one row group per ~64 MiB, Snappy; return the rows written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    row_bytes = 8 * 15 + 11 * 5  # 15 numeric columns and 5 texts of 11 characters
+    group_rows = PARQUET_GROUP_BYTES // row_bytes
+    total = max(1, size // row_bytes)
+    writer = None
+    for first in range(0, total, group_rows):
+        ids = pa.array(range(first, min(total, first + group_rows)), pa.int64())
+        columns = {"c0": ids, "c1": pc.bit_wise_and(ids, 7)}
+        for i in range(2, PARQUET_COLUMNS):
+            scrambled = pc.bit_wise_and(pc.multiply(ids, 2654435761 + i), 0xFFFFF)
+            if i % 4 == 0:
+                zone = pc.cast(pc.add(pc.bit_wise_and(scrambled, 0xFF), 100_000), pa.string())
+                columns[f"c{i}"] = pc.binary_join_element_wise("zone ", zone, "")
+            elif i % 2:
+                columns[f"c{i}"] = scrambled
+            else:
+                columns[f"c{i}"] = pc.divide(pc.cast(scrambled, pa.float64()), 8.0)
+        table = pa.table(columns)
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="snappy")
+        writer.write_table(table, row_group_size=group_rows)
+    if writer is not None:
+        writer.close()
+    return total
+
+
 BUDGETS_MIB = {"evaluator": 128, "fast path": 256}  # issue 14's peak RSS per worker process
 
 
@@ -73,12 +129,18 @@ class FileS3:
     def __init__(self, path: Path) -> None:
         self._file = path.open("rb")
         self._size = path.stat().st_size
+        self.gets = 0
 
     def get_object(self, Bucket: str, Key: str, Range: str, IfMatch: str | None = None) -> Any:
         """Answer one ranged GET as S3 does (ContentRange, ETag)."""
         import io
 
-        first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", Range).groups())
+        self.gets += 1
+        suffix = re.fullmatch(r"bytes=-(\d+)", Range)  # the Parquet footer's GET
+        if suffix:
+            first, last = max(0, self._size - int(suffix.group(1))), self._size - 1
+        else:
+            first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", Range).groups())
         self._file.seek(first)
         part = self._file.read(last + 1 - first)
         return {
@@ -90,7 +152,7 @@ class FileS3:
 
 def child(contender: str, sql: str, path: Path) -> None:
     """Run one query with one contender and print what it cost (in the child process)."""
-    if contender == "duckdb":
+    if contender.startswith("duckdb"):
         import duckdb
 
         run = _duckdb_run(duckdb, sql, path)
@@ -112,8 +174,12 @@ def _local_run(contender: str, sql: str, path: Path) -> dict[str, Any]:
     from worker.query.local.fastplan import refusal
     from worker.query.local.sql import compile_query
 
-    local.FAST_PATH = contender == "fast path"
-    if local.FAST_PATH and refusal(compile_query(sql), InputFormat()) is None:
+    fmt = InputFormat(compression="GZIP") if path.suffix == ".gz" else InputFormat()
+    fmt = InputFormat(kind="PARQUET") if path.suffix == ".parquet" else fmt
+    local.FAST_PATH = contender != "evaluator"
+    if fmt.kind == "PARQUET":
+        import worker.query.local.parquet  # once per worker process, not per query
+    elif local.FAST_PATH and refusal(compile_query(sql), fmt) is None:
         import worker.query.local.fast  # noqa: F401 - once per worker process, not per query
     deadlines: list[Deadline] = []
 
@@ -124,7 +190,8 @@ def _local_run(contender: str, sql: str, path: Path) -> dict[str, Any]:
 
     local.Deadline = CountingDeadline
     started, cpu = time.monotonic(), _cpu_seconds()
-    result = run_query(FileS3(path), QueryRequest("b", "k", sql, InputFormat()), "local")
+    s3 = FileS3(path)
+    result = run_query(s3, QueryRequest("b", "k", sql, fmt), "local")
     records = output_bytes = 0
     for chunk in result.chunks():
         records += chunk.count("\n")
@@ -136,6 +203,7 @@ def _local_run(contender: str, sql: str, path: Path) -> dict[str, Any]:
         "output_bytes": output_bytes,
         "rows_read": sum(d.records for d in deadlines),
         "bytes_fetched": result.bytes_scanned,
+        "gets": s3.gets,
     }
 
 
@@ -143,7 +211,11 @@ def _duckdb_run(duckdb: Any, sql: str, path: Path) -> dict[str, Any]:
     """The same query in DuckDB's SQL, on one thread, every field read as text (as S3 Select)."""
     connection = duckdb.connect()
     connection.execute("SET threads = 1")
-    table = f"read_csv('{path}', header = true, all_varchar = true)"
+    table = (
+        f"read_parquet('{path}')"
+        if path.suffix == ".parquet"
+        else f"read_csv('{path}', header = true, all_varchar = true)"
+    )
     duck_sql = (
         sql.replace("FROM S3Object s", f"FROM {table}")
         .replace("s.", "")
@@ -151,10 +223,13 @@ def _duckdb_run(duckdb: Any, sql: str, path: Path) -> dict[str, Any]:
         .replace("AS INT", "AS INTEGER")
     )
     started, cpu = time.monotonic(), _cpu_seconds()
-    if "COUNT" in sql or "SUM" in sql:
+    if "COUNT" in sql or "SUM" in sql or "MAX" in sql:
         records = len(connection.execute(duck_sql).fetchall())
     else:  # serialised as JSON lines, as the engines' output is, and thrown away
-        connection.execute(f"COPY ({duck_sql}) TO '/dev/null' (FORMAT json)")
+        # Into the temporary directory: DuckDB locks its target, and /dev/null is shared.
+        target = path.with_suffix(".out.json")
+        connection.execute(f"COPY ({duck_sql}) TO '{target}' (FORMAT json)")
+        target.unlink()
         records = int(re.search(r"LIMIT (\d+)", sql).group(1)) if "LIMIT" in sql else -1
     return {
         "seconds": time.monotonic() - started,
@@ -178,7 +253,11 @@ def main() -> None:
     parser.add_argument(
         "--child", nargs=3, metavar=("CONTENDER", "SQL", "PATH"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--parquet-to", nargs=2, metavar=("PATH", "MIB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.parquet_to:
+        print(generate_parquet(Path(args.parquet_to[0]), int(args.parquet_to[1]) << 20))
+        return
     if args.child:
         contender, sql, path = args.child
         child(contender, sql, Path(path))
@@ -195,7 +274,50 @@ def main() -> None:
             name: {contender: run_child(contender, sql, data) for contender in CONTENDERS}
             for name, sql in QUERIES.items()
         }
-    report(results, size, rows)
+        report(results, size, rows)
+        gzipped = Path(tmp) / "taxi.csv.gz"
+        with data.open("rb") as plain, gzip.open(gzipped, "wb", compresslevel=6) as packed:
+            shutil.copyfileobj(plain, packed, 1 << 20)
+        results = {
+            name: {contender: run_child(contender, sql, gzipped) for contender in GZIP_CONTENDERS}
+            for name, sql in QUERIES.items()
+            if "LIMIT" not in name
+        }
+        packed = gzipped.stat().st_size / 2**20
+        title = f"{size / 2**20:.0f} MiB CSV as {packed:.0f} MiB of GZIP; MB/s of the CSV"
+        report_table(title, results, size, reads=False)
+        data = Path(tmp) / "wide.parquet"
+        # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
+        command = [sys.executable, __file__, "--parquet-to", str(data), str(args.size_mib)]
+        rows = int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        size = data.stat().st_size
+        queries = parquet_queries(rows)
+        results = {
+            name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
+            for name, sql in queries.items()
+        }
+    title = f"{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s of the object"
+    report_table(title, results, size, reads=True)
+
+
+def report_table(
+    title: str, results: dict[str, dict[str, dict[str, Any]]], size: int, reads: bool
+) -> None:
+    """Print MB/s per vCPU of ``size`` bytes and peak RSS per run (``reads``: GETs and share
+    of the object fetched too), then the figures as one JSON line."""
+    print(f"\n{title}")
+    reads_header = f"{'GETs':>6}{'read':>8}" if reads else ""
+    print(f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'RSS MiB':>9}{reads_header}")
+    for name, runs in results.items():
+        for contender, run in runs.items():
+            rate = size / 1e6 / max(run["cpu_seconds"], 1e-3)
+            run["mb_per_cpu_second"] = round(rate, 1)
+            line = f"{name:<21}{contender:<16}{rate:>10.1f}{run['peak_rss_mib']:>9.1f}"
+            if reads:
+                share = f"{run['bytes_fetched'] / size:.1%}" if "bytes_fetched" in run else "-"
+                line += f"{run.get('gets', '-')!s:>6}{share:>8}"
+            print(line)
+    print(json.dumps({"title": title, "bytes": size, "results": results}))
 
 
 def report(results: dict[str, dict[str, dict[str, Any]]], size: int, rows: int) -> None:

@@ -26,6 +26,7 @@ JsonType = Literal["LINES", "DOCUMENT"]
 
 _COMPRESSION_SUFFIXES: dict[str, Compression] = {".gz": "GZIP", ".gzip": "GZIP", ".bz2": "BZIP2"}
 _JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+_PARQUET_SUFFIX = ".parquet"
 
 
 class MessageError(ValueError):
@@ -36,7 +37,7 @@ class MessageError(ValueError):
 class InputFormat:
     """How the source object is encoded; mirrors S3 Select's InputSerialization."""
 
-    kind: Literal["CSV", "JSON"] = "CSV"
+    kind: Literal["CSV", "JSON", "PARQUET"] = "CSV"
     csv_header: CsvHeader = "USE"
     delimiter: str = ","
     quote: str = '"'
@@ -54,8 +55,10 @@ class InputFormat:
                     "AllowQuotedRecordDelimiter": True,
                 }
             }
-        else:
+        elif self.kind == "JSON":
             body = {"JSON": {"Type": self.json_type}}
+        else:
+            body = {"Parquet": {}}
         body["CompressionType"] = self.compression
         return body
 
@@ -94,7 +97,7 @@ class _Field:
 
 
 _INPUT_FIELDS = {
-    "format": _Field((str,), choices=("CSV", "JSON")),
+    "format": _Field((str,), choices=("CSV", "JSON", "PARQUET")),
     "csv_header": _Field((str,), choices=("USE", "IGNORE", "NONE")),
     "delimiter": _Field((str,)),
     "quote": _Field((str,)),
@@ -232,9 +235,9 @@ def _event_field(record: Any, *path: str) -> str:
 def parse_input_format(spec: dict[str, Any] | None, key: str) -> InputFormat:
     """Build the input format from a message's ``input`` field, defaulting from the key.
 
-    The defaults follow the suffix (``.json``/``.jsonl`` is JSON lines, ``.gz``/``.bz2`` is
-    compressed, anything else CSV with a header) because that is right for the common case
-    and a seeder should not have to say it.
+    The defaults follow the suffix (``.json``/``.jsonl`` is JSON lines, ``.parquet`` is
+    Parquet, ``.gz``/``.bz2`` is compressed, anything else CSV with a header) because that is
+    right for the common case and a seeder should not have to say it.
     """
     spec = spec or {}
     _check_fields(spec, _INPUT_FIELDS, "'input'")
@@ -245,14 +248,24 @@ def parse_input_format(spec: dict[str, Any] | None, key: str) -> InputFormat:
             compression = kind
             lowered = lowered[: -len(suffix)]
     guessed_kind = "JSON" if lowered.endswith(_JSON_SUFFIXES) else "CSV"
+    if lowered.endswith(_PARQUET_SUFFIX):
+        guessed_kind = "PARQUET"
     for name in ("delimiter", "quote"):
         if name in spec and len(spec[name]) != 1:
             raise MessageError(f"field {name!r} in 'input' must be one character")
+    kind = spec.get("format", guessed_kind)
+    compression = spec.get("compression", compression)
+    if kind == "PARQUET" and compression != "NONE":
+        # S3 Select's documented rule: Parquet compresses by column, never as a whole object.
+        raise MessageError(
+            f"a Parquet source cannot have whole-object compression ({compression}); "
+            f"Parquet compresses its columns itself: use compression NONE"
+        )
     return InputFormat(
-        kind=spec.get("format", guessed_kind),
+        kind=kind,
         csv_header=spec.get("csv_header", "USE"),
         delimiter=spec.get("delimiter", ","),
         quote=spec.get("quote", '"'),
         json_type=spec.get("json_type", "LINES"),
-        compression=spec.get("compression", compression),
+        compression=compression,
     )

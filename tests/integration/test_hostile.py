@@ -25,8 +25,10 @@ from batchspot.emulators import Emulator
 from batchspot.fleet import Fleet, worker_env
 from batchspot_support.hostile import (
     CASES,
+    PARQUET_CASES,
     QUERY_CASES,
     message_input,
+    parquet_file,
     peak_rss_budget_kib,
     ran_fast_path,
 )
@@ -236,3 +238,39 @@ def test_a_hostile_source_or_query_is_settled_amid_healthy_items(
         assert expected in settled[0]["reason"]
         assert settled[0]["next"] == "dead-letter queue"
     assert_contained(run, hostile=1, deadline_seconds=60)
+
+
+def test_every_hostile_parquet_file_fails_for_good_amid_healthy_items(
+    hostile_run, s3, stack
+) -> None:
+    """Issue 22's hostile Parquet files, all in one worker run: each dead-lettered with its
+    reason, the healthy items (a Parquet one too, by its suffix) stored, the worker within the
+    fast path's memory budget."""
+    hostile = [
+        hostile_source(
+            s3,
+            stack,
+            f"hostile-{index}.parquet",
+            make(),
+            query=sql,
+            input=message_input(fields),
+        )
+        for index, (make, sql, fields, _) in enumerate(PARQUET_CASES.values())
+    ]
+    healthy = hostile_source(
+        s3,
+        stack,
+        "healthy.parquet",
+        parquet_file({"i": list(range(1000)), "s": [f"r{i}" for i in range(1000)]}),
+        query="SELECT s.s FROM S3Object s WHERE s.i >= 998",
+    )
+    run = hostile_run([*hostile, healthy], QUERY_ENGINE="local", ITEM_TIMEOUT_SECONDS="60")
+
+    stored = [body for key, body in run.outputs.items() if "healthy.parquet" in key]
+    assert stored == [b'[{"s":"r998"},{"s":"r999"}]'], list(run.outputs)  # rows-to-json
+    for index, (_, _, _, expected) in enumerate(PARQUET_CASES.values()):
+        settled = [e for e in run.items if e["source"].endswith(f"/hostile-{index}.parquet")]
+        assert [e["outcome"] for e in settled] == ["failed"], settled
+        assert expected in settled[0]["reason"]
+        assert settled[0]["next"] == "dead-letter queue"
+    assert_contained(run, hostile=len(PARQUET_CASES) + 1, deadline_seconds=60)

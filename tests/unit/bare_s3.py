@@ -12,6 +12,16 @@ import re
 from typing import Any
 
 
+def byte_range(header: str, size: int) -> tuple[int, int]:
+    """The first and last byte a ``Range`` header asks for: ``bytes=a-b`` or the suffix
+    ``bytes=-n`` (the last n bytes, all of a shorter object), as S3 reads them."""
+    suffix = re.fullmatch(r"bytes=-(\d+)", header)
+    if suffix:
+        return max(0, size - int(suffix.group(1))), size - 1
+    first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", header).groups())
+    return first, last
+
+
 class BytesS3:
     """``get_object`` with ``Range`` over ``objects``; ``bytes_served`` counts what it sent."""
 
@@ -21,7 +31,7 @@ class BytesS3:
 
     def get_object(self, Bucket: str, Key: str, Range: str, IfMatch: str | None = None) -> Any:
         body = self.objects[Key]
-        first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", Range).groups())
+        first, last = byte_range(Range, len(body))
         part = body[first : last + 1]
         self.bytes_served += len(part)
         return {

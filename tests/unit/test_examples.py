@@ -82,6 +82,23 @@ def test_cli_writes_twelve_monthly_files(tmp_path, capsys):
     assert (tmp_path / month_key(7)).read_text() == month_csv(7, rows=3)
 
 
+def test_cli_writes_the_same_trips_as_typed_parquet(tmp_path):
+    """``--format parquet``: the CSV's trips, typed as the TLC's own Parquet files are."""
+    import pyarrow.parquet as pq
+
+    main(["--out", str(tmp_path), "--rows", "5", "--format", "parquet"])
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
+    assert files == [month_key(m, fmt="parquet") for m in range(1, 13)]
+    table = pq.read_table(tmp_path / month_key(7, fmt="parquet"))
+    assert table.column_names == list(COLUMNS)
+    assert str(table.schema.field("tpep_pickup_datetime").type) == "timestamp[us]"
+    rows = list(csv.reader(io.StringIO(month_csv(7, rows=5))))[1:]
+    typed = table.to_pylist()
+    assert [str(t["VendorID"]) for t in typed] == [r[0] for r in rows]
+    assert [f"{t['tpep_pickup_datetime']:%Y-%m-%d %H:%M:%S}" for t in typed] == [r[1] for r in rows]
+    assert [t["trip_distance"] for t in typed] == [float(r[4]) for r in rows]
+
+
 @mock_aws
 def test_upload_puts_the_twelve_keys_under_a_prefix():
     s3 = boto3.client("s3", region_name="us-east-1")

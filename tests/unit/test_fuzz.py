@@ -31,7 +31,8 @@ json_values = st.recursive(
 BATCHSPOT_FIELDS = ("version", "bucket", "key", "etag", "query", "input", "output_key")
 ORIGINAL_FIELDS = ("SourceBucketName", "SourceKeyName", "DestBucketName")
 INPUT_FIELDS = ("format", "csv_header", "delimiter", "quote", "json_type", "compression")
-CHOICES = ("CSV", "JSON", "USE", "IGNORE", "NONE", "LINES", "DOCUMENT", "GZIP", "BZIP2", ",")
+CHOICES = ("CSV", "JSON", "PARQUET", "USE", "IGNORE", "NONE", "LINES", "DOCUMENT", "GZIP", "BZIP2")
+CHOICES += (",", "t.parquet", "t.parquet.gz")
 plausible_values = (
     st.sampled_from(CHOICES) | st.text(min_size=1, max_size=12) | st.just(1) | json_values
 )

@@ -34,6 +34,8 @@ def test_minimal_message_defaults_from_the_key() -> None:
         ("a.JSONL.BZ2", "JSON", "BZIP2"),
         ("logs/a.ndjson", "JSON", "NONE"),
         ("no-suffix", "CSV", "NONE"),
+        ("trip data/yellow_tripdata_2024-01.parquet", "PARQUET", "NONE"),
+        ("A.PARQUET", "PARQUET", "NONE"),
     ],
 )
 def test_input_format_follows_the_suffix(key: str, kind: str, compression: str) -> None:
@@ -152,3 +154,19 @@ def test_bad_messages_are_refused_with_a_clear_reason(body: str, reason: str) ->
     with pytest.raises(MessageError) as refused:
         parse_message(body)
     assert reason in str(refused.value)
+
+
+def test_parquet_is_named_or_guessed_and_never_whole_object_compressed() -> None:
+    """S3 Select reads Parquet as ``InputSerialization={"Parquet": {}}`` and documents that
+    whole-object compression is not supported for Parquet (only its columns compress):
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/selecting-content-from-objects.html
+    """
+    item = parse({"bucket": "in", "key": "trips.data", "input": {"format": "PARQUET"}})
+    assert item.input.kind == "PARQUET"
+    assert item.input.to_s3select() == {"Parquet": {}, "CompressionType": "NONE"}
+    for message in (
+        {"bucket": "in", "key": "trips.parquet.gz"},
+        {"bucket": "in", "key": "t.parquet", "input": {"compression": "GZIP"}},
+    ):
+        with pytest.raises(MessageError, match="cannot have whole-object compression"):
+            parse(message)

@@ -8,6 +8,7 @@ the fast path, not the fallback, produced them where it should.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import subprocess
@@ -77,6 +78,39 @@ def test_the_fast_path_answers_scans_itself_and_as_the_evaluator_does(
     fast = answer(s3, sql, "fast", monkeypatch, rows_format).text
     assert [(e["path"], e["reason"]) for e in paths_log(capsys)] == [("fast", "vectorised")]
     assert fast == answer(s3, sql, "python", monkeypatch, rows_format).text
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+def test_gzip_csv_runs_on_the_fast_path_with_the_evaluators_bytes(sql, monkeypatch, capsys):
+    s3 = BytesS3({"k.gz": gzip.compress(TAXI.encode(), 6)})
+    gzipped = InputFormat(compression="GZIP")
+    texts = []
+    for path in ("fast", "python"):
+        monkeypatch.setattr(local, "FAST_PATH", path == "fast")
+        texts.append(run_query(s3, QueryRequest("b", "k.gz", sql, gzipped), "local").text)
+    assert [e["path"] for e in paths_log(capsys)] == ["fast", "python"]  # fast: not declined
+    assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        gzip.compress(TAXI.encode())[:-5000],  # truncated part way
+        gzip.compress(TAXI.encode())[:100] + b"\x00" * 3000,  # corrupt
+        b"not gzip at all\n",
+    ],
+)
+def test_gzip_that_does_not_decompress_fails_in_the_evaluators_words(body, monkeypatch) -> None:
+    s3 = BytesS3({"k": body})
+    request = QueryRequest("b", "k", QUERIES[1], InputFormat(compression="GZIP"))
+    failures = []
+    for fast in (True, False):
+        monkeypatch.setattr(local, "FAST_PATH", fast)
+        with pytest.raises(QueryError) as failure:
+            run_query(s3, request, "local").text  # noqa: B018 - read, to fail
+        failures.append(str(failure.value))
+    assert failures[0] == failures[1]
+    assert "GZIP" in failures[0]
 
 
 def test_data_declined_part_way_is_rerun_and_passed_on_once(monkeypatch, capsys) -> None:
@@ -264,14 +298,19 @@ def csv_bodies(draw) -> tuple[str, str]:
     sql=st.sampled_from(AGREE_SQL),
     rows_format=st.sampled_from(["json", "csv"]),
     header=st.sampled_from(["NONE", "USE", "IGNORE"]),
+    compression=st.sampled_from(["NONE", "GZIP"]),
 )
-def test_the_paths_agree_on_any_csv(monkeypatch, csv_body, sql, rows_format, header) -> None:
+def test_the_paths_agree_on_any_csv(
+    monkeypatch, csv_body, sql, rows_format, header, compression
+) -> None:
     body, end = csv_body
     if header == "USE":
         sql = sql.replace("s._1", "s.a").replace("s._2", "s.b")
         body = f"a,b{end}{body}"
-    s3 = BytesS3({"k": body.encode()})
-    request = QueryRequest("b", "k", sql, InputFormat(csv_header=header), rows_format)
+    data = gzip.compress(body.encode()) if compression == "GZIP" else body.encode()
+    s3 = BytesS3({"k": data})
+    fmt = InputFormat(csv_header=header, compression=compression)
+    request = QueryRequest("b", "k", sql, fmt, rows_format)
     results = []
     for fast in (True, False):
         monkeypatch.setattr(local, "FAST_PATH", fast)

@@ -87,6 +87,9 @@ def _chunks(
     check_format(request.input)
     deadline = Deadline(request.deadline)
     source = sources[0]
+    if request.input.kind == "PARQUET":
+        yield from _parquet(plan, source, request)
+        return
     why_not = _fast_path_refusal(plan, request)
     if why_not is None and not _OPEN_FAST_SCANS.acquire(blocking=False):
         why_not = f"{MAX_OPEN_FAST_SCANS} fast-path scans are open in this process"
@@ -133,6 +136,15 @@ def _made_in_the_slot(chunks: Iterator[str], deadline_at: float | None) -> Itera
         if chunk is None:
             return
         yield chunk
+
+
+def _parquet(plan: Plan, source: RangedObject, request: QueryRequest) -> Iterator[str]:
+    """Parquet: only the columns and row groups needed, always vectorised (:mod:`.parquet`)."""
+    from worker.query.local import parquet  # pyarrow, as for the fast path
+
+    _log_path(request, None)
+    with _fast_scan_slot(request.deadline):
+        yield from parquet.chunks(source, plan, request, vectorised=FAST_PATH)
 
 
 def _evaluated(

@@ -1,11 +1,12 @@
 """The vectorised fast path: the local engine's queries over Arrow record batches.
 
 pyarrow's streaming CSV reader parses the same ranged GETs the Python evaluator reads
-(:class:`.reader.RangedObject`), a block of 1 MiB at a time, every field as text as S3 Select
-has it; WHERE, projections and aggregates run as Arrow compute kernels over each batch, and
-rows are serialised a batch at a time. Memory holds Arrow's readahead (~32 blocks) and one
-batch, and the item's deadline is checked between batches. Queries with ``LIMIT`` stay with the
-Python evaluator, which stops reading at the rows needed.
+(:class:`.reader.RangedObject`), GZIP inflated on the way under the evaluator's caps (data that
+breaks them, or does not inflate, is handed back), a block of 512 KiB at a time, every field as
+text as S3 Select has it; WHERE, projections and aggregates run as Arrow compute kernels over
+each batch, and rows are serialised a batch at a time. Memory holds Arrow's readahead (~32
+blocks) and one batch, and the item's deadline is checked between batches. Queries with
+``LIMIT`` stay with the Python evaluator, which stops reading at the rows needed.
 
 The output must be the Python evaluator's byte for byte, so this path runs only what it can
 run exactly (:mod:`.fastplan` decides from the SQL) and hands the query back
@@ -20,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,12 +30,12 @@ import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
 from worker.messages import InputFormat
-from worker.query import Deadline, QueryError
+from worker.query import Deadline, QueryError, QueryLimitExceeded
 from worker.query.local import sql
 from worker.query.local.caps import MAX_NUMBER_CHARS, MAX_RECORD_CHARS
 from worker.query.local.evaluator import Accumulator, CsvLayout
 from worker.query.local.fastplan import MAX_EXACT_INT, Declined, kind_of, literal_value
-from worker.query.local.reader import COMMENT, RangedObject
+from worker.query.local.reader import COMMENT, RangedObject, decompressed
 from worker.query.local.serialise import serialise
 
 # Arrow parses a block at a time and refuses a record that spans more than two blocks
@@ -50,9 +52,9 @@ _FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # hold cannot overflow it. Python's integers (the evaluator's) do not overflow at all.
 MAX_SUMMED_INT = 10**12
 # Text that JSON escapes, or that a CSV writer quotes: such batches go to the Python serialiser.
-_JSON_SPECIAL = r'[\x00-\x1f"\\]'
-_CSV_SPECIAL = r'[,"\r\n]'
-_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
+JSON_SPECIAL = r'[\x00-\x1f"\\]'
+CSV_SPECIAL = r'[,"\r\n]'
+COMPARISON_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
     "=": pc.equal,
     "!=": pc.not_equal,
     "<": pc.less,
@@ -75,6 +77,9 @@ def chunks(
     if plan.limit == 0:  # an aggregate's LIMIT 0 (fastplan sends other LIMITs to the evaluator)
         return
     stream = io.BufferedReader(source, buffer_size=PEEK_BYTES)
+    if fmt.compression != "NONE":
+        inflated = _Filled(decompressed(stream, fmt.compression, source), fmt.compression)
+        stream = io.BufferedReader(inflated, buffer_size=PEEK_BYTES)
     first_record = _first_record(stream, fmt)
     layout = _FastLayout(first_record if fmt.csv_header == "USE" else None, len(first_record))
     where = _compile(plan.where, layout) if plan.where is not None else None
@@ -83,6 +88,40 @@ def chunks(
         yield from _aggregate(plan, layout, where, batches, rows_format)
     else:
         yield from _rows(plan, layout, where, batches, rows_format)
+
+
+class _Filled(io.RawIOBase):
+    """Decompressed bytes, each read filled to its size unless the data ends.
+
+    A peek then sees PEEK_BYTES unless the data is shorter, as on uncompressed input. Data
+    that does not decompress, or decompresses past the caps of :mod:`.caps`, declines: the
+    evaluator reads it again and refuses it in its own words.
+    """
+
+    def __init__(self, inflating: io.BufferedIOBase, compression: str) -> None:
+        super().__init__()
+        self._inflating, self._compression = inflating, compression
+
+    def readable(self) -> bool:
+        """Say yes: Arrow reads this."""
+        return True
+
+    def readinto(self, target: Any) -> int:
+        """Fill ``target`` with decompressed bytes; fewer only at the end of the data."""
+        view = memoryview(target).cast("B")
+        filled = 0
+        try:
+            while filled < len(view):
+                count = self._inflating.readinto(view[filled:])
+                if not count:
+                    break
+                filled += count
+        except (QueryLimitExceeded, OSError, EOFError, zlib.error) as error:
+            raise Declined(
+                f"the {self._compression} data does not decompress within the caps "
+                f"({type(error).__name__})"
+            ) from None
+        return filled
 
 
 def _first_record(stream: io.BufferedReader, fmt: InputFormat) -> list[str]:
@@ -240,7 +279,7 @@ def _compile(expr: sql.Expr, layout: _FastLayout) -> Value:
         return lambda batch: convert(operand(batch))
     if isinstance(expr, sql.Compare):
         left, right, kernel = _compile(expr.left, layout), _compile(expr.right, layout), expr.op
-        return lambda batch: _KERNELS[kernel](left(batch), right(batch))
+        return lambda batch: COMPARISON_KERNELS[kernel](left(batch), right(batch))
     if isinstance(expr, sql.Between):
         low = sql.Compare(">=", expr.operand, expr.low)
         return _compile(
@@ -343,26 +382,31 @@ def _column(name: str) -> Value:
     return lambda batch: batch.column(name)
 
 
+def json_prefixes(names: list[str]) -> list[str]:
+    """Return what comes before each field's value in a JSON line: ``{"a":``, ``,"b":``..."""
+    return [
+        ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+        for i, name in enumerate(names)
+    ]
+
+
 class _JsonRows:
     """Writes ``{"name":"text",...,"name":123}`` lines with Arrow's string kernels."""
 
     def __init__(self, names: list[str]) -> None:
-        self._prefixes = [
-            ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
-            for i, name in enumerate(names)
-        ]
+        self._prefixes = json_prefixes(names)
 
     def fast(self, fields: list[pa.Array]) -> str | None:
         """Return the batch's lines, or None if a text value needs JSON escaping."""
         parts: list[Any] = []
         for prefix, field in zip(self._prefixes, fields, strict=True):
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, _JSON_SPECIAL)).as_py():
+                if pc.any(pc.match_substring_regex(field, JSON_SPECIAL)).as_py():
                     return None
                 parts += [prefix + '"', field, '"']
             else:
                 parts += [prefix, pc.cast(field, pa.string())]
-        return _joined(pc.binary_join_element_wise(*parts, "}\n", ""))
+        return joined_lines(pc.binary_join_element_wise(*parts, "}\n", ""))
 
 
 class _CsvRows:
@@ -376,7 +420,7 @@ class _CsvRows:
         texts = []
         for field in fields:
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, _CSV_SPECIAL)).as_py():
+                if pc.any(pc.match_substring_regex(field, CSV_SPECIAL)).as_py():
                     return None
                 # csv.writer quotes the one empty field of a one-field record.
                 if self._width == 1 and pc.any(pc.equal(pc.utf8_length(field), 0)).as_py():
@@ -384,17 +428,17 @@ class _CsvRows:
                 texts.append(field)
             else:
                 texts.append(pc.cast(field, pa.string()))
-        return _joined(pc.binary_join_element_wise(*_interleave(texts, ","), "\n", ""))
+        return joined_lines(pc.binary_join_element_wise(*interleave(texts, ","), "\n", ""))
 
 
-def _interleave(texts: list[Any], separator: str) -> list[Any]:
+def interleave(texts: list[Any], separator: str) -> list[Any]:
     parts: list[Any] = []
     for i, text in enumerate(texts):
         parts += [separator, text] if i else [text]
     return parts
 
 
-def _joined(lines: pa.Array) -> str:
+def joined_lines(lines: pa.Array) -> str:
     """Return a string array's lines as one str; Declined for a line that may pass 1 MiB.
 
     The lines lie end to end in the array's data buffer: one slice of it, decoded once.
@@ -423,7 +467,7 @@ def _aggregate(
         assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
         operand = _compile(node.operand, layout) if node.operand is not None else None
         kind = kind_of(node.operand) if node.operand is not None else "int"
-        folds.append(_Fold(node, operand, kind))
+        folds.append(Fold(node, operand, kind))
     for batch in batches:
         selected = _mask(where, batch)
         for fold in folds:
@@ -432,7 +476,7 @@ def _aggregate(
     yield from serialise([(names, [fold.result() for fold in folds])], rows_format)
 
 
-class _Fold:
+class Fold:
     """One aggregate over batches, into the evaluator's own :class:`.evaluator.Accumulator`.
 
     The accumulator's ``result`` then types the answer as the Python evaluator does (AVG of
@@ -451,6 +495,8 @@ class _Fold:
             return
         values = self._operand(batch)
         state.count += len(values)
+        if not len(values):  # every value NULL (Parquet): nothing to add, as in SQL
+            return
         if self._function in ("SUM", "AVG"):
             state.total = self._sum(values, state.total)
         elif self._function in ("MIN", "MAX"):

@@ -62,6 +62,10 @@ _CONTINUATION = bytes(range(0x80, 0xC0))
 csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_CHARS))
 
 
+class EmptyObject(Exception):
+    """S3 refused a range because the object is empty (416 InvalidRange on the first GET)."""
+
+
 class RangedObject(io.RawIOBase):
     """An S3 object as a readable stream, fetched in growing ranges only as it is read.
 
@@ -88,6 +92,7 @@ class RangedObject(io.RawIOBase):
         self._pending = memoryview(b"")
         self.bytes_fetched = 0
         self.bytes_read = 0
+        self.gets = 0
         self.etag = etag
 
     def readable(self) -> bool:
@@ -112,18 +117,33 @@ class RangedObject(io.RawIOBase):
     def _fetch(self) -> bool:
         if self._size is not None and self._offset >= self._size:
             return False
-        last = self._offset + self._next_range - 1
-        request = {"Bucket": self._bucket, "Key": self._key}
-        request["Range"] = f"bytes={self._offset}-{last}"
+        try:
+            body = self.fetch_range(f"bytes={self._offset}-{self._offset + self._next_range - 1}")
+        except EmptyObject:
+            self._size = 0
+            return False
+        self._offset += len(body)
+        self._next_range = min(self._next_range * 2, self._max_range)
+        self._pending = memoryview(body)
+        return bool(body)
+
+    def fetch_range(self, byte_range: str) -> bytes:
+        """One GET of ``byte_range`` (``bytes=first-last`` or ``bytes=-suffix``), pinned.
+
+        The first GET learns the object's size and ETag; every later one carries If-Match on
+        that ETag. ``gets`` and ``bytes_fetched`` count what S3 was asked for and sent.
+        """
+        request = {"Bucket": self._bucket, "Key": self._key, "Range": byte_range}
         if self.etag:
             request["IfMatch"] = self.etag
+        self.gets += 1
         try:
             response = self._s3.get_object(**request)
             body = response["Body"].read()
         except ClientError as error:
-            if self._offset == 0 and error_code(error) == "InvalidRange":
+            if self._size is None and error_code(error) == "InvalidRange":
                 self._size = 0  # S3 answers a range on an empty object with 416
-                return False
+                raise EmptyObject from None
             if is_throttling(error):
                 raise QueryThrottled(self._describe(error)) from None
             raise QueryError(self._describe(error)) from None
@@ -131,10 +151,12 @@ class RangedObject(io.RawIOBase):
         self._size = int(match.group(1)) if match else len(body)  # no range: the whole object
         self.etag = self.etag or response.get("ETag")
         self.bytes_fetched += len(body)
-        self._offset += len(body)
-        self._next_range = min(self._next_range * 2, self._max_range)
-        self._pending = memoryview(body)
-        return bool(body)
+        return body
+
+    @property
+    def size(self) -> int | None:
+        """The object's size in bytes, known once a range has been fetched."""
+        return self._size
 
     def _describe(self, error: ClientError) -> str:
         source = f"s3://{self._bucket}/{self._key}"
@@ -170,7 +192,7 @@ def open_records(source: RangedObject, fmt: InputFormat, deadline: Deadline) -> 
     ``deadline`` is checked between lines and JSON records, and counts the records read.
     """
     check_format(fmt)
-    binary = _decompressed(io.BufferedReader(source, buffer_size=1 << 16), fmt.compression, source)
+    binary = decompressed(io.BufferedReader(source, buffer_size=1 << 16), fmt.compression, source)
     try:
         if fmt.kind == "CSV":
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
@@ -202,7 +224,7 @@ def check_format(fmt: InputFormat) -> None:
         )
 
 
-def _decompressed(
+def decompressed(
     raw: io.BufferedReader, compression: str, source: RangedObject
 ) -> io.BufferedIOBase:
     if compression == "NONE":
