@@ -139,12 +139,23 @@ def _made_in_the_slot(chunks: Iterator[str], deadline_at: float | None) -> Itera
 
 
 def _parquet(plan: Plan, source: RangedObject, request: QueryRequest) -> Iterator[str]:
-    """Parquet: only the columns and row groups needed, always vectorised (:mod:`.parquet`)."""
+    """Parquet: only the columns and row groups needed, always vectorised (:mod:`.parquet`).
+
+    An open Parquet scan holds a row group's columns, so it counts among the process's open
+    fast-path scans; Parquet has no other path, so a scan waits for one (until the item's
+    deadline) rather than declining. Each batch is made in the slot, as on the fast path.
+    """
     from worker.query.local import parquet  # pyarrow, as for the fast path
 
     _log_path(request, None)
-    with _fast_scan_slot(request.deadline):
-        yield from parquet.chunks(source, plan, request, vectorised=FAST_PATH)
+    wait = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+    if not _OPEN_FAST_SCANS.acquire(timeout=wait):
+        raise QueryTimeout("the item's deadline passed while waiting for an open Parquet scan")
+    try:
+        produced = parquet.chunks(source, plan, request, vectorised=FAST_PATH)
+        yield from _made_in_the_slot(produced, request.deadline)
+    finally:
+        _OPEN_FAST_SCANS.release()
 
 
 def _evaluated(
