@@ -648,6 +648,7 @@ def redrive(
         "MOTO_DOCKER_NETWORK_MODE=host)",
         "local_base": "with --containers: build on a base made here from Debian's packages "
         "(as invoke build --local-base)",
+        "format": "the sample's format: csv, or parquet (typed as the TLC's own files)",
     }
 )
 def local(
@@ -660,6 +661,7 @@ def local(
     name: str = "batchspot",
     containers: bool = False,
     local_base: bool = False,
+    format: str = "csv",
 ) -> None:
     """Run the whole pipeline on this machine: emulator, Terraform, sample data, seed, workers."""
     from pathlib import Path
@@ -677,6 +679,7 @@ def local(
         name=name,
         containers=containers,
         local_base=local_base,
+        fmt=format,  # type: ignore[arg-type]
     )
     print(run.summary())
     if run.failed or run.dead_lettered or any(run.worker_exit_codes):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from batchspot import image, terraform
 from batchspot.aws import client
@@ -47,7 +47,7 @@ from batchspot.report import (
     from_log_dir,
     write_report,
 )
-from batchspot.sample_data import upload_dataset
+from batchspot.sample_data import Format, upload_dataset
 from batchspot.seed import seed
 from worker.final import FinalSettings, run_final
 from worker.manifest import Counts, Run
@@ -158,14 +158,17 @@ def run_local(
     *,
     containers: bool = False,
     local_base: bool = False,
+    fmt: Format = "csv",
 ) -> LocalRun:
     """Run the whole pipeline against a local emulator; return what happened.
 
     ``name`` prefixes every resource, so several runs can share one long-lived emulator.
     ``containers`` runs the workers as containers of the image, built on the local base with
     ``local_base``, by moto's Batch (an ``endpoint`` must then be a moto started with
-    ``MOTO_DOCKER_NETWORK_MODE=host``).
+    ``MOTO_DOCKER_NETWORK_MODE=host``). ``fmt`` writes the sample as CSV or Parquet.
     """
+    if fmt not in get_args(Format):
+        raise OperatorError(f"--format must be one of {', '.join(get_args(Format))}, got {fmt!r}")
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     logs = state_dir / "logs"
@@ -201,7 +204,7 @@ def run_local(
             targets=targets,
         )
         s3, sqs = client("s3"), client("sqs")
-        keys = upload_dataset(s3, outputs["input_bucket"], rows=rows)
+        keys = upload_dataset(s3, outputs["input_bucket"], rows=rows, fmt=fmt)
         print(
             f"uploaded {len(keys)} sample files to s3://{outputs['input_bucket']}/{SAMPLE_PREFIX}"
         )
