@@ -30,7 +30,7 @@ def run_pytest(args: Sequence[str], env: dict[str, str] | None = None) -> int:
 # Test files run on two pytest-xdist workers, each file whole on one (its module fixtures,
 # such as an applied stack, are built once). The suite mostly waits on emulators, workers and
 # Terraform: serially it spent 13 of its 30 minutes on the CPU.
-PARALLEL = ("--numprocesses", "2", "--dist", "loadfile")
+PARALLEL = ("--numprocesses", "4", "--dist", "loadfile")
 # ``-rs`` lists every skip with its reason, so a suite that shrank is seen, not guessed;
 # ``--durations`` names the slowest tests, where a CI budget is won or lost.
 REPORT = ("-rs", "--durations", "10")

@@ -55,7 +55,9 @@ def test_the_sweeper_stays_for_items_a_vanished_worker_held(tmp_path: Path, sqs,
     Old behaviour: every idle child left after IDLE_EXIT_SECONDS, while the killed child's
     messages were still invisible, so they were stranded.
     """
-    stack = make_stack(sqs, s3, visibility=4)
+    # 10 s of visibility after the kill: child 1 comes and goes, and child 0 starts, while the
+    # items are still invisible, even on a loaded machine.
+    stack = make_stack(sqs, s3, visibility=10)
     send_all(sqs, stack.queue_url, put_sources(s3, stack, 3))
     marks = tmp_path / "marks"
     marks.mkdir()

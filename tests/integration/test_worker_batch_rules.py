@@ -153,8 +153,9 @@ def test_a_child_leaves_before_its_attempt_timeout_and_is_retried_while_work_is_
 ) -> None:
     """Batch never retries an attempt it stops at its timeout (user guide, "Job timeouts"):
     the worker stops taking work in time to finish the item it holds, and leaves to be
-    retried with a fresh clock. JOB_TIMEOUT_SECONDS 63 with ITEM_TIMEOUT_SECONDS 2 leaves a
-    second of work after the 60 s margin."""
+    retried with a fresh clock. JOB_TIMEOUT_SECONDS 71 with ITEM_TIMEOUT_SECONDS 10 leaves a
+    second of work after the item deadline and the 60 s margin (a 10 s item deadline, so a
+    loaded machine still finishes the item it holds)."""
     stack, env, _ = _busy_worker_env(
         tmp_path,
         sqs,
@@ -162,8 +163,8 @@ def test_a_child_leaves_before_its_attempt_timeout_and_is_retried_while_work_is_
         aws_env,
         5,
         TEST_SLEEP_SECONDS="0.6",
-        ITEM_TIMEOUT_SECONDS="2",
-        JOB_TIMEOUT_SECONDS="63",
+        ITEM_TIMEOUT_SECONDS="10",
+        JOB_TIMEOUT_SECONDS="71",
     )
     result = run_worker(env, timeout=60)
 

@@ -222,6 +222,7 @@ def _walk(walk: Walk, emulator: Emulator, state: Path, tmp_path: Path, push: Pus
     watched = walk.ok(next_steps[0])  # ends although moto leaves the parent SUBMITTED
     assert "2 children: SUCCEEDED 2" in watched
     assert f"items: succeeded {MONTHS}, failed 0" in watched
+    assert watched.rstrip().endswith(f"dashboard: {outputs['dashboard_url']}")
 
     logged = walk.ok(next_steps[1])
     assert logged.startswith(f"no log lines for job {job_id}: "), logged
