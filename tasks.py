@@ -227,6 +227,9 @@ def push(c: Context, repository_url: str = "") -> None:
         "job_definition": "for --skip-done: the workers' job definition (default: the stack's)",
         "listing": "take the sources from this saved `aws s3api list-objects-v2 --output json` "
         "instead of listing S3 (with --dry-run and no --skip-done: no AWS call at all)",
+        "inventory": "take the sources from the S3 Inventory whose manifest.json is at this "
+        "s3:// URL instead of listing S3 (the way to seed millions of objects)",
+        "list_concurrency": "prefixes listed, or inventory files read, at once",
     },
     iterable=["env"],
 )
@@ -246,6 +249,8 @@ def seed(
     env: list[str] | None = None,
     job_definition: str = "",
     listing: str = "",
+    inventory: str = "",
+    list_concurrency: int = 8,
 ) -> None:
     """Queue one message per S3 object under a prefix; safe to re-run."""
     from pathlib import Path
@@ -281,6 +286,8 @@ def seed(
         dry_run=dry_run,
         concurrency=concurrency,
         listing=Path(listing) if listing else None,
+        inventory=inventory or None,
+        list_concurrency=list_concurrency,
     )
     for sample in report.samples:
         print(sample)
