@@ -22,6 +22,7 @@ from batchspot.inventory import (
 from batchspot.seed import seed
 from batchspot_support.inventory_files import write_inventory
 from tests.unit.in_memory_s3 import in_memory_bucket
+from worker.keys import derive_output_key
 
 DOCUMENTED_CSV = {
     "sourceBucket": "amzn-s3-demo-source-bucket",
@@ -198,3 +199,38 @@ def test_a_missing_checksum_names_the_permission_seeding_needs():
         s3.delete_object(Bucket="dest", Key=url.split("/", 3)[3].replace(".json", ".checksum"))
         with pytest.raises(InventoryError, match="s3:GetObject on the inventory's destination"):
             read_manifest(s3, url)
+
+
+def test_skip_done_recognises_results_of_sources_seeded_from_a_listing():
+    """An inventory's ETag is bare hex where ListObjectsV2 quotes it: both must key alike."""
+    keys = ["in/done one.csv", "in/todo+two.csv"]
+    with in_memory_bucket("src", dict.fromkeys(keys, b"id\n1\n")) as s3:
+        s3.create_bucket(Bucket="dst")
+        listed = {k: s3.head_object(Bucket="src", Key=k)["ETag"] for k in keys}
+        s3.put_object(
+            Bucket="dst",
+            Key=derive_output_key("results/", "src", keys[0], listed[keys[0]]),
+            Body=b"{}",
+        )
+        rows = [
+            {"bucket": "src", "key": k, "size": 5, "e_tag": e.strip('"')} for k, e in listed.items()
+        ]
+        url = write_inventory(s3, "dst", "src", rows, "Parquet")
+        report = seed(
+            s3,
+            None,
+            queue_url="",
+            bucket="src",
+            inventory=url,
+            skip_done=True,
+            output_bucket="dst",
+            output_prefix="results/",
+            dry_run=True,
+        )
+    assert (report.listed, report.skipped_done, report.sent) == (2, 1, 1)
+    assert json.loads(report.samples[0]) == {
+        "version": 1,
+        "bucket": "src",
+        "key": keys[1],
+        "etag": listed[keys[1]],
+    }
