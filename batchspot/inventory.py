@@ -35,6 +35,7 @@ import io
 import json
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -58,6 +59,11 @@ CSV_COLUMNS = {
 ROWS_PER_BATCH = 10_000  # rows converted from ORC/Parquet at a time
 DOWNLOAD_CHUNK = 1024 * 1024
 PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
+# ORC and Parquet are decoded a row group (or stripe) at a time, tens of MiB each, under the
+# GIL: decoding several files at once adds memory, not speed (one decoder outpaces the sender;
+# measured: 8 at once peaked at 252 MiB (Parquet) and 342 MiB (ORC), one at 168 and 148).
+# Downloads still run ``readers`` at once.
+COLUMNAR_DECODER = threading.Lock()
 
 
 class InventoryError(OperatorError):
@@ -193,11 +199,17 @@ def _csv_rows(handle: IO[bytes], columns: tuple[str, ...]) -> Iterator[dict[str,
 
 
 def _columnar_rows(handle: IO[bytes], file_format: str, where: str) -> Iterator[dict[str, Any]]:
-    """Yield an ORC or Parquet file's rows, a batch of columns at a time."""
+    """Yield an ORC or Parquet file's rows, a batch of columns at a time, one file at a time."""
+    with COLUMNAR_DECODER:
+        yield from _decoded_rows(handle, file_format, where)
+
+
+def _decoded_rows(handle: IO[bytes], file_format: str, where: str) -> Iterator[dict[str, Any]]:
+    """Yield the rows of one ORC or Parquet file (see :func:`_columnar_rows`)."""
     if file_format == "Parquet":
         import pyarrow.parquet as parquet
 
-        table = parquet.ParquetFile(handle)
+        table = parquet.ParquetFile(handle, pre_buffer=False, buffer_size=DOWNLOAD_CHUNK)
         names = table.schema_arrow.names
         wanted_columns = [name for name in CSV_COLUMNS.values() if name in names]
         batches = table.iter_batches(batch_size=ROWS_PER_BATCH, columns=wanted_columns)
