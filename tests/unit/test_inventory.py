@@ -8,13 +8,18 @@ list"), spaces as ``+`` (cloud-custodian/cloud-custodian#1997, read from real de
 """
 
 import hashlib
+import io
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as parquet
 import pytest
 
 from batchspot.errors import sentence
 from batchspot.inventory import (
     InventoryError,
+    InventoryFile,
+    Manifest,
     inventory_sources,
     parse_manifest,
     read_manifest,
@@ -234,3 +239,13 @@ def test_skip_done_recognises_results_of_sources_seeded_from_a_listing():
         "key": keys[1],
         "etag": listed[keys[1]],
     }
+
+
+def test_a_parquet_inventory_without_an_e_tag_column_is_refused_saying_which_field_to_add():
+    sink = io.BytesIO()
+    parquet.write_table(pa.table({"bucket": ["src"], "key": ["a.csv"], "size": [1]}), sink)
+    with in_memory_bucket("dest") as s3:
+        s3.put_object(Bucket="dest", Key="data/no-etag.parquet", Body=sink.getvalue())
+        manifest = Manifest("src", "Parquet", (), (InventoryFile("data/no-etag.parquet", ""),))
+        with pytest.raises(InventoryError, match="no key or e_tag column; add the ETag field"):
+            list(inventory_sources(s3, "dest", manifest))
