@@ -154,16 +154,21 @@ def read_manifest(s3: Any, url: str) -> tuple[str, Manifest]:
     checksum_key = (
         key.rsplit("/", 1)[0] + "/manifest.checksum" if "/" in key else "manifest.checksum"
     )
+    body = _read(s3, bucket, key)
+    checksum = _read(s3, bucket, checksum_key)
+    return bucket, parse_manifest(body, checksum.decode("ascii", "replace"), url)
+
+
+def _read(s3: Any, bucket: str, key: str) -> bytes:
+    """Return a small object of the inventory (the manifest, its checksum), or say why not."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        checksum = s3.get_object(Bucket=bucket, Key=checksum_key)["Body"].read()
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         raise InventoryError(
-            f"cannot read {url} and the manifest.checksum beside it ({code}): seeding needs "
-            "s3:GetObject on the inventory's destination bucket"
+            f"cannot read s3://{bucket}/{key} ({code}): name a delivery's manifest.json, with "
+            "its manifest.checksum beside it, and have s3:GetObject on the inventory's destination"
         ) from None
-    return bucket, parse_manifest(body, checksum.decode("ascii", "replace"), url)
 
 
 def _download(s3: Any, bucket: str, file: InventoryFile, handle: IO[bytes]) -> None:

@@ -198,12 +198,15 @@ def test_a_data_file_that_does_not_match_its_md5_is_refused():
             list(inventory_sources(s3, bucket, manifest))
 
 
-def test_a_missing_checksum_names_the_permission_seeding_needs():
+def test_a_missing_checksum_is_named_with_what_seeding_needs():
     with in_memory_bucket("dest") as s3:
         url = write_inventory(s3, "dest", "src", rows_of(["a.csv"]), "CSV")
-        s3.delete_object(Bucket="dest", Key=url.split("/", 3)[3].replace(".json", ".checksum"))
-        with pytest.raises(InventoryError, match="s3:GetObject on the inventory's destination"):
+        checksum = url.replace("manifest.json", "manifest.checksum")
+        s3.delete_object(Bucket="dest", Key=checksum.removeprefix("s3://dest/"))
+        with pytest.raises(InventoryError) as refused:
             read_manifest(s3, url)
+    assert str(refused.value).startswith(f"cannot read {checksum} (NoSuchKey): ")
+    assert "s3:GetObject on the inventory's destination" in str(refused.value)
 
 
 def test_skip_done_recognises_results_of_sources_seeded_from_a_listing():
