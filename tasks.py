@@ -228,7 +228,8 @@ def push(c: Context, repository_url: str = "") -> None:
         "listing": "take the sources from this saved `aws s3api list-objects-v2 --output json` "
         "instead of listing S3 (with --dry-run and no --skip-done: no AWS call at all)",
         "inventory": "take the sources from the S3 Inventory whose manifest.json is at this "
-        "s3:// URL instead of listing S3 (the way to seed millions of objects)",
+        "s3:// URL instead of listing S3 (the way to seed millions of objects); a folder URL "
+        "ending in /: its newest delivery; latest: the newest of the stack's own inventory",
         "list_concurrency": "prefixes listed, or inventory files read, at once",
     },
     iterable=["env"],
@@ -258,6 +259,7 @@ def seed(
     from batchspot import seed as seeding
     from batchspot import stack
     from batchspot import submit as submitting
+    from batchspot.errors import OperatorError
 
     recipe = (
         submitting.workers_recipe(
@@ -269,6 +271,13 @@ def seed(
         if skip_done
         else seeding.DEFAULT_RECIPE
     )
+    if inventory == "latest":
+        inventory = stack.optional("inventory_manifests") or ""
+        if not inventory:
+            raise OperatorError(
+                "the stack configures no inventory: deploy with --var "
+                "input_inventory_frequency=Daily, or pass a manifest.json's s3:// URL"
+            )
     report = seeding.seed(
         None if listing and not skip_done else stack.aws("s3"),
         None if dry_run else stack.aws("sqs", pool=concurrency),  # a dry run sends nothing

@@ -59,6 +59,7 @@ CSV_COLUMNS = {
 ROWS_PER_BATCH = 10_000  # rows converted from ORC/Parquet at a time
 DOWNLOAD_CHUNK = 1024 * 1024
 PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
+DELIVERY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}Z/")  # YYYY-MM-DDTHH-MMZ/
 # ORC and Parquet are decoded a row group (or stripe) at a time, tens of MiB each, under the
 # GIL: decoding several files at once adds memory, not speed (one decoder outpaces the sender;
 # measured: 8 at once peaked at 252 MiB (Parquet) and 342 MiB (ORC), one at 168 and 148).
@@ -144,12 +145,39 @@ def parse_manifest(body: bytes, checksum: str, where: str) -> Manifest:
     return manifest
 
 
+def latest_manifest(s3: Any, folder: str) -> str:
+    """Return the URL of the newest delivery's ``manifest.json`` in an inventory's ``folder``.
+
+    S3 writes each delivery's manifests under ``<prefix>/<source bucket>/<config id>/`` in a
+    folder named for when it began (``YYYY-MM-DDTHH-MMZ``), so the newest sorts last.
+    """
+    bucket, prefix = split_s3_url(folder)
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/"
+    )
+    deliveries = [
+        common["Prefix"]
+        for page in pages
+        for common in page.get("CommonPrefixes", [])
+        if DELIVERY_FOLDER.fullmatch(common["Prefix"].removeprefix(prefix))
+    ]
+    if not deliveries:
+        raise InventoryError(
+            f"no inventory delivery under {folder} yet (S3 delivers the first within 48 hours "
+            "of configuring it); name a manifest.json instead"
+        )
+    return f"s3://{bucket}/{max(deliveries)}manifest.json"
+
+
 def read_manifest(s3: Any, url: str) -> tuple[str, Manifest]:
     """Fetch and check the manifest at ``url``; return the bucket holding its files, and it.
 
+    A ``url`` ending in ``/`` names an inventory's folder: its newest delivery is read.
     The data files are read from the bucket the manifest was found in: S3 delivers both to
     the inventory's destination, and a copied inventory keeps working.
     """
+    if url.endswith("/"):
+        url = latest_manifest(s3, url)
     bucket, key = split_s3_url(url)
     checksum_key = (
         key.rsplit("/", 1)[0] + "/manifest.checksum" if "/" in key else "manifest.checksum"

@@ -89,11 +89,13 @@ def write_inventory(
     file_format: str = "CSV",
     rows_per_file: int = 100_000,
     prefix: str = "inventory/",
+    delivered: str = "2016-11-06T21-32Z",
 ) -> str:
     """Upload ``rows`` as an inventory of ``source_bucket`` in ``bucket``; return the manifest URL.
 
-    Each row is a dict of ``bucket, key, size, e_tag, is_latest, is_delete_marker`` (missing
-    ones empty), as ORC and Parquet name them.
+    ``delivered`` names the delivery's folder, as S3 dates it. Each row is a dict of
+    ``bucket, key, size, e_tag, is_latest, is_delete_marker`` (missing ones empty), as ORC
+    and Parquet name them.
     """
     base = f"{prefix}{source_bucket}/config"
     files = []
@@ -103,7 +105,7 @@ def write_inventory(
         if not chunk:
             break
         body = _csv_file(chunk) if file_format == "CSV" else _columnar_file(chunk, file_format)
-        key = f"{base}/data/part-{number:05d}.{EXTENSIONS[file_format]}"
+        key = f"{base}/data/{delivered}-part-{number:05d}.{EXTENSIONS[file_format]}"
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         files.append({"key": key, "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()})
     manifest = json.dumps(
@@ -119,11 +121,11 @@ def write_inventory(
             "files": files,
         }
     ).encode()
-    manifest_key = f"{base}/2016-11-06T21-32Z/manifest.json"
+    manifest_key = f"{base}/{delivered}/manifest.json"
     s3.put_object(Bucket=bucket, Key=manifest_key, Body=manifest)
     s3.put_object(
         Bucket=bucket,
-        Key=f"{base}/2016-11-06T21-32Z/manifest.checksum",
+        Key=f"{base}/{delivered}/manifest.checksum",
         Body=hashlib.md5(manifest).hexdigest().encode(),
     )
     return f"s3://{bucket}/{manifest_key}"

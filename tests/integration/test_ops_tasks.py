@@ -84,6 +84,13 @@ def test_seed_from_an_inventory_from_the_command_line_and_a_tampered_one_refused
     )
     assert len(refused.stderr.strip().splitlines()) == 1
 
+    no_inventory = invoke("seed", "--bucket", bucket, "--inventory", "latest", "--dry-run")
+    assert (no_inventory.returncode, no_inventory.stderr.strip()) == (
+        1,
+        "error: the stack configures no inventory: deploy with --var "
+        "input_inventory_frequency=Daily, or pass a manifest.json's s3:// URL",
+    )
+
 
 def test_cost_reproduces_the_write_up_from_the_command_line():
     result = invoke(

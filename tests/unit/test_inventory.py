@@ -252,3 +252,23 @@ def test_a_parquet_inventory_without_an_e_tag_column_is_refused_saying_which_fie
         manifest = Manifest("src", "Parquet", (), (InventoryFile("data/no-etag.parquet", ""),))
         with pytest.raises(InventoryError, match="no key or e_tag column; add the ETag field"):
             list(inventory_sources(s3, "dest", manifest))
+
+
+def test_an_inventory_folder_seeds_its_newest_delivery():
+    """S3 dates each delivery's folder YYYY-MM-DDTHH-MMZ (User Guide, "Locating your inventory
+    list"); the data/ and hive/ folders beside them are not deliveries."""
+    with in_memory_bucket("dest") as s3:
+        write_inventory(
+            s3, "dest", "src", rows_of(["old.csv"]), "CSV", delivered="2026-12-05T00-00Z"
+        )
+        newest = write_inventory(
+            s3, "dest", "src", rows_of(["new.csv"]), "CSV", delivered="2026-12-06T00-00Z"
+        )
+        s3.put_object(
+            Bucket="dest", Key="inventory/src/config/hive/dt=2026-12-07-00-00/symlink.txt", Body=b""
+        )
+        folder = newest.removesuffix("2026-12-06T00-00Z/manifest.json")
+        bucket, manifest = read_manifest(s3, folder)
+        assert [s.key for s in inventory_sources(s3, bucket, manifest)] == ["new.csv"]
+        with pytest.raises(InventoryError, match="no inventory delivery under s3://dest/none/ yet"):
+            read_manifest(s3, "s3://dest/none/")
