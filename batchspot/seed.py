@@ -271,7 +271,7 @@ def seed(
     message_recipe = recipe.for_message(query, None)
 
     def bodies() -> Iterator[str]:
-        wanted = 0
+        queued = 0
         if listing:
             sources = read_listing(listing, bucket, prefix, suffix)
         elif inventory:
@@ -296,8 +296,8 @@ def seed(
                 report.failures.append(failure)
                 continue
             yield body
-            wanted += 1
-            if wanted == max_count:
+            queued += 1
+            if queued == max_count:
                 return
 
     if dry_run:
