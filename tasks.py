@@ -227,6 +227,10 @@ def push(c: Context, repository_url: str = "") -> None:
         "job_definition": "for --skip-done: the workers' job definition (default: the stack's)",
         "listing": "take the sources from this saved `aws s3api list-objects-v2 --output json` "
         "instead of listing S3 (with --dry-run and no --skip-done: no AWS call at all)",
+        "inventory": "take the sources from the S3 Inventory whose manifest.json is at this "
+        "s3:// URL instead of listing S3 (the way to seed millions of objects); a folder URL "
+        "ending in /: its newest delivery; latest: the newest of the stack's own inventory",
+        "list_concurrency": "prefixes listed, or inventory files read, at once",
     },
     iterable=["env"],
 )
@@ -246,6 +250,8 @@ def seed(
     env: list[str] | None = None,
     job_definition: str = "",
     listing: str = "",
+    inventory: str = "",
+    list_concurrency: int = 8,
 ) -> None:
     """Queue one message per S3 object under a prefix; safe to re-run."""
     from pathlib import Path
@@ -253,6 +259,7 @@ def seed(
     from batchspot import seed as seeding
     from batchspot import stack
     from batchspot import submit as submitting
+    from batchspot.errors import OperatorError
 
     recipe = (
         submitting.workers_recipe(
@@ -264,6 +271,13 @@ def seed(
         if skip_done
         else seeding.DEFAULT_RECIPE
     )
+    if inventory == "latest":
+        inventory = stack.optional("inventory_manifests") or ""
+        if not inventory:
+            raise OperatorError(
+                "the stack configures no inventory: deploy with --var "
+                "input_inventory_frequency=Daily, or pass a manifest.json's s3:// URL"
+            )
     report = seeding.seed(
         None if listing and not skip_done else stack.aws("s3"),
         None if dry_run else stack.aws("sqs", pool=concurrency),  # a dry run sends nothing
@@ -281,6 +295,8 @@ def seed(
         dry_run=dry_run,
         concurrency=concurrency,
         listing=Path(listing) if listing else None,
+        inventory=inventory or None,
+        list_concurrency=list_concurrency,
     )
     for sample in report.samples:
         print(sample)
@@ -692,6 +708,34 @@ def bench_query(c: Context, size_mib: int = 1024) -> None:
     import sys
 
     c.run(f"{sys.executable} bench/query_engine.py --size-mib {int(size_mib)}", pty=False)
+
+
+@task(
+    help={
+        "keys": "keys in each generated inventory (CSV-gzip, then Parquet), all read in a dry run",
+        "sent": "of those, how many are sent to a fresh queue",
+        "listing_keys": "objects under 16 prefixes listed by 1 and 16 paginators (0 skips it)",
+        "latency_ms": "delay added to each call for the proxied listing and the projection",
+        "endpoint": "an emulator to use (default: LocalStack started natively here)",
+    }
+)
+def bench_seed(
+    c: Context,
+    keys: int = 1_000_000,
+    sent: int = 50_000,
+    listing_keys: int = 16_000,
+    latency_ms: float = 20.0,
+    endpoint: str = "",
+) -> None:
+    """Seed from generated S3 Inventories and list in parallel: seconds, calls, peak RSS."""
+    import sys
+
+    endpoint_option = f" --endpoint {endpoint}" if endpoint else ""
+    c.run(
+        f"{sys.executable} -m bench.seed_at_scale run --keys {int(keys)} --sent {int(sent)} "
+        f"--listing-keys {int(listing_keys)} --latency-ms {float(latency_ms)}{endpoint_option}",
+        pty=False,
+    )
 
 
 @task(

@@ -23,6 +23,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from batchspot.inventory import inventory_sources, read_manifest
+from batchspot.sources import Source, list_sources_parallel, wanted
 from worker.config import DEFAULT_OUTPUT_PREFIX
 from worker.keys import DEFAULT_RECIPE, Recipe, derive_output_key, output_key_prefix
 from worker.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, utf8_len
@@ -30,15 +32,6 @@ from worker.messages import CONTRACT_VERSION
 
 ENTRY_ATTEMPTS = 5  # tries for entries SQS rejects inside an otherwise successful batch
 ENTRY_BACKOFF = 0.2  # seconds, doubled after each partial failure
-
-
-@dataclass(frozen=True)
-class Source:
-    """One source object version, as listed."""
-
-    bucket: str
-    key: str
-    etag: str
 
 
 @dataclass(frozen=True)
@@ -70,21 +63,8 @@ class SeedReport:
         )
 
 
-def list_sources(s3: Any, bucket: str, prefix: str = "", suffix: str = "") -> Iterator[Source]:
-    """Yield the objects under ``prefix`` whose key ends in ``suffix``, page by page.
-
-    Zero-byte keys ending in ``/`` are the console's folder markers, not data, and are skipped.
-    """
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            if not key.endswith(suffix) or (key.endswith("/") and item["Size"] == 0):
-                continue
-            yield Source(bucket, key, item["ETag"])
-
-
 def read_listing(path: Path, bucket: str, prefix: str = "", suffix: str = "") -> Iterator[Source]:
-    """Yield the sources of a saved listing, filtered as :func:`list_sources` filters S3's.
+    """Yield the sources of a saved listing, filtered as S3's listings are (``sources.wanted``).
 
     The file is what ``aws s3api list-objects-v2 --bucket B --output json`` prints (its
     ``Contents``), so a listing made once, or elsewhere, seeds without any AWS call here.
@@ -98,7 +78,7 @@ def read_listing(path: Path, bucket: str, prefix: str = "", suffix: str = "") ->
             f"(a Contents list of Key and ETag): {error}"
         ) from None
     for key, etag, size in items:
-        if key.startswith(prefix) and key.endswith(suffix) and not (key.endswith("/") and not size):
+        if wanted(key, size, prefix, suffix):
             yield Source(bucket, key, etag)
 
 
@@ -243,11 +223,16 @@ def seed(
     dry_run: bool = False,
     concurrency: int = 8,
     listing: Path | None = None,
+    inventory: str | None = None,
+    list_concurrency: int = 8,
 ) -> SeedReport:
     """List the sources, drop those already done if asked, and queue one message for each.
 
     ``listing``: take the sources from a saved listing (:func:`read_listing`) instead of S3;
     ``s3`` is then used only for ``skip_done`` and may be None without it.
+    ``inventory``: take them from the S3 Inventory whose ``manifest.json`` is at this
+    ``s3://`` URL (:mod:`batchspot.inventory`); it must list ``bucket``.
+    ``list_concurrency``: prefixes listed, or inventory files read, at once.
 
     ``recipe`` is the workers' (``Config.recipe``): ``skip_done`` counts a source as done only
     when its result was made by the same code, query and settings.
@@ -263,8 +248,19 @@ def seed(
             f"the query alone makes every message longer than SQS's {MAX_MESSAGE_BYTES:,}-byte "
             "(1 MiB) limit; shorten the query"
         )
+    if listing and inventory:
+        raise ValueError("give the sources as a saved listing or as an inventory, not both")
+    if list_concurrency < 1:
+        raise ValueError(f"list_concurrency must be at least 1, got {list_concurrency}")
     if skip_done and not output_bucket:
         raise ValueError("skip_done needs the output bucket to look for stored results")
+    if inventory:
+        inventory_bucket, manifest = read_manifest(s3, inventory)
+        if manifest.source_bucket != bucket:
+            raise ValueError(
+                f"the inventory at {inventory} lists bucket {manifest.source_bucket}, "
+                f"not {bucket}, the bucket being seeded (the stack's input bucket, or --bucket)"
+            )
     report = SeedReport(dry_run=dry_run)
     done = (
         stored_results(s3, output_bucket, output_prefix, bucket, prefix)
@@ -275,12 +271,15 @@ def seed(
     message_recipe = recipe.for_message(query, None)
 
     def bodies() -> Iterator[str]:
-        wanted = 0
-        sources = (
-            read_listing(listing, bucket, prefix, suffix)
-            if listing
-            else list_sources(s3, bucket, prefix, suffix)
-        )
+        queued = 0
+        if listing:
+            sources = read_listing(listing, bucket, prefix, suffix)
+        elif inventory:
+            sources = inventory_sources(
+                s3, inventory_bucket, manifest, prefix, suffix, list_concurrency
+            )
+        else:
+            sources = list_sources_parallel(s3, bucket, prefix, suffix, list_concurrency)
         for source in sources:
             report.listed += 1
             if (
@@ -297,8 +296,8 @@ def seed(
                 report.failures.append(failure)
                 continue
             yield body
-            wanted += 1
-            if wanted == max_count:
+            queued += 1
+            if queued == max_count:
                 return
 
     if dry_run:

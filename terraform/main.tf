@@ -44,6 +44,8 @@ module "storage" {
   output_expiration_days  = var.output_expiration_days
   force_destroy           = var.force_destroy
   deny_insecure_transport = var.deny_insecure_transport
+
+  input_inventory_frequency = var.input_inventory_frequency
 }
 
 module "queue" {

@@ -109,3 +109,8 @@ output "vpc_id" {
   description = "VPC the compute environments run in."
   value       = module.network.vpc_id
 }
+
+output "inventory_manifests" {
+  description = "Where the input bucket's S3 Inventory manifests arrive (one dated folder a delivery), or null without input_inventory_frequency."
+  value       = module.storage.inventory_manifests
+}

@@ -80,6 +80,12 @@ variable "output_bucket_name" {
   default     = null
 }
 
+variable "input_inventory_frequency" {
+  description = "Daily or Weekly: deliver an S3 Inventory of the input bucket to the output bucket under inventory/, for `invoke seed --inventory` (the way to seed millions of objects). Empty: none."
+  type        = string
+  default     = ""
+}
+
 variable "output_expiration_days" {
   description = "Expire results this many days after they are written; 0 keeps them."
   type        = number

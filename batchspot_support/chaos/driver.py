@@ -50,6 +50,7 @@ from batchspot.batchrules import batch_rules
 from batchspot.emulators import Emulator, emulator_at
 from batchspot.fleet import Fleet, worker_env
 from batchspot.policy import render_worker_policy
+from batchspot.sources import list_sources
 from batchspot_support import sample_code
 from batchspot_support.chaos.batch import BatchSide
 from batchspot_support.chaos.report import ChaosReport, verify
@@ -190,7 +191,7 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
         )
         poison = seed_poison(s3, sqs, stack)
         hostile = seed_hostile(s3, sqs, stack) if settings.hostile else []
-        etags = {s.key: s.etag for s in seed.list_sources(s3, stack.input_bucket, "good/")}
+        etags = {s.key: s.etag for s in list_sources(s3, stack.input_bucket, "good/")}
         expected = {
             derive_output_key(OUTPUT_PREFIX, stack.input_bucket, key, etags[key], WORKER_RECIPE): (
                 sample_code.expected_result(rows)

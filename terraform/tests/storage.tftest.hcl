@@ -4,6 +4,9 @@ mock_provider "aws" {
   mock_data "aws_iam_policy_document" {
     defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
   }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
 }
 
 # The real provider, offline: it renders the bucket policy documents locally, so the TLS policy
@@ -91,12 +94,16 @@ run "rejects_negative_expiry" {
   expect_failures = [var.output_expiration_days]
 }
 
-run "every_bucket_denies_requests_without_tls" {
+run "every_bucket_denies_requests_without_tls_and_only_s3_delivers_the_inventory" {
   module {
     source = "./modules/storage"
   }
   command   = apply
   state_key = "offline" # its own state: nothing the mock created is refreshed from AWS
+
+  variables {
+    input_inventory_frequency = "Weekly"
+  }
 
   # The real provider renders the policy documents locally; every resource that would call AWS
   # is overridden. Each bucket gets its own generated ARN and id, so a policy naming the wrong
@@ -124,20 +131,27 @@ run "every_bucket_denies_requests_without_tls" {
     target = aws_s3_bucket_lifecycle_configuration.this
   }
   override_resource {
-    target = aws_s3_bucket_policy.tls_only
+    target = aws_s3_bucket_policy.this
+  }
+  override_resource {
+    target = aws_s3_bucket_inventory.input
+  }
+  override_data {
+    target = data.aws_caller_identity.inventory
+    values = { account_id = "123456789012" }
   }
 
   assert {
     condition = alltrue([for key, bucket in aws_s3_bucket.this :
-      jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Version == "2012-10-17"
-      && length(jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Statement) == 1
+      jsondecode(aws_s3_bucket_policy.this[key].policy).Version == "2012-10-17"
+      && length(jsondecode(aws_s3_bucket_policy.this[key].policy).Statement) == (key == "output" ? 2 : 1)
     ])
-    error_message = "Each bucket policy must hold exactly one statement."
+    error_message = "The input bucket's policy must hold one statement, the output bucket's two (TLS and the inventory's delivery)."
   }
   assert {
     condition = alltrue([for key, bucket in aws_s3_bucket.this :
-      merge(one(jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Statement), {
-        Resource = toset(one(jsondecode(aws_s3_bucket_policy.tls_only[key].policy).Statement).Resource)
+      merge(one([for st in jsondecode(aws_s3_bucket_policy.this[key].policy).Statement : st if st.Sid == "DenyInsecureTransport"]), {
+        Resource = toset(one([for st in jsondecode(aws_s3_bucket_policy.this[key].policy).Statement : st if st.Sid == "DenyInsecureTransport"]).Resource)
         }) == {
         Sid       = "DenyInsecureTransport"
         Effect    = "Deny"
@@ -150,12 +164,29 @@ run "every_bucket_denies_requests_without_tls" {
     error_message = "Each bucket's policy must deny every S3 action, by anyone, on that bucket and its objects when aws:SecureTransport is false."
   }
   assert {
-    condition     = alltrue([for key, bucket in aws_s3_bucket.this : aws_s3_bucket_policy.tls_only[key].bucket == bucket.id])
+    condition     = alltrue([for key, bucket in aws_s3_bucket.this : aws_s3_bucket_policy.this[key].bucket == bucket.id])
     error_message = "Each TLS policy must be attached to its own bucket."
   }
   assert {
-    condition     = keys(aws_s3_bucket_policy.tls_only) == ["input", "output"]
+    condition     = keys(aws_s3_bucket_policy.this) == ["input", "output"]
     error_message = "Both buckets must carry the TLS policy."
+  }
+  assert {
+    condition = [
+      for statement in jsondecode(aws_s3_bucket_policy.this["output"].policy).Statement : statement
+      if statement.Sid == "InventoryDelivery"
+      ] == [{
+        Sid       = "InventoryDelivery"
+        Effect    = "Allow"
+        Principal = { Service = "s3.amazonaws.com" }
+        Action    = "s3:PutObject"
+        Resource  = "${aws_s3_bucket.this["output"].arn}/inventory/*"
+        Condition = {
+          ArnLike      = { "aws:SourceArn" = aws_s3_bucket.this["input"].arn }
+          StringEquals = { "aws:SourceAccount" = "123456789012" }
+        }
+    }]
+    error_message = "S3 may put only the input bucket's inventory, of this account, only under inventory/ in the output bucket."
   }
 }
 
@@ -170,7 +201,61 @@ run "tls_policy_can_be_switched_off_for_plain_http_emulators" {
   }
 
   assert {
-    condition     = length(aws_s3_bucket_policy.tls_only) == 0 && length(data.aws_iam_policy_document.tls_only) == 0
+    condition     = length(aws_s3_bucket_policy.this) == 0 && length(data.aws_iam_policy_document.bucket_policy) == 0
     error_message = "deny_insecure_transport = false must attach no bucket policy."
   }
+}
+
+run "an_inventory_of_the_input_bucket_is_delivered_to_the_output_bucket_when_asked" {
+  module {
+    source = "./modules/storage"
+  }
+  command = apply
+
+  variables {
+    input_inventory_frequency = "Daily"
+  }
+
+  assert {
+    condition = (
+      one(aws_s3_bucket_inventory.input).bucket == aws_s3_bucket.this["input"].id
+      && endswith(one(one(one(aws_s3_bucket_inventory.input).destination).bucket).bucket_arn, ":s3:::${var.output_bucket_name}")
+      && one(one(one(aws_s3_bucket_inventory.input).destination).bucket).prefix == "inventory"
+      && one(one(aws_s3_bucket_inventory.input).schedule).frequency == "Daily"
+      && one(aws_s3_bucket_inventory.input).included_object_versions == "Current"
+    )
+    error_message = "The input bucket's daily inventory of current objects must go to the output bucket under inventory/."
+  }
+  assert {
+    condition     = contains(one(aws_s3_bucket_inventory.input).optional_fields, "ETag")
+    error_message = "`invoke seed --inventory` refuses an inventory without ETags."
+  }
+  assert {
+    condition     = output.inventory_manifests == "s3://${var.output_bucket_name}/inventory/${var.input_bucket_name}/batchspot/"
+    error_message = "inventory_manifests must name where S3 delivers the manifests: <prefix>/<source bucket>/<inventory name>/."
+  }
+}
+
+run "no_inventory_by_default" {
+  module {
+    source = "./modules/storage"
+  }
+  command = plan
+
+  assert {
+    condition     = length(aws_s3_bucket_inventory.input) == 0 && output.inventory_manifests == null
+    error_message = "No inventory unless input_inventory_frequency is set."
+  }
+}
+
+run "inventory_frequency_is_daily_or_weekly" {
+  module {
+    source = "./modules/storage"
+  }
+  command = plan
+
+  variables {
+    input_inventory_frequency = "Hourly"
+  }
+  expect_failures = [var.input_inventory_frequency]
 }

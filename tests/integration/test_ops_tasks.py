@@ -8,6 +8,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from batchspot_support.inventory_files import write_inventory
 from tests.integration.ops_support import make_batch, make_queues, unique, use_emulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,37 @@ def test_seed_submit_status_redrive_from_the_command_line():
 
     redriven = invoke("redrive", "--queue-url", queue_url, "--dlq-url", dlq_url)
     assert "moved 1 messages back" in redriven.stdout, redriven.stderr
+
+
+def test_seed_from_an_inventory_from_the_command_line_and_a_tampered_one_refused():
+    bucket = unique("tasks-inv")
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    rows = [{"key": f"in/{i} +.csv", "size": 4, "e_tag": f"e{i}"} for i in range(5)]
+    manifest = write_inventory(s3, bucket, bucket, rows, "CSV")
+    options = ["--bucket", bucket, "--inventory", manifest, "--suffix", ".csv", "--dry-run"]
+
+    seeded = invoke("seed", *options)
+    assert seeded.returncode == 0, seeded.stderr
+    assert "listed 5, skipped 0 already done, would send 5, failed 0" in seeded.stdout
+
+    key = manifest.removeprefix(f"s3://{bucket}/")
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=s3.get_object(Bucket=bucket, Key=key)["Body"].read() + b" "
+    )
+    refused = invoke("seed", *options)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().startswith(
+        f"error: {manifest} does not match its manifest.checksum"
+    )
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    no_inventory = invoke("seed", "--bucket", bucket, "--inventory", "latest", "--dry-run")
+    assert (no_inventory.returncode, no_inventory.stderr.strip()) == (
+        1,
+        "error: the stack configures no inventory: deploy with --var "
+        "input_inventory_frequency=Daily, or pass a manifest.json's s3:// URL",
+    )
 
 
 def test_cost_reproduces_the_write_up_from_the_command_line():

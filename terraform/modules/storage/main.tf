@@ -95,35 +95,115 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   depends_on = [aws_s3_bucket_versioning.this]
 }
 
-data "aws_iam_policy_document" "tls_only" {
-  for_each = var.deny_insecure_transport ? aws_s3_bucket.this : {}
+locals {
+  # Each bucket's policy: TLS only (unless off for an emulator), and on the output bucket the
+  # inventory's delivery when there is one. A bucket has one policy, so both share it.
+  inventory_enabled = var.input_inventory_frequency != ""
+  inventory_prefix  = "inventory"
+  policy_buckets = {
+    for key, bucket in aws_s3_bucket.this : key => bucket
+    if var.deny_insecure_transport || (key == "output" && local.inventory_enabled)
+  }
+}
 
-  statement {
-    sid     = "DenyInsecureTransport"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      each.value.arn,
-      "${each.value.arn}/*",
-    ]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
+data "aws_partition" "current" {}
+
+data "aws_caller_identity" "inventory" {
+  count = local.inventory_enabled ? 1 : 0
+}
+
+data "aws_iam_policy_document" "bucket_policy" {
+  for_each = local.policy_buckets
+
+  # S3 User Guide, "Configuring Amazon S3 Inventory": the destination bucket's policy lets
+  # s3.amazonaws.com put the inventory, for this source bucket and account only.
+  dynamic "statement" {
+    for_each = each.key == "output" && local.inventory_enabled ? [1] : []
+    content {
+      sid       = "InventoryDelivery"
+      effect    = "Allow"
+      actions   = ["s3:PutObject"]
+      resources = ["${each.value.arn}/${local.inventory_prefix}/*"]
+      principals {
+        type        = "Service"
+        identifiers = ["s3.amazonaws.com"]
+      }
+      condition {
+        test     = "ArnLike"
+        variable = "aws:SourceArn"
+        values   = [aws_s3_bucket.this["input"].arn]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [one(data.aws_caller_identity.inventory).account_id]
+      }
     }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
+  }
+
+  dynamic "statement" {
+    for_each = var.deny_insecure_transport ? [1] : []
+    content {
+      sid     = "DenyInsecureTransport"
+      effect  = "Deny"
+      actions = ["s3:*"]
+      resources = [
+        each.value.arn,
+        "${each.value.arn}/*",
+      ]
+      principals {
+        type        = "*"
+        identifiers = ["*"]
+      }
+      condition {
+        test     = "Bool"
+        variable = "aws:SecureTransport"
+        values   = ["false"]
+      }
     }
   }
 }
 
-resource "aws_s3_bucket_policy" "tls_only" {
-  for_each = var.deny_insecure_transport ? aws_s3_bucket.this : {}
+resource "aws_s3_bucket_policy" "this" {
+  for_each = local.policy_buckets
 
   bucket = each.value.id
-  policy = data.aws_iam_policy_document.tls_only[each.key].json
+  policy = data.aws_iam_policy_document.bucket_policy[each.key].json
 
   # A bucket policy applied before the public access block can be rejected as public.
   depends_on = [aws_s3_bucket_public_access_block.this]
+}
+
+# Optional: a daily or weekly S3 Inventory of the input bucket, delivered to the output bucket
+# under inventory/, for `invoke seed --inventory` (the way to seed millions of objects).
+resource "aws_s3_bucket_inventory" "input" {
+  count = local.inventory_enabled ? 1 : 0
+
+  bucket                   = aws_s3_bucket.this["input"].id
+  name                     = "batchspot"
+  included_object_versions = "Current"
+  optional_fields          = ["Size", "ETag"]
+
+  schedule {
+    frequency = var.input_inventory_frequency
+  }
+
+  destination {
+    bucket {
+      format = "Parquet"
+      # The ARN from the name, as S3 forms it: known at plan, so the provider can validate it.
+      bucket_arn = "arn:${data.aws_partition.current.partition}:s3:::${aws_s3_bucket.this["output"].bucket}"
+      prefix     = local.inventory_prefix
+      encryption {
+        sse_s3 {}
+      }
+    }
+  }
+
+  depends_on = [aws_s3_bucket_policy.this]
+}
+
+moved {
+  from = aws_s3_bucket_policy.tls_only
+  to   = aws_s3_bucket_policy.this
 }

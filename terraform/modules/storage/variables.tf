@@ -41,3 +41,14 @@ variable "deny_insecure_transport" {
   type        = bool
   default     = true
 }
+
+variable "input_inventory_frequency" {
+  description = "Daily or Weekly: deliver an S3 Inventory of the input bucket (Parquet, with ETags) to the output bucket under inventory/, for `invoke seed --inventory`. Empty: none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "Daily", "Weekly"], var.input_inventory_frequency)
+    error_message = "input_inventory_frequency must be Daily, Weekly or empty (no inventory)."
+  }
+}
