@@ -66,6 +66,30 @@ class EmptyObject(Exception):
     """S3 refused a range because the object is empty (416 InvalidRange on the first GET)."""
 
 
+_READ_CHUNK = 1 << 20
+
+
+def _read_body(response: dict[str, Any]) -> bytes | bytearray:
+    """Read a GET's body into one buffer of its ContentLength, a megabyte at a time.
+
+    ``StreamingBody.read()`` joins the pieces it reads, so a large range (a Parquet row
+    group's columns) would briefly take twice its size in memory.
+    """
+    stream, length = response["Body"], response.get("ContentLength")
+    if not isinstance(length, int):
+        return stream.read()
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < length:
+        piece = stream.read(min(_READ_CHUNK, length - filled))
+        if not piece:
+            raise QueryError(f"the object's body ended after {filled} of {length} bytes")
+        view[filled : filled + len(piece)] = piece
+        filled += len(piece)
+    return buffer
+
+
 class RangedObject(io.RawIOBase):
     """An S3 object as a readable stream, fetched in growing ranges only as it is read.
 
@@ -127,7 +151,7 @@ class RangedObject(io.RawIOBase):
         self._pending = memoryview(body)
         return bool(body)
 
-    def fetch_range(self, byte_range: str) -> bytes:
+    def fetch_range(self, byte_range: str) -> bytes | bytearray:
         """One GET of ``byte_range`` (``bytes=first-last`` or ``bytes=-suffix``), pinned.
 
         The first GET learns the object's size and ETag; every later one carries If-Match on
@@ -139,7 +163,7 @@ class RangedObject(io.RawIOBase):
         self.gets += 1
         try:
             response = self._s3.get_object(**request)
-            body = response["Body"].read()
+            body = _read_body(response)
         except ClientError as error:
             if self._size is None and error_code(error) == "InvalidRange":
                 self._size = 0  # S3 answers a range on an empty object with 416
