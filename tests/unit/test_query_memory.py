@@ -23,6 +23,17 @@ ENGINE_BUDGET_KIB = 16 << 10
 WORKER_BUDGET_KIB = 128 << 10
 # Issue 14: a process that loads the fast path (pyarrow, ~80 MiB) may peak at 256 MiB.
 FAST_PATH_BUDGET_KIB = 256 << 10
+# The libraries' resident file pages (their code: shared, reclaimable) that budget assumed. The
+# same wheels, installed by another pip run on this machine, were resident at 85 MiB instead of
+# 46 MiB after `import pyarrow` (RssFile; anonymous memory the same to the kB), which moved the
+# 120 MiB row group's peak from 229 to 265 MiB: file pages count here up to this much only.
+LIBRARY_FILE_KIB = 48 << 10
+
+
+def fast_path_peak_kib(report: dict) -> int:
+    """The child's peak, its libraries' file pages counted at most at LIBRARY_FILE_KIB."""
+    return report["after_kib"] - max(0, report["file_kib"] - LIBRARY_FILE_KIB)
+
 
 CHILD = """
 import json, sys
@@ -31,9 +42,9 @@ from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
 from worker.query import QueryError, QueryRequest, auto, run_query  # auto: both engines
 
-def peak_kib():
+def peak_kib(field="VmHWM:"):
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1])
 
 s3 = BytesS3({"k": Path(sys.argv[1]).read_bytes()})
@@ -43,7 +54,8 @@ try:
     outcome = run_query(s3, request, "local").text
 except QueryError as error:
     outcome = f"{type(error).__name__}: {error}"
-print(json.dumps({"before_kib": before, "after_kib": peak_kib(), "outcome": outcome}))
+print(json.dumps({"before_kib": before, "after_kib": peak_kib(), "file_kib": peak_kib("RssFile:"),
+                  "outcome": outcome}))
 """
 
 
@@ -75,7 +87,7 @@ def test_hostile_input_is_refused_in_bounded_memory(tmp_path, name) -> None:
     assert expected in report["outcome"]
     events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     if ran_fast_path(events):  # GZIP CSV tries the fast path first, which loads pyarrow
-        assert report["after_kib"] <= FAST_PATH_BUDGET_KIB
+        assert fast_path_peak_kib(report) <= FAST_PATH_BUDGET_KIB
         return
     assert report["after_kib"] - report["before_kib"] <= ENGINE_BUDGET_KIB
     assert report["after_kib"] <= WORKER_BUDGET_KIB
@@ -140,7 +152,7 @@ def test_queries_the_fast_path_runs_stay_within_its_budget(tmp_path, name) -> No
     print(f"{name}: {report}")  # the figures, with pytest -s
     assert '"path": "fast"' in logs  # the fast path ran (and, for the line, declined)
     assert expected in report["outcome"]
-    assert report["after_kib"] <= FAST_PATH_BUDGET_KIB
+    assert fast_path_peak_kib(report) <= FAST_PATH_BUDGET_KIB
 
 
 def _row_group_of(mib: int, compression: str) -> bytes:
@@ -179,4 +191,4 @@ def test_parquet_stays_within_the_fast_paths_budget(tmp_path, name) -> None:
     report, _ = run_child(FAST_PATH_CHILD, tmp_path, make(), sql, {"kind": "PARQUET"})
     print(f"{name}: {report}")  # the figures, with pytest -s
     assert expected in report["outcome"]
-    assert report["after_kib"] <= FAST_PATH_BUDGET_KIB
+    assert fast_path_peak_kib(report) <= FAST_PATH_BUDGET_KIB

@@ -18,6 +18,7 @@ Python serialiser. Importing this module loads pyarrow (~80 MiB): import it only
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -195,20 +196,23 @@ def _batches(
     except pa.ArrowException as error:
         raise _unreadable(error) from None
     header_left = fmt.csv_header in ("USE", "IGNORE")
-    while True:
-        deadline.check()
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowException as error:
-            raise _unreadable(error) from None
-        if batch.num_rows and pc.any(pc.starts_with(batch.column(0), COMMENT)).as_py():
-            raise Declined("a record starts with the comment character")
-        if header_left and batch.num_rows:
-            batch, header_left = batch.slice(1), False
-        deadline.records += batch.num_rows
-        yield batch
+    # Closed however the scan ends: Arrow reads ahead on its own thread, which must not go on
+    # inflating a refused source (or keep the process from exiting).
+    with contextlib.closing(reader):
+        while True:
+            deadline.check()
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowException as error:
+                raise _unreadable(error) from None
+            if batch.num_rows and pc.any(pc.starts_with(batch.column(0), COMMENT)).as_py():
+                raise Declined("a record starts with the comment character")
+            if header_left and batch.num_rows:
+                batch, header_left = batch.slice(1), False
+            deadline.records += batch.num_rows
+            yield batch
 
 
 def _read_options(block_size: int | None = None) -> arrow_csv.ReadOptions:
