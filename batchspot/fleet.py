@@ -9,7 +9,6 @@ wrong here: Linux carries the parent's high-water mark across fork and exec into
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from worker.logs import records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,9 +133,6 @@ class Fleet:
     def events(self, name: str) -> Iterator[tuple[Child, dict[str, Any]]]:
         """Every log event called ``name`` from every child, killed ones included."""
         for child in self.children:
-            for line in child.log.read_text(errors="replace").splitlines():
-                if line.startswith("{"):
-                    with contextlib.suppress(ValueError):
-                        event = json.loads(line)
-                        if event.get("event") == name:
-                            yield child, event
+            for event in records(child.log.read_text(errors="replace").splitlines()):
+                if event.get("event") == name:
+                    yield child, event

@@ -27,8 +27,6 @@ Where moto's Batch (5.2) differs from AWS Batch, and what stands in for it here:
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from batchspot.jobs import describe, with_children
 from batchspot.logs import DEFAULT_LOG_GROUP, fetch_events
 from batchspot.status import DONE_STATUSES
 from batchspot.submit import FinalStep, submit, worker_overrides
+from worker.logs import records
 
 # moto's Batch writes every job's log here (see the module's docstring).
 MOTO_LOG_GROUP = DEFAULT_LOG_GROUP
@@ -154,13 +153,8 @@ def _summaries(logs: Any, children: list[dict[str, Any]]) -> list[dict[str, Any]
     streams = [
         name for child in children if (name := child.get("container", {}).get("logStreamName"))
     ]
-    summaries = []
-    for event in fetch_events(logs, MOTO_LOG_GROUP, streams):
-        with contextlib.suppress(ValueError):
-            line = json.loads(event["message"])
-            if isinstance(line, dict) and line.get("event") == "summary":
-                summaries.append(line)
-    return summaries
+    messages = (event["message"] for event in fetch_events(logs, MOTO_LOG_GROUP, streams))
+    return [line for line in records(messages) if line.get("event") == "summary"]
 
 
 def remove_containers(image_name: str) -> int:

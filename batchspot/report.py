@@ -10,9 +10,7 @@ run time Spot against On-Demand with ``batchspot.cost``.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from batchspot.cost.prices import AttemptCost
 from batchspot.cost.report import totals
 from batchspot.errors import OperatorError
 from batchspot.logs import fetch_events, job_streams
+from worker.logs import records as log_records
 
 # The panels of the picture, in order (their titles name them).
 PANELS = (
@@ -143,18 +142,6 @@ class RunLog:
             child.aws_calls += int(record.get("aws_calls") or 0)
 
 
-def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects among ``lines``, skipping other text (a traceback)."""
-    for line in lines:
-        if line.startswith("{"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
 def _run_of(job_id: str) -> str:
     """Return the run an array child's job id (``<job>:<index>``) belongs to."""
     return job_id.split(":", 1)[0]
@@ -168,7 +155,7 @@ def from_log_dir(log_dir: Path, job_id: str | None = None) -> RunLog:
     """
     files: list[tuple[float, str, Path, list[dict[str, Any]]]] = []
     for path in sorted(log_dir.glob("*.log")):
-        records = list(_records(path.read_text(errors="replace").splitlines()))
+        records = list(log_records(path.read_text(errors="replace").splitlines()))
         start = next((r for r in records if r.get("event") == "start"), None)
         if start is not None:
             files.append((path.stat().st_mtime, _run_of(str(start.get("job_id"))), path, records))
@@ -195,7 +182,7 @@ def from_cloudwatch(batch: Any, logs: Any, job_id: str, log_group: str) -> RunLo
         raise OperatorError(str(error)) from None
     for event in events:
         label = streams.labels.get(event.get("logStreamName", ""), "?")
-        for record in _records([event["message"]]):
+        for record in log_records([event["message"]]):
             run.add(label, record)
     if not run.children:
         raise OperatorError(f"job {job_id} has no worker log lines yet: retry once a child runs")

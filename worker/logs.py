@@ -19,7 +19,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from worker.metrics import EMF_ROOT
@@ -168,3 +168,19 @@ def _cut(text: str, limit: int | None) -> str:
 
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects :func:`log` wrote among ``lines``, skipping other text.
+
+    Other text is a traceback or a custom command's stderr; this is the one reader of the
+    worker's log lines.
+    """
+    for line in lines:
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
