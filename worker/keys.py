@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from worker.limits import MAX_KEY_BYTES, SHORTENED_MIN_BYTES, shorten, truncate_utf8, utf8_len
-from worker.messages import InputFormat, parse_input_format
+from worker.messages import InputFormat, WorkItem, parse_input_format
 
 # The code's identity when neither CODE_VERSION nor custom code is set: the built-in handler.
 BUILT_IN_CODE = "rows-to-json"
@@ -30,8 +31,13 @@ BUILT_IN_CODE = "rows-to-json"
 # within the prefix the worker may write, and never a derived key's, since bucket names (the
 # first part of a derived key) cannot start with a dot.
 RUN_RECORDS = ".runs/"
+# Where, under OUTPUT_PREFIX, a batch's one result is stored (``worker.batches``): a dot, like
+# RUN_RECORDS, so no derived key's bucket can lie there.
+BATCH_RESULTS = ".batches/"
 
 _FINGERPRINT_CHARS = 16
+# A batch's key holds no source name to tell two batches apart: 128 bits.
+_BATCH_FINGERPRINT_CHARS = 32
 _SUFFIX_BYTES = len(f".{'0' * _FINGERPRINT_CHARS}.json")  # what follows the source key
 _DERIVED_SUFFIX = re.compile(rf"\.[0-9a-f]{{{_FINGERPRINT_CHARS}}}\.json$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -78,6 +84,24 @@ def fingerprint(etag: str, key: str, recipe: Recipe = DEFAULT_RECIPE) -> str:
     return digest.hexdigest()[:_FINGERPRINT_CHARS]
 
 
+def derive_batch_key(
+    prefix: str, items: Iterable[WorkItem], recipe: Recipe = DEFAULT_RECIPE
+) -> str:
+    """Return ``<prefix>.batches/<fingerprint>.jsonl``, the one result key of a batch.
+
+    Each item's ``etag`` must be the version read (or, in the seeder, listed). The fingerprint
+    covers every source version with its input serialization, and the recipe; the sources are
+    sorted first, so the same sources queued in another order map to the same result.
+    """
+    versions = sorted(
+        (item.bucket, item.key, (item.etag or "").strip('"'), item.input.to_s3select())
+        for item in items
+    )
+    material = [versions, recipe.query, recipe.rows_format, recipe.code]
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8"))
+    return f"{prefix}{BATCH_RESULTS}{digest.hexdigest()[:_BATCH_FINGERPRINT_CHARS]}.jsonl"
+
+
 def _room(head: str) -> int:
     """Bytes left for the source key between ``head`` and the fingerprint suffix."""
     return MAX_KEY_BYTES - utf8_len(head) - _SUFFIX_BYTES
@@ -118,7 +142,8 @@ def check_output_key(key: str, prefix: str) -> None:
 
     A message must not choose where outside the results prefix it writes, nor take the key
     another item's result is derived to (a name ending ``.<fingerprint>.json``), nor write
-    among the runs' failure records (:data:`RUN_RECORDS`), nor hand S3 a
+    among the runs' failure records (:data:`RUN_RECORDS`) or the batches' results
+    (:data:`BATCH_RESULTS`), nor hand S3 a
     key it refuses or that tools resolve elsewhere (``..``, a leading ``/``, control
     characters). Raise ValueError saying which rule the key breaks.
     """
@@ -138,7 +163,6 @@ def check_output_key(key: str, prefix: str) -> None:
         raise ValueError(
             "output_key must not end like a derived result key (.<16 hex digits>.json)"
         )
-    if key.startswith(prefix + RUN_RECORDS):
-        raise ValueError(
-            f"output_key must not lie under {prefix + RUN_RECORDS!r}, the runs' records"
-        )
+    for reserved, what in ((RUN_RECORDS, "the runs' records"), (BATCH_RESULTS, "batch results")):
+        if key.startswith(prefix + reserved):
+            raise ValueError(f"output_key must not lie under {prefix + reserved!r}, {what}")

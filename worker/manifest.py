@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote
 
+from worker.batches import one_line
 from worker.keys import RUN_RECORDS
 from worker.queue_depth import queue_counts
 
@@ -291,9 +292,8 @@ def read_entries(s3: Any, bucket: str, key: str) -> Iterator[Entry]:
 def merge(s3: Any, bucket: str, entries: Iterable[Entry], sink: IO[bytes]) -> int:
     """Write one JSON line per result, ``{"source", "output", "result"}``; return the count.
 
-    Each result is copied through in chunks, never held whole: a stored result is valid JSON
-    (the worker checks it), and in valid JSON a raw line break can only be whitespace, so
-    turning line breaks into spaces keeps it valid and on one line.
+    Each result is copied through in chunks, never held whole, and kept on one line
+    (:func:`worker.batches.one_line`).
     """
     count = 0
 
@@ -307,7 +307,7 @@ def merge(s3: Any, bucket: str, entries: Iterable[Entry], sink: IO[bytes]) -> in
             head = {"source": entry.source, "output": entry.output}
             sink.write(json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "result": ')
             for chunk in body.iter_chunks(_CHUNK_BYTES):
-                sink.write(chunk.replace(b"\r", b" ").replace(b"\n", b" "))
+                sink.write(one_line(chunk))
             sink.write(b"}\n")
             count += 1
     return count

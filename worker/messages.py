@@ -4,7 +4,10 @@ Three shapes are accepted, because three kinds of producer feed the queue:
 
 * BatchSpot's own (``invoke seed``): ``{"bucket": ..., "key": ...}`` plus optional fields;
 * S3 event notifications, so a bucket can feed the queue directly;
-* the original .NET task maker's ``{"SourceBucketName", "SourceKeyName", "DestBucketName"}``.
+* the original .NET task maker's ``{"SourceBucketName", "SourceKeyName", "DestBucketName"}``;
+* a batch (``invoke seed --batch-size``): ``{"items": [{"bucket", "key", ...}, ...]}``, many
+  small sources in one message and one result (``worker.batches``), so that millions of small
+  objects do not each pay a PUT and a share of the SQS calls.
 
 Anything else is a :class:`MessageError` whose text says what is wrong, so the operator can
 fix the producer from one log line. Such a message can never succeed, so the worker releases
@@ -83,6 +86,22 @@ class WorkItem:
 
 
 @dataclass(frozen=True)
+class WorkBatch:
+    """Several work items from one message, each run as a :class:`WorkItem` is.
+
+    The batch stores one JSON-lines result for all of them (``worker.batches``).
+    """
+
+    items: tuple[WorkItem, ...]
+    query: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The batch as an operator would find it in logs: its first source and its size."""
+        return f"{self.items[0].source} and {len(self.items) - 1} more"
+
+
+@dataclass(frozen=True)
 class Ignorable:
     """A message to acknowledge and drop, such as S3's ``s3:TestEvent``."""
 
@@ -115,6 +134,24 @@ _BATCHSPOT_FIELDS = {
     "output_key": _Field((str,)),
 }
 
+# A batch's own fields: ``query`` and ``input`` apply to every item (an item's ``input``
+# replaces the batch's); ``etag`` is per item, as the seeder listed it.
+_BATCH_FIELDS = {
+    "version": _Field((int,)),
+    "items": _Field((list,), required=True),
+    "query": _Field((str,)),
+    "input": _Field((dict,)),
+}
+_BATCH_ITEM_FIELDS = {
+    "bucket": _Field((str,), required=True),
+    "key": _Field((str,), required=True),
+    "etag": _Field((str,)),
+    "input": _Field((dict,)),
+}
+# Items one batch may name. Its deadline grows with its items (worker.loop), and SQS keeps a
+# message invisible for 12 hours at most; 1,000 small keys also fit SQS's 1 MiB.
+MAX_BATCH_ITEMS = 1000
+
 _ORIGINAL_FIELDS = {
     "SourceBucketName": _Field((str,), required=True),
     "SourceKeyName": _Field((str,), required=True),
@@ -122,7 +159,7 @@ _ORIGINAL_FIELDS = {
 }
 
 
-def parse_message(body: str) -> WorkItem | Ignorable:
+def parse_message(body: str) -> WorkItem | WorkBatch | Ignorable:
     """Parse one SQS message body; raise :class:`MessageError` with a clear reason."""
     try:
         document = json.loads(body)
@@ -136,6 +173,8 @@ def parse_message(body: str) -> WorkItem | Ignorable:
         return _parse_s3_event(document)
     if "SourceBucketName" in document or "SourceKeyName" in document:
         return _parse_original(document)
+    if "items" in document:
+        return _parse_batch(document)
     return _parse_batchspot(document)
 
 
@@ -163,8 +202,7 @@ def _check_fields(document: dict[str, Any], spec: dict[str, _Field], where: str)
             raise MessageError(f"field {name!r} in {where} must not be empty")
 
 
-def _parse_batchspot(document: dict[str, Any]) -> WorkItem:
-    _check_fields(document, _BATCHSPOT_FIELDS, "message")
+def _check_version_and_query(document: dict[str, Any]) -> str | None:
     version = document.get("version", CONTRACT_VERSION)
     if version != CONTRACT_VERSION:
         raise MessageError(
@@ -173,6 +211,12 @@ def _parse_batchspot(document: dict[str, Any]) -> WorkItem:
     query = document.get("query")
     if query is not None and not query.strip():
         raise MessageError("field 'query' must not be blank")
+    return query
+
+
+def _parse_batchspot(document: dict[str, Any]) -> WorkItem:
+    _check_fields(document, _BATCHSPOT_FIELDS, "message")
+    query = _check_version_and_query(document)
     return WorkItem(
         bucket=document["bucket"],
         key=document["key"],
@@ -181,6 +225,35 @@ def _parse_batchspot(document: dict[str, Any]) -> WorkItem:
         etag=document.get("etag"),
         output_key=document.get("output_key") or None,
     )
+
+
+def _parse_batch(document: dict[str, Any]) -> WorkBatch:
+    _check_fields(document, _BATCH_FIELDS, "batch message")
+    query = _check_version_and_query(document)
+    entries = document["items"]
+    if not 1 <= len(entries) <= MAX_BATCH_ITEMS:
+        raise MessageError(
+            f"field 'items' must name 1 to {MAX_BATCH_ITEMS} sources, got {len(entries)}"
+        )
+    items = []
+    for number, entry in enumerate(entries):
+        where = f"items[{number}]"
+        if not isinstance(entry, dict):
+            raise MessageError(f"{where} must be an object, got {type(entry).__name__}")
+        _check_fields(entry, _BATCH_ITEM_FIELDS, where)
+        items.append(
+            WorkItem(
+                bucket=entry["bucket"],
+                key=entry["key"],
+                input=parse_input_format(entry.get("input", document.get("input")), entry["key"]),
+                query=query,
+                etag=entry.get("etag"),
+            )
+        )
+    if len({(item.bucket, item.key) for item in items}) != len(items):
+        # One source twice would make two lines of one result and count one item twice.
+        raise MessageError("field 'items' names a source more than once")
+    return WorkBatch(items=tuple(items), query=query)
 
 
 def _parse_original(document: dict[str, Any]) -> WorkItem:

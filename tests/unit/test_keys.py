@@ -11,11 +11,12 @@ from worker.config import Config
 from worker.keys import (
     DEFAULT_RECIPE,
     check_output_key,
+    derive_batch_key,
     derive_output_key,
     fingerprint,
     output_key_prefix,
 )
-from worker.messages import parse_input_format
+from worker.messages import WorkItem, parse_input_format
 
 
 def test_same_source_version_same_key_whatever_the_quotes() -> None:
@@ -153,3 +154,23 @@ def test_safe_output_keys_pass_including_a_leading_slash_rule_without_prefix() -
     check_output_key("results/" + "k" * 1016, "results/")
     with pytest.raises(ValueError, match="must not start with '/'"):
         check_output_key("/abs.json", "")
+
+
+def test_batch_key_follows_every_source_version_not_the_order() -> None:
+    def item(key: str, etag: str) -> WorkItem:
+        return WorkItem("in", key, parse_input_format(None, key), etag=etag)
+
+    batch = [item("a.csv", "v1"), item("b.csv", "v1")]
+    key = derive_batch_key("results/", batch)
+    assert key.startswith("results/.batches/") and key.endswith(".jsonl")
+    assert derive_batch_key("results/", batch[::-1]) == key, "the order sources came in"
+    assert derive_batch_key("results/", [batch[0], item("b.csv", '"v1"')]) == key
+    assert derive_batch_key("results/", [batch[0], item("b.csv", "v2")]) != key
+    assert derive_batch_key("results/", batch[:1]) != key
+    own_query = DEFAULT_RECIPE.for_message("SELECT s._1 FROM S3Object s", None)
+    assert derive_batch_key("results/", batch, own_query) != key
+
+
+def test_message_cannot_write_among_batch_results() -> None:
+    with pytest.raises(ValueError, match="batch results"):
+        check_output_key("results/.batches/mine.jsonl", "results/")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from worker.messages import Ignorable, InputFormat, MessageError, WorkItem, parse_message
+from worker.messages import (
+    Ignorable,
+    InputFormat,
+    MessageError,
+    WorkBatch,
+    WorkItem,
+    parse_message,
+)
 
 
-def parse(document: object) -> WorkItem | Ignorable:
+def parse(document: object) -> WorkItem | WorkBatch | Ignorable:
     return parse_message(json.dumps(document))
 
 
@@ -170,3 +178,39 @@ def test_parquet_is_named_or_guessed_and_never_whole_object_compressed() -> None
     ):
         with pytest.raises(MessageError, match="cannot have whole-object compression"):
             parse(message)
+
+
+def test_batch_message_names_many_sources_with_shared_query_and_input() -> None:
+    body = json.dumps(
+        {
+            "items": [
+                {"bucket": "in", "key": "a.log", "etag": "e1"},
+                {"bucket": "in", "key": "b.json", "input": {"format": "JSON"}},
+            ],
+            "query": "SELECT s._1 FROM S3Object s",
+            "input": {"format": "CSV", "csv_header": "NONE"},
+        }
+    )
+    batch = parse_message(body)
+    assert isinstance(batch, WorkBatch)
+    first, second = batch.items
+    assert (first.key, first.etag, first.input.csv_header) == ("a.log", "e1", "NONE")
+    assert second.input.kind == "JSON" and second.etag is None, "an item's input replaces"
+    assert first.query == second.query == batch.query == "SELECT s._1 FROM S3Object s"
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({"items": []}, "1 to 1000 sources, got 0"),
+        ({"items": [{"bucket": "in", "key": f"{n}"} for n in range(1001)]}, "got 1001"),
+        ({"items": ["in/a.csv"]}, "items[0] must be an object"),
+        ({"items": [{"bucket": "in"}]}, "missing required field 'key' in items[0]"),
+        ({"items": [{"bucket": "in", "key": "a", "output_key": "x"}]}, "'output_key'"),
+        ({"items": [{"bucket": "in", "key": "a"}, {"bucket": "in", "key": "a"}]}, "more than once"),
+        ({"items": [{"bucket": "in", "key": "a"}], "query": " "}, "must not be blank"),
+    ],
+)
+def test_bad_batch_is_refused_with_its_reason(document: dict, reason: str) -> None:
+    with pytest.raises(MessageError, match=re.escape(reason)):
+        parse_message(json.dumps(document))
