@@ -528,6 +528,10 @@ def logs(
         "refresh_prices": "re-fetch the offline On-Demand table from the Pricing API and stop",
         "name": "job name to look for when --job-id is not given",
         "job_queue": "Batch job queue (default: the stack's job_queue)",
+        "requests": "price the job's AWS requests per million items instead, from its "
+        "workers' own call counts, beside Step Functions' Distributed Map",
+        "log_dir": "with --requests: read a local run's worker logs here, not CloudWatch",
+        "log_group": "with --requests: CloudWatch log group (default: the stack's log_group)",
     }
 )
 def cost(
@@ -542,6 +546,9 @@ def cost(
     refresh_prices: bool = False,
     name: str = "batchspot",
     job_queue: str = "",
+    requests: bool = False,
+    log_dir: str = "",
+    log_group: str = "",
 ) -> None:
     """Compare a finished job's Spot cost with On-Demand, as a table and a PNG chart."""
     from pathlib import Path
@@ -550,6 +557,16 @@ def cost(
     from batchspot import stack
     from batchspot.terraform import default_state_dir
 
+    if requests:
+        from batchspot.cost.requests import request_cost
+        from batchspot.errors import OperatorError
+
+        run = _run_log(job_id, log_dir, name, log_group, job_queue)
+        try:
+            print(request_cost(run.calls, run.ended_items).render())
+        except ValueError as error:
+            raise OperatorError(f"job {run.job_id}: {error}") from None
+        return
     region = stack.optional("region")
     if refresh_prices:
         print(f"refreshed {costing.refresh_prices(stack.aws, region)} prices")
@@ -572,6 +589,22 @@ def cost(
     path = Path(chart) if chart else default_state_dir() / f"cost-{found}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"chart: {costing.write_chart(report.costs, path)}")
+
+
+def _run_log(job_id: str, log_dir: str, name: str, log_group: str, job_queue: str) -> Any:
+    """Read a job's worker logs: a local run's log directory, else the job's CloudWatch streams."""
+    from pathlib import Path
+
+    from batchspot import report as reporting
+
+    if log_dir:
+        return reporting.from_log_dir(Path(log_dir), job_id or None)
+    from batchspot import stack
+
+    found = stack.job_id(job_id, job_queue, name)
+    return reporting.from_cloudwatch(
+        stack.aws("batch"), stack.aws("logs"), found, stack.value("log_group", log_group)
+    )
 
 
 @task(
@@ -599,23 +632,19 @@ def report(
 
     from batchspot import report as reporting
 
+    run = _run_log(job_id, log_dir, name, log_group, job_queue)
     if log_dir:
         from batchspot.local import local_cost
 
-        run = reporting.from_log_dir(Path(log_dir), job_id or None)
         print(reporting.write_report(run, local_cost(run), Path(chart)))
         return
     from batchspot import cost as costing
     from batchspot import stack
     from batchspot.errors import OperatorError
 
-    found = stack.job_id(job_id, job_queue, name)
-    run = reporting.from_cloudwatch(
-        stack.aws("batch"), stack.aws("logs"), found, stack.value("log_group", log_group)
-    )
     try:
         priced = costing.job_cost(
-            stack.aws, job_id=found, region=stack.optional("region"), given=costing.Given()
+            stack.aws, job_id=run.job_id, region=stack.optional("region"), given=costing.Given()
         )
     except OperatorError:  # no attempt has ended yet: the picture says "not priced yet"
         priced = None

@@ -49,6 +49,7 @@ class Item:
     duration_ms: float | None
     reason: str | None
     dead_lettered: bool
+    units: int = 1  # the items it settled: a batch's line settles all of its items
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Child:
     seconds: float | None = None  # from the summary lines: its longest worker loop's run time
     items: int = 0
     aws_calls: int = 0
+    calls: Counter[str] = field(default_factory=Counter)  # by ``service.Operation``
 
     @property
     def busy_seconds(self) -> float | None:
@@ -89,6 +91,22 @@ class RunLog:
     def count(self, outcome: str) -> int:
         """Item lines with this outcome (``failed`` counts failed attempts)."""
         return sum(1 for item in self.items if item.outcome == outcome)
+
+    @property
+    def ended_items(self) -> int:
+        """Items that reached their end: stored, found stored, ignored or dead-lettered.
+
+        A batch's line counts its items. Failed attempts that were retried are not items that
+        ended, though their calls count: that is what a retry costs.
+        """
+        return sum(
+            item.units for item in self.items if item.outcome != "failed" or item.dead_lettered
+        )
+
+    @property
+    def calls(self) -> Counter[str]:
+        """AWS calls by ``service.Operation``, over the children's summaries so far."""
+        return sum((child.calls for child in self.children.values()), Counter())
 
     @property
     def dead_lettered(self) -> int:
@@ -134,12 +152,14 @@ class RunLog:
                     duration_ms=record.get("duration_ms"),
                     reason=record.get("reason"),
                     dead_lettered=record.get("next") == "dead-letter queue",
+                    units=int(record.get("items") or 1),
                 )
             )
         elif record.get("event") == "summary":
             # One per worker process: a container runs WORKER_PROCESSES of them side by side.
             child.seconds = max(child.seconds or 0.0, float(record.get("seconds") or 0))
             child.aws_calls += int(record.get("aws_calls") or 0)
+            child.calls.update(record.get("calls") or {})
 
 
 def _run_of(job_id: str) -> str:
