@@ -219,6 +219,12 @@ def _number(metadata: dict[str, str], name: str) -> int | None:
     return int(value) if value.isdecimal() else None
 
 
+def _all_failed(metadata: dict[str, str]) -> bool:
+    """Whether a batch's metadata says every item failed (so it holds no result to list)."""
+    items = _number(metadata, ITEMS_METADATA)
+    return items is not None and _number(metadata, FAILED_ITEMS_METADATA) == items
+
+
 def _batch_lines(s3: Any, bucket: str, key: str) -> Iterator[BatchLine]:
     """Stream a batch result's lines, one item at a time."""
     return read_lines(s3.get_object(Bucket=bucket, Key=key)["Body"].iter_lines())
@@ -235,7 +241,7 @@ def succeeded(s3: Any, run: Run) -> Iterator[Entry]:
                 size=item["Size"],
                 attempts=attempts,
             )
-        elif _number(metadata, FAILED_ITEMS_METADATA) != _number(metadata, ITEMS_METADATA):
+        elif not _all_failed(metadata):
             for line in _batch_lines(s3, run.bucket, item["Key"]):
                 if not line.failed:
                     yield Entry(line.source, item["Key"], None, attempts)

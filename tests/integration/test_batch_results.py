@@ -62,9 +62,18 @@ class CountingS3:
 
 
 def store_batch(
-    s3: Any, bucket: str, key: str, job_id: str, items: dict[str, Any], poison: tuple = ()
+    s3: Any,
+    bucket: str,
+    key: str,
+    job_id: str,
+    items: dict[str, Any],
+    poison: tuple = (),
+    counted: bool = True,
 ) -> None:
-    """Store a batch result as the worker does: one line an item, the failure last."""
+    """Store a batch result as the worker does: one line an item, the failure last.
+
+    ``counted`` False leaves out the item counts, as a result not written by our worker may.
+    """
     lines = [
         b"".join(result_line(source, '"etag"', [json.dumps(result, indent=1).encode()]))
         for source, result in items.items()
@@ -85,8 +94,9 @@ def store_batch(
             "job-attempt": "1",
             "handler": "rows-to-json",
             "duration-ms": "5",
-            "items": str(len(lines)),
-            "failed-items": str(len(poison) // 2),
+            **(
+                {"items": str(len(lines)), "failed-items": str(len(poison) // 2)} if counted else {}
+            ),
         },
     )
 
@@ -180,3 +190,16 @@ def test_the_final_step_reduces_batch_items_and_judges_the_share_of_failed_items
 
     manifest, _ = run_final(s3, sqs, batch_run.run, FinalSettings(tolerate_failures=25))
     assert isinstance(manifest, Manifest) and manifest.counts.failed_share == 25.0
+
+
+def test_a_batch_without_item_counts_in_its_metadata_is_read_line_by_line(
+    s3: Any, sqs: Any
+) -> None:
+    stack = make_stack(sqs, s3)
+    run = Run("run-uncounted", stack.output_bucket, "results/", stack.queue_url)
+    store_batch(s3, stack.output_bucket, BATCH_A, "run-uncounted:0", A_ITEMS, POISON, False)
+
+    manifest = build_manifest(s3, sqs, run)
+
+    assert (manifest.counts.succeeded, manifest.counts.failed) == (3, 1)
+    assert count_run(s3, sqs, run) == manifest.counts
