@@ -231,6 +231,10 @@ def push(c: Context, repository_url: str = "") -> None:
         "s3:// URL instead of listing S3 (the way to seed millions of objects); a folder URL "
         "ending in /: its newest delivery; latest: the newest of the stack's own inventory",
         "list_concurrency": "prefixes listed, or inventory files read, at once",
+        "batch_size": "name up to this many sources in one message (1..1000; 0: one message "
+        "per source): for millions of small objects",
+        "batch_bytes": "with --batch-size: at most this many bytes a message (default and "
+        "most: SQS's 1048576)",
     },
     iterable=["env"],
 )
@@ -252,12 +256,14 @@ def seed(
     listing: str = "",
     inventory: str = "",
     list_concurrency: int = 8,
+    batch_size: int = 0,
+    batch_bytes: int = 1_048_576,
 ) -> None:
-    """Queue one message per S3 object under a prefix; safe to re-run."""
+    """Queue one message per S3 object under a prefix (or per batch of them); safe to re-run."""
     from pathlib import Path
 
+    from batchspot import queued_items, stack
     from batchspot import seed as seeding
-    from batchspot import stack
     from batchspot import submit as submitting
     from batchspot.errors import OperatorError
 
@@ -278,10 +284,13 @@ def seed(
                 "the stack configures no inventory: deploy with --var "
                 "input_inventory_frequency=Daily, or pass a manifest.json's s3:// URL"
             )
+    sqs = None if dry_run else stack.aws("sqs", pool=concurrency)  # a dry run sends nothing
+    queue_url = "" if dry_run else stack.value("queue_url", queue_url)
+    fresh_queue = sqs is not None and queued_items.is_empty(sqs, queue_url)
     report = seeding.seed(
         None if listing and not skip_done else stack.aws("s3"),
-        None if dry_run else stack.aws("sqs", pool=concurrency),  # a dry run sends nothing
-        queue_url="" if dry_run else stack.value("queue_url", queue_url),
+        sqs,
+        queue_url=queue_url,
         bucket=stack.value("input_bucket", bucket),
         prefix=prefix,
         suffix=suffix,
@@ -297,7 +306,11 @@ def seed(
         listing=Path(listing) if listing else None,
         inventory=inventory or None,
         list_concurrency=list_concurrency,
+        batch_size=batch_size or None,
+        batch_bytes=batch_bytes,
     )
+    if sqs is not None:
+        queued_items.record(queue_url, report.sent, report.items, fresh=fresh_queue)
     for sample in report.samples:
         print(sample)
     for failure in report.failures[:10]:
@@ -310,7 +323,8 @@ def seed(
     iterable=["env"],
     help={
         "size": "children: a number (1 = a plain job, 2..10000 = an array job) or auto",
-        "per_worker": "with --size auto: queued messages per child",
+        "per_worker": "with --size auto: queued items per child (a batch message's items "
+        "count, as seed recorded them)",
         "env": "KEY=VALUE added to the container's environment; repeat for more",
         "name": "job name",
         "job_queue": "Batch job queue (default: the stack's job_queue)",
@@ -343,20 +357,22 @@ def submit(
     final_job_definition: str = "",
 ) -> None:
     """Submit the workers as an array job sized from the queue (or --size), and a final job."""
-    from batchspot import stack
+    from batchspot import queued_items, stack
     from batchspot import submit as submitting
 
     batch = stack.aws("batch")
     job_queue = stack.value("job_queue", job_queue)
     job_definition = stack.value("job_definition", job_definition)
+    queue_url = stack.value("queue_url", queue_url) if size == "auto" else ""
     count = submitting.resolve_size(
         size,
         sqs=stack.aws("sqs"),
         batch=batch,
-        queue_url=stack.value("queue_url", queue_url) if size == "auto" else "",
+        queue_url=queue_url,
         job_queue=job_queue,
         job_definition=job_definition,
         per_worker=per_worker,
+        items_per_message=queued_items.items_per_message(queue_url) if queue_url else 1.0,
     )
     overrides = submitting.parse_env(env or [])
     submitting.require_image_in_ecr(batch, stack.aws("ecr"), job_definition)
@@ -474,7 +490,7 @@ def results(
             print(reading.render_failure(entry))
     if download:
         count = reading.download(stack.aws("s3"), manifest, Path(download))
-        print(f"downloaded {count} result(s) to {download}")
+        print(f"downloaded {count} result object(s) to {download} (a batch is one object)")
     if merge:
         count = reading.merge_into(stack.aws("s3"), manifest, Path(merge))
         print(f"merged {count} result(s) into {merge}")

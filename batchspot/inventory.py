@@ -44,7 +44,7 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import ClientError
 
 from batchspot.errors import OperatorError
-from batchspot.sources import Source, interleave, wanted
+from batchspot.sources import Group, Source, interleave, wanted
 
 FORMATS = ("CSV", "ORC", "Parquet")
 # CSV's fileSchema names (as the manifest spells them) -> ORC's and Parquet's column names.
@@ -289,13 +289,24 @@ def file_sources(
 
 
 def inventory_sources(
-    s3: Any, bucket: str, manifest: Manifest, prefix: str = "", suffix: str = "", readers: int = 8
-) -> Iterator[Source]:
-    """Yield every source the inventory lists, reading ``readers`` files at once."""
+    s3: Any,
+    bucket: str,
+    manifest: Manifest,
+    prefix: str = "",
+    suffix: str = "",
+    readers: int = 8,
+    group: Group | None = None,
+) -> Iterator[Any]:
+    """Yield every source the inventory lists, reading ``readers`` files at once.
+
+    ``group``, if given, is applied to each file's own stream and its groups yielded instead.
+    """
+    lane: Group = group or iter
     yield from interleave(
         (
-            lambda file=file: file_sources(s3, bucket, manifest, file, prefix, suffix)
+            lambda file=file: lane(file_sources(s3, bucket, manifest, file, prefix, suffix))
             for file in manifest.files
         ),
         readers,
+        grouped=group is not None,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from batchspot import jobs
-from worker.manifest import Entry, Manifest, Run, merge, read_entries
+from worker.manifest import Entry, Manifest, Run, each_object_once, merge, read_entries
 
 
 def run_of(batch: Any, *, job_id: str, bucket: str, output_prefix: str, queue_url: str) -> Run:
@@ -28,11 +28,12 @@ def run_of(batch: Any, *, job_id: str, bucket: str, output_prefix: str, queue_ur
 
 
 def download(s3: Any, manifest: Manifest, directory: Path) -> int:
-    """Copy every result the manifest lists under ``directory`` (by its key); count them."""
+    """Copy every result object the manifest lists under ``directory`` (by its key); count them.
+
+    A batch's result is one object for all its items: it is downloaded once.
+    """
     count = 0
-    for entry in read_entries(s3, manifest.bucket, manifest.succeeded_key):
-        if entry.output is None:
-            continue
+    for entry in each_object_once(read_entries(s3, manifest.bucket, manifest.succeeded_key)):
         path = directory / entry.output
         path.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(manifest.bucket, entry.output, str(path))
@@ -45,7 +46,11 @@ def merge_into(s3: Any, manifest: Manifest, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as sink:
         return merge(
-            s3, manifest.bucket, read_entries(s3, manifest.bucket, manifest.succeeded_key), sink
+            s3,
+            manifest.bucket,
+            read_entries(s3, manifest.bucket, manifest.succeeded_key),
+            sink,
+            manifest.run.output_prefix,
         )
 
 

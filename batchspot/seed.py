@@ -1,4 +1,4 @@
-"""Seed the work queue: one message per S3 source object under a prefix.
+"""Seed the work queue: one message per S3 source object under a prefix, or per batch of them.
 
 Re-running a seed is safe. Each message names a source version (bucket, key, ETag) and the
 worker stores its result under a key derived from exactly that and the run's recipe
@@ -9,6 +9,10 @@ results already stored, computing each key with the same recipe the workers will
 SQS refuses a message over 1 MiB and a batch whose bodies total over 1 MiB (``worker.limits``);
 an emulator takes both. So a body over the limit is reported as a failure and never sent, and
 batches are cut by size as well as by count.
+
+With ``batch_size`` each message names up to that many sources (``batchspot.batching``), formed
+the same way on every seed of the same listing; ``skip_done`` then skips a batch whose result
+key is already stored, listing the batches' results once.
 """
 
 from __future__ import annotations
@@ -23,10 +27,17 @@ from typing import Any
 
 from tqdm import tqdm
 
+from batchspot.batching import Batching, SourceBatch, items_in
 from batchspot.inventory import inventory_sources, read_manifest
 from batchspot.sources import Source, list_sources_parallel, wanted
 from worker.config import DEFAULT_OUTPUT_PREFIX
-from worker.keys import DEFAULT_RECIPE, Recipe, derive_output_key, output_key_prefix
+from worker.keys import (
+    BATCH_RESULTS,
+    DEFAULT_RECIPE,
+    Recipe,
+    derive_output_key,
+    output_key_prefix,
+)
 from worker.limits import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES, utf8_len
 from worker.messages import CONTRACT_VERSION
 
@@ -45,7 +56,11 @@ class Failure:
 
 @dataclass
 class SeedReport:
-    """What a seed did; the task prints it."""
+    """What a seed did; the task prints it.
+
+    ``listed``, ``skipped_done``, ``items`` and ``failed_items`` count sources; ``sent`` and
+    ``failures`` count messages. Without batches the two are the same.
+    """
 
     listed: int = 0
     skipped_done: int = 0
@@ -53,10 +68,19 @@ class SeedReport:
     failures: list[Failure] = field(default_factory=list)
     dry_run: bool = False
     samples: list[str] = field(default_factory=list)
+    batched: bool = False
+    items: int = 0
+    failed_items: int = 0
 
     def summary(self) -> str:
         """One line of counts for the operator."""
         verb = "would send" if self.dry_run else "sent"
+        if self.batched:
+            return (
+                f"listed {self.listed} items, skipped {self.skipped_done} already done, "
+                f"{verb} {self.items} items in {self.sent} messages, failed {self.failed_items} "
+                f"items in {len(self.failures)} messages"
+            )
         return (
             f"listed {self.listed}, skipped {self.skipped_done} already done, "
             f"{verb} {self.sent}, failed {len(self.failures)}"
@@ -99,6 +123,16 @@ def stored_results(
     }
 
 
+def stored_batches(s3: Any, output_bucket: str, output_prefix: str) -> set[str]:
+    """Return the keys of the batch results already stored (one listing call per 1,000)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    return {
+        item["Key"]
+        for page in paginator.paginate(Bucket=output_bucket, Prefix=output_prefix + BATCH_RESULTS)
+        for item in page.get("Contents", [])
+    }
+
+
 def message_body(source: Source, query: str | None = None) -> str:
     """Return the message body for one source, in the worker's contract (version 1)."""
     body: dict[str, Any] = {
@@ -112,21 +146,22 @@ def message_body(source: Source, query: str | None = None) -> str:
     return json.dumps(body, ensure_ascii=False)
 
 
-def oversized(body: str) -> Failure | None:
+def oversized(body: str, limit: int = MAX_MESSAGE_BYTES) -> Failure | None:
     """Return the failure SQS would answer if ``body`` exceeds its 1 MiB limit, else None.
 
     Checked before sending: SQS would refuse such a message, and within a batch it would also
     push the batch over its total (``BatchRequestTooLong``), failing the other entries with it.
+    A ``limit`` below SQS's is the operator's ``--batch-bytes``.
     """
     size = utf8_len(body)
-    if size <= MAX_MESSAGE_BYTES:
+    if size <= limit:
         return None
-    return Failure(
-        body,
-        "MessageTooLong",
-        f"body is {size:,} bytes of UTF-8; SQS accepts at most {MAX_MESSAGE_BYTES:,} (1 MiB); "
-        "not sent",
+    allowed = (
+        f"SQS accepts at most {MAX_MESSAGE_BYTES:,} (1 MiB)"
+        if limit == MAX_MESSAGE_BYTES
+        else f"--batch-bytes allows at most {limit:,}"
     )
+    return Failure(body, "MessageTooLong", f"body is {size:,} bytes of UTF-8; {allowed}; not sent")
 
 
 def send_batch(sqs: Any, queue_url: str, bodies: list[str]) -> tuple[int, list[Failure]]:
@@ -225,6 +260,8 @@ def seed(
     listing: Path | None = None,
     inventory: str | None = None,
     list_concurrency: int = 8,
+    batch_size: int | None = None,
+    batch_bytes: int = MAX_MESSAGE_BYTES,
 ) -> SeedReport:
     """List the sources, drop those already done if asked, and queue one message for each.
 
@@ -239,6 +276,10 @@ def seed(
     ``max_count`` counts messages to send (after ``skip_done``), so repeating
     ``--skip-done --max-count N`` queues the next N sources each time. A body over SQS's limit
     is a failure in the report, not a message, so it does not count.
+
+    ``batch_size``: one message names up to this many sources, in at most ``batch_bytes``
+    (:mod:`batchspot.batching`); ``skip_done`` then skips a batch whose result is stored and
+    ``max_count`` counts batch messages.
     """
     if max_count is not None and max_count < 1:
         raise ValueError(f"max_count must be at least 1, got {max_count}")
@@ -248,6 +289,7 @@ def seed(
             f"the query alone makes every message longer than SQS's {MAX_MESSAGE_BYTES:,}-byte "
             "(1 MiB) limit; shorten the query"
         )
+    batching = Batching(batch_size, batch_bytes, query) if batch_size else None
     if listing and inventory:
         raise ValueError("give the sources as a saved listing or as an inventory, not both")
     if list_concurrency < 1:
@@ -261,41 +303,55 @@ def seed(
                 f"the inventory at {inventory} lists bucket {manifest.source_bucket}, "
                 f"not {bucket}, the bucket being seeded (the stack's input bucket, or --bucket)"
             )
-    report = SeedReport(dry_run=dry_run)
-    done = (
-        stored_results(s3, output_bucket, output_prefix, bucket, prefix)
-        if skip_done and output_bucket
-        else set()
-    )
+    report = SeedReport(dry_run=dry_run, batched=batching is not None)
+    done: set[str] = set()
+    if skip_done and output_bucket:
+        done = (
+            stored_batches(s3, output_bucket, output_prefix)
+            if batching
+            else stored_results(s3, output_bucket, output_prefix, bucket, prefix)
+        )
 
     message_recipe = recipe.for_message(query, None)
+    group = batching.group if batching else None
+
+    def units() -> Iterator[Source | SourceBatch]:
+        """Yield the sources, or their batch messages, as listing, inventory or file give them."""
+        if listing:
+            sources = read_listing(listing, bucket, prefix, suffix)
+            return group(sources) if group else sources
+        if inventory:
+            return inventory_sources(
+                s3, inventory_bucket, manifest, prefix, suffix, list_concurrency, group
+            )
+        return list_sources_parallel(s3, bucket, prefix, suffix, list_concurrency, group)
+
+    def is_done(unit: Source | SourceBatch) -> bool:
+        if isinstance(unit, SourceBatch):
+            return unit.result_key(output_prefix, message_recipe) in done
+        key = derive_output_key(output_prefix, bucket, unit.key, unit.etag, message_recipe)
+        return key in done
 
     def bodies() -> Iterator[str]:
         queued = 0
-        if listing:
-            sources = read_listing(listing, bucket, prefix, suffix)
-        elif inventory:
-            sources = inventory_sources(
-                s3, inventory_bucket, manifest, prefix, suffix, list_concurrency
-            )
-        else:
-            sources = list_sources_parallel(s3, bucket, prefix, suffix, list_concurrency)
-        for source in sources:
-            report.listed += 1
-            if (
-                done
-                and derive_output_key(
-                    output_prefix, bucket, source.key, source.etag, message_recipe
-                )
-                in done
-            ):
-                report.skipped_done += 1
+        for unit in units():
+            count = len(unit) if isinstance(unit, SourceBatch) else 1
+            report.listed += count
+            if done and is_done(unit):
+                report.skipped_done += count
                 continue
-            body = message_body(source, query)
-            if failure := oversized(body):
+            if isinstance(unit, SourceBatch):
+                failure = oversized(unit.body, batch_bytes)
+                body = unit.body
+            else:
+                body = message_body(unit, query)
+                failure = oversized(body)
+            if failure:
                 report.failures.append(failure)
+                report.failed_items += count
                 continue
             yield body
+            report.items += count
             queued += 1
             if queued == max_count:
                 return
@@ -310,4 +366,7 @@ def seed(
     with tqdm(total=max_count, unit="msg", desc="seed", disable=None) as bar:
         report.sent, failures = send_messages(sqs, queue_url, bodies(), concurrency, bar.update)
     report.failures.extend(failures)
+    refused_items = sum(items_in(failure.body) for failure in failures)
+    report.items -= refused_items
+    report.failed_items += refused_items
     return report

@@ -33,6 +33,13 @@ class Source:
     etag: str
 
 
+# Turns one ordered stream of sources (a paginator's, an inventory file's, a saved listing)
+# into groups, each a sized collection (``len``: the sources it holds). Applied per stream, so
+# the groups depend on each stream's own order, never on how concurrent streams interleave:
+# the same listing makes the same groups (``batchspot.batching``).
+Group = Callable[[Iterator[Source]], Iterator[Any]]
+
+
 def wanted(key: str, size: int, prefix: str, suffix: str) -> bool:
     """Whether a listed object is a source: under ``prefix``, ending in ``suffix``, not a folder.
 
@@ -48,11 +55,14 @@ class _Finished:
         self.error = error
 
 
-def interleave(producers: Iterable[Callable[[], Iterable[T]]], workers: int) -> Iterator[T]:
+def interleave(
+    producers: Iterable[Callable[[], Iterable[T]]], workers: int, grouped: bool = False
+) -> Iterator[T]:
     """Yield every item of every producer, running up to ``workers`` producers at once.
 
     Producers hand over chunks through a bounded queue, so at most about
-    ``workers * QUEUED_CHUNKS_PER_PRODUCER * CHUNK`` items wait in memory whatever their total.
+    ``workers * QUEUED_CHUNKS_PER_PRODUCER * CHUNK`` sources wait in memory whatever their
+    total; ``grouped`` items are sized groups of sources (:data:`Group`), weighed by ``len``.
     The first producer error is raised here; closing this generator early (``max_count``
     reached) stops the producers at their next chunk.
     """
@@ -77,11 +87,13 @@ def interleave(producers: Iterable[Callable[[], Iterable[T]]], workers: int) -> 
             return
         try:
             chunk: list[T] = []
+            held = 0
             for item in produce():
                 chunk.append(item)
-                if len(chunk) == CHUNK:
+                held += len(item) if grouped else 1  # type: ignore[arg-type]
+                if held >= CHUNK:
                     hand_over(chunk)
-                    chunk = []
+                    chunk, held = [], 0
                     if stop.is_set():
                         return
             if chunk:
@@ -131,8 +143,13 @@ def _one_level(
 
 
 def list_sources_parallel(
-    s3: Any, bucket: str, prefix: str = "", suffix: str = "", paginators: int = 8
-) -> Iterator[Source]:
+    s3: Any,
+    bucket: str,
+    prefix: str = "",
+    suffix: str = "",
+    paginators: int = 8,
+    group: Group | None = None,
+) -> Iterator[Any]:
     """Yield the same sources as :func:`list_sources`, listing ``paginators`` prefixes at once.
 
     The common prefixes under ``prefix`` are found level by level (``Delimiter="/"``, up to
@@ -140,18 +157,26 @@ def list_sources_parallel(
     listed whole by its own paginator. A bucket without ``/`` in its keys has no common
     prefix and is listed by one paginator, as before. Each key is listed exactly once: the
     objects met while descending are yielded there, and the subtrees are disjoint.
+
+    ``group`` (see :data:`Group`), if given, is applied to each paginator's own stream, and
+    its groups are yielded instead of the sources.
     """
+    lane: Group = group or iter
     frontier = [prefix]
     for _ in range(FAN_OUT_DEPTH):
         if len(frontier) >= paginators:
             break
         deeper: list[str] = []
         for level in frontier:
-            yield from _one_level(s3, bucket, level, suffix, deeper)
+            yield from lane(_one_level(s3, bucket, level, suffix, deeper))
         frontier = deeper
         if not frontier:
             return
     yield from interleave(
-        (lambda subtree=subtree: list_sources(s3, bucket, subtree, suffix) for subtree in frontier),
+        (
+            lambda subtree=subtree: lane(list_sources(s3, bucket, subtree, suffix))
+            for subtree in frontier
+        ),
         paginators,
+        grouped=group is not None,
     )

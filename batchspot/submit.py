@@ -1,9 +1,10 @@
 """Submit the workers: one AWS Batch array job whose children drain the queue.
 
 The children are interchangeable (each one drains the same queue until it stays empty), so
-the only decision is how many to start. ``auto`` starts one per ``per_worker`` queued messages,
+the only decision is how many to start. ``auto`` starts one per ``per_worker`` queued items,
 never more than the compute environments can run at once: extra children would only wait in
-RUNNABLE and then find the queue empty.
+RUNNABLE and then find the queue empty. Queued items are the queue's messages times the items a
+message names, as the seeds recorded it (``batchspot.queued_items``): one without batches.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from worker.keys import Recipe
 from worker.queue_depth import queue_counts
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on array children
-DEFAULT_PER_WORKER = 100  # messages per child for --size auto
+DEFAULT_PER_WORKER = 100  # items per child for --size auto
 
 
 class SubmitError(ValueError):
@@ -65,7 +66,7 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def auto_size(queued: int, per_worker: int, max_vcpus: int, vcpus_per_child: float) -> int:
-    """One child per ``per_worker`` messages, capped by what fits in the compute environment."""
+    """One child per ``per_worker`` queued items, capped by what fits in the compute environment."""
     if per_worker < 1:
         raise SubmitError(f"per_worker must be at least 1, got {per_worker}")
     wanted = math.ceil(queued / per_worker)
@@ -120,8 +121,12 @@ def resolve_size(
     job_queue: str,
     job_definition: str,
     per_worker: int = DEFAULT_PER_WORKER,
+    items_per_message: float = 1.0,
 ) -> int:
-    """Turn ``--size`` (a number or ``auto``) into a number of children."""
+    """Turn ``--size`` (a number or ``auto``) into a number of children.
+
+    ``auto`` counts ``items_per_message`` items for each visible message.
+    """
     if size != "auto":
         if not size.isdigit() or not 1 <= int(size) <= MAX_ARRAY_SIZE:
             raise SubmitError(f"--size must be auto or 1..{MAX_ARRAY_SIZE}, got {size!r}")
@@ -130,7 +135,7 @@ def resolve_size(
     if queued == 0:
         raise SubmitError("the work queue is empty: seed it first (invoke seed)")
     return auto_size(
-        queued,
+        math.ceil(queued * items_per_message),
         per_worker,
         capacity_vcpus(batch, job_queue),
         vcpus_per_child(batch, job_definition),

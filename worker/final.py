@@ -94,7 +94,7 @@ def reduce_results(s3: Any, manifest: Manifest, command: str) -> str:
         # that was right.
         with contextlib.suppress(BrokenPipeError), process.stdin:
             entries = read_entries(s3, manifest.bucket, manifest.succeeded_key)
-            merge(s3, manifest.bucket, entries, process.stdin)
+            merge(s3, manifest.bucket, entries, process.stdin, manifest.run.output_prefix)
         status = process.wait()
         if status:
             raise FinalError(f"the final command exited with status {status}: {command}")

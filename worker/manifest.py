@@ -12,6 +12,12 @@ queue: one small PUT per failed item (:func:`record_failure`), under OUTPUT_PREF
 worker may write (``<OUTPUT_PREFIX>.runs/<job-id>/``). The builder runs in the final
 job (``worker.final``) and in ``invoke results``; the worker image cannot import ``batchspot``,
 so the logic lives here.
+
+A batch result (``worker.batches``: one object, one JSON line per item) counts as its items,
+not as one: each item that succeeded is a SUCCEEDED line whose ``output`` is the batch's key
+(and ``size`` None: its result is one line of that object), each that failed for good a FAILED
+line with its reason. The lines are read from the object as a stream; counting alone
+(:func:`count_run`) reads the item counts from its metadata, by HEAD.
 """
 
 from __future__ import annotations
@@ -28,8 +34,14 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote
 
-from worker.batches import one_line
-from worker.keys import RUN_RECORDS
+from worker.batches import (
+    FAILED_ITEMS_METADATA,
+    ITEMS_METADATA,
+    BatchLine,
+    one_line,
+    read_lines,
+)
+from worker.keys import BATCH_RESULTS, RUN_RECORDS
 from worker.queue_depth import queue_counts
 
 RUNS_PREFIX = "runs/"
@@ -45,7 +57,10 @@ Out = TypeVar("Out")
 
 @dataclass(frozen=True)
 class Entry:
-    """One item of a run, as a line of the SUCCEEDED or FAILED file."""
+    """One item of a run, as a line of the SUCCEEDED or FAILED file.
+
+    An item of a batch has the batch's result key as ``output`` and no ``size``.
+    """
 
     source: str | None
     output: str | None
@@ -152,6 +167,11 @@ def is_run_record(key: str, output_prefix: str) -> bool:
     return key.startswith((RUNS_PREFIX, output_prefix + RUN_RECORDS))
 
 
+def is_batch_result(key: str, output_prefix: str) -> bool:
+    """Whether ``key`` is a batch's result (JSON lines, one per item), not one item's."""
+    return key.startswith(output_prefix + BATCH_RESULTS)
+
+
 def record_failure(s3: Any, run: Run, message_id: str, entry: Entry) -> None:
     """Store one item's last failure: one PUT, keyed by its message so a repeat overwrites."""
     name = hashlib.sha256(message_id.encode()).hexdigest()[:16]
@@ -168,8 +188,8 @@ def _listed(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         yield from page.get("Contents", [])
 
 
-def succeeded(s3: Any, run: Run) -> Iterator[Entry]:
-    """Yield the results this run stored, in key order.
+def _stored_by(s3: Any, run: Run, prefix: str) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    """Yield (listing entry, metadata) of each result under ``prefix`` this run stored, in order.
 
     Only results written since the run began (less the clock skew) are read, by HEAD, a
     bounded number at a time; the job id in their metadata says whose they are.
@@ -177,27 +197,54 @@ def succeeded(s3: Any, run: Run) -> Iterator[Entry]:
     after = run.since - CLOCK_SKEW if run.since else None
     candidates = (
         item
-        for item in _listed(s3, run.bucket, run.output_prefix)
+        for item in _listed(s3, run.bucket, prefix)
         if (after is None or item["LastModified"] >= after)
         and not is_run_record(item["Key"], run.output_prefix)
     )
 
-    def read(item: dict[str, Any]) -> Entry | None:
+    def read(item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | None:
         metadata = s3.head_object(Bucket=run.bucket, Key=item["Key"]).get("Metadata", {})
         if metadata.get("job-id", "").split(":", 1)[0] != run.run_id:
             return None
-        attempt = metadata.get("attempt", "")
-        return Entry(
-            source=unquote(metadata["source"]) if "source" in metadata else None,
-            output=item["Key"],
-            size=item["Size"],
-            attempts=int(attempt) if attempt.isdecimal() else None,
-        )
+        return item, metadata
 
     with ThreadPoolExecutor(HEAD_CONCURRENCY) as pool:
-        for entry in _bounded_map(pool, read, candidates, HEAD_CONCURRENCY):
-            if entry is not None:
-                yield entry
+        for stored in _bounded_map(pool, read, candidates, HEAD_CONCURRENCY):
+            if stored is not None:
+                yield stored
+
+
+def _number(metadata: dict[str, str], name: str) -> int | None:
+    value = metadata.get(name, "")
+    return int(value) if value.isdecimal() else None
+
+
+def _all_failed(metadata: dict[str, str]) -> bool:
+    """Whether a batch's metadata says every item failed (so it holds no result to list)."""
+    items = _number(metadata, ITEMS_METADATA)
+    return items is not None and _number(metadata, FAILED_ITEMS_METADATA) == items
+
+
+def _batch_lines(s3: Any, bucket: str, key: str) -> Iterator[BatchLine]:
+    """Stream a batch result's lines, one item at a time."""
+    return read_lines(s3.get_object(Bucket=bucket, Key=key)["Body"].iter_lines())
+
+
+def succeeded(s3: Any, run: Run) -> Iterator[Entry]:
+    """Yield the items this run stored, in key order; a batch's succeeded items together."""
+    for item, metadata in _stored_by(s3, run, run.output_prefix):
+        attempts = _number(metadata, "attempt")
+        if not is_batch_result(item["Key"], run.output_prefix):
+            yield Entry(
+                source=unquote(metadata["source"]) if "source" in metadata else None,
+                output=item["Key"],
+                size=item["Size"],
+                attempts=attempts,
+            )
+        elif not _all_failed(metadata):
+            for line in _batch_lines(s3, run.bucket, item["Key"]):
+                if not line.failed:
+                    yield Entry(line.source, item["Key"], None, attempts)
 
 
 def _bounded_map(
@@ -217,10 +264,20 @@ def _bounded_map(
 
 
 def failed(s3: Any, run: Run) -> Iterator[Entry]:
-    """Yield the failures the workers recorded for this run."""
+    """Yield the failures the workers recorded for this run, then its batches' failed items.
+
+    A batch whose metadata says none of its items failed is not read.
+    """
     for item in _listed(s3, run.bucket, run.failures_prefix):
         record = json.loads(s3.get_object(Bucket=run.bucket, Key=item["Key"])["Body"].read())
         yield Entry(**{name: record.get(name) for name in Entry.__dataclass_fields__})
+    for item, metadata in _stored_by(s3, run, run.output_prefix + BATCH_RESULTS):
+        if _number(metadata, FAILED_ITEMS_METADATA) == 0:
+            continue
+        attempts = _number(metadata, "attempt")
+        for line in _batch_lines(s3, run.bucket, item["Key"]):
+            if line.failed:
+                yield Entry(line.source, item["Key"], None, attempts, line.error)
 
 
 def queue_backlog(sqs: Any, queue_url: str) -> tuple[int, int | None]:
@@ -275,11 +332,28 @@ def build_manifest(s3: Any, sqs: Any, run: Run) -> Manifest:
 
 
 def count_run(s3: Any, sqs: Any, run: Run) -> Counts:
-    """Count the run's items as :func:`build_manifest` would, without writing anything."""
+    """Count the run's items as :func:`build_manifest` would, without writing anything.
+
+    A batch counts as the items its metadata names (read by HEAD, not GET); a batch without
+    those counts (written by another tool) is read line by line.
+    """
+    failures = sum(1 for _ in _listed(s3, run.bucket, run.failures_prefix))
+    ok = 0
+    for item, metadata in _stored_by(s3, run, run.output_prefix):
+        if not is_batch_result(item["Key"], run.output_prefix):
+            ok += 1
+            continue
+        items = _number(metadata, ITEMS_METADATA)
+        failed_items = _number(metadata, FAILED_ITEMS_METADATA)
+        if items is None or failed_items is None:
+            items = failed_items = 0
+            for line in _batch_lines(s3, run.bucket, item["Key"]):
+                items += 1
+                failed_items += line.failed
+        ok += items - failed_items
+        failures += failed_items
     pending, dead_lettered = queue_backlog(sqs, run.queue_url)
-    return Counts(
-        sum(1 for _ in succeeded(s3, run)), sum(1 for _ in failed(s3, run)), pending, dead_lettered
-    )
+    return Counts(ok, failures, pending, dead_lettered)
 
 
 def read_entries(s3: Any, bucket: str, key: str) -> Iterator[Entry]:
@@ -289,11 +363,28 @@ def read_entries(s3: Any, bucket: str, key: str) -> Iterator[Entry]:
             yield Entry(**json.loads(line))
 
 
-def merge(s3: Any, bucket: str, entries: Iterable[Entry], sink: IO[bytes]) -> int:
+def each_object_once(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """Drop the entries repeating the previous one's output: a batch's items, listed together."""
+    previous = None
+    for entry in entries:
+        if entry.output is not None and entry.output != previous:
+            yield entry
+        previous = entry.output
+
+
+def merge(
+    s3: Any,
+    bucket: str,
+    entries: Iterable[Entry],
+    sink: IO[bytes],
+    output_prefix: str,
+) -> int:
     """Write one JSON line per result, ``{"source", "output", "result"}``; return the count.
 
     Each result is copied through in chunks, never held whole, and kept on one line
-    (:func:`worker.batches.one_line`).
+    (:func:`worker.batches.one_line`). A batch result (under ``output_prefix``) is read once
+    and gives one line per item that succeeded, its ``output`` the batch's key; its items
+    are small by design, so each is parsed and written again, one at a time.
     """
     count = 0
 
@@ -302,8 +393,19 @@ def merge(s3: Any, bucket: str, entries: Iterable[Entry], sink: IO[bytes]) -> in
 
     # The next few results are requested while one is copied; each holds a connection, not data.
     with ThreadPoolExecutor(OPEN_AHEAD) as pool:
-        stored = (entry for entry in entries if entry.output is not None)
-        for entry, body in _bounded_map(pool, opened, stored, OPEN_AHEAD):
+        for entry, body in _bounded_map(pool, opened, each_object_once(entries), OPEN_AHEAD):
+            if is_batch_result(entry.output or "", output_prefix):
+                for line in read_lines(body.iter_lines()):
+                    if not line.failed:
+                        document = {"source": line.source, "output": entry.output}
+                        sink.write(
+                            json.dumps(
+                                {**document, "result": line.result}, ensure_ascii=False
+                            ).encode()
+                            + b"\n"
+                        )
+                        count += 1
+                continue
             head = {"source": entry.source, "output": entry.output}
             sink.write(json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "result": ')
             for chunk in body.iter_chunks(_CHUNK_BYTES):

@@ -13,9 +13,9 @@ from batchspot.status import latest_job, snapshot, watch
 from batchspot.submit import SubmitError, resolve_size, submit
 from tests.integration.harness import send_all
 from tests.integration.ops_support import make_batch, make_queues, unique, use_emulator
-from worker.keys import derive_output_key
+from worker.keys import derive_batch_key, derive_output_key
 from worker.limits import MAX_BATCH_ENTRIES
-from worker.messages import WorkItem, parse_message
+from worker.messages import WorkBatch, WorkItem, parse_message
 from worker.queue_depth import queue_counts
 
 KEYS = [f"data/part {i:03d}.csv" for i in range(100)] + [
@@ -108,6 +108,33 @@ def test_skip_done_leaves_out_sources_whose_result_is_stored(buckets):
     assert (report.skipped_done, report.sent) == (30, 71)
     sent_keys = {json.loads(body)["key"] for body in drain(queue_url)}
     assert sent_keys == set(CSV_KEYS) - set(done)
+
+
+def test_seed_batches_name_each_object_once_and_skip_done_skips_a_stored_batch(buckets):
+    """Keys with spaces, unicode and + travel in batch messages through SQS and back."""
+    queue_url, _ = make_queues("seed-batches")
+    report = run_seed(buckets, queue_url, prefix="data/", suffix=".csv", batch_size=7)
+
+    assert (report.listed, report.items, report.sent, report.failures) == (101, 101, 15, [])
+    assert "sent 101 items in 15 messages" in report.summary()
+    bodies = drain(queue_url)
+    batches = [parse_message(body) for body in bodies]
+    assert all(isinstance(batch, WorkBatch) and len(batch.items) <= 7 for batch in batches)
+    s3 = boto3.client("s3")
+    listed = sorted((key, s3.head_object(Bucket=buckets[0], Key=key)["ETag"]) for key in CSV_KEYS)
+    assert sorted((item.key, item.etag) for batch in batches for item in batch.items) == listed
+
+    # A worker stored the batch holding the unicode key; the same seed again skips just it.
+    (stored,) = [b for b in batches if "data/ünïcode & spaces+plus.csv" in {i.key for i in b.items}]
+    s3.put_object(Bucket=buckets[1], Key=derive_batch_key("results/", stored.items), Body=b"")
+    again = run_seed(
+        buckets, queue_url, prefix="data/", suffix=".csv", batch_size=7, skip_done=True,
+        output_bucket=buckets[1],
+    )  # fmt: skip
+    skipped = len(stored.items)
+    assert (again.skipped_done, again.items, again.sent) == (skipped, 101 - skipped, 14)
+    kept = [body for body, batch in zip(bodies, batches, strict=True) if batch != stored]
+    assert sorted(drain(queue_url)) == sorted(kept), "the other batches formed as before"
 
 
 @pytest.mark.moto_only

@@ -30,12 +30,18 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_seed_submit_status_redrive_from_the_command_line():
-    bucket = unique("tasks-in")
+def input_bucket(name: str, keys: list[str]) -> str:
+    """Create a uniquely named bucket holding a one-row CSV at each key; return its name."""
+    bucket = unique(name)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket)
-    for i in range(12):
-        s3.put_object(Bucket=bucket, Key=f"in/{i}.csv", Body=b"a\n1\n")
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n")
+    return bucket
+
+
+def test_seed_submit_status_redrive_from_the_command_line():
+    bucket = input_bucket("tasks-in", [f"in/{i}.csv" for i in range(12)])
     queue_url, dlq_url = make_queues("tasks")
     boto3.client("sqs").send_message(QueueUrl=dlq_url, MessageBody="dead letter")
     stack = make_batch("tasks")
@@ -59,6 +65,27 @@ def test_seed_submit_status_redrive_from_the_command_line():
 
     redriven = invoke("redrive", "--queue-url", queue_url, "--dlq-url", dlq_url)
     assert "moved 1 messages back" in redriven.stdout, redriven.stderr
+
+
+def test_submit_auto_sizes_from_the_items_the_seeded_batches_name():
+    """12 objects in batches of 4: 3 messages but 12 items, so 3 children of 5 items, not 1."""
+    bucket = input_bucket("tasks-batch", [f"in/{i} é+.csv" for i in range(12)])
+    queue_url, _ = make_queues("tasks-batch")
+    stack = make_batch("tasks-batch")
+
+    seeded = invoke(
+        "seed", "--bucket", bucket, "--queue-url", queue_url, "--prefix", "in/",
+        "--batch-size", "4",
+    )  # fmt: skip
+    assert seeded.returncode == 0, seeded.stderr
+    assert "listed 12 items, skipped 0 already done, sent 12 items in 3 messages" in seeded.stdout
+
+    submitted = invoke(
+        "submit", "--queue-url", queue_url, "--job-queue", stack.job_queue,
+        "--job-definition", stack.job_definition, "--per-worker", "5",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    assert "array job of 3 children" in submitted.stdout
 
 
 def test_seed_from_an_inventory_from_the_command_line_and_a_tampered_one_refused():

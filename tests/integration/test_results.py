@@ -230,6 +230,7 @@ def test_merging_thousands_of_results_holds_one_chunk_at_a_time(s3, sqs, tmp_pat
                 stack.output_bucket,
                 read_entries(s3, stack.output_bucket, manifest.succeeded_key),
                 sink,
+                "results/",
             )
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -252,7 +253,7 @@ def test_merge_writes_one_line_per_result_even_if_it_spans_lines(s3, sqs) -> Non
     stack = make_stack(sqs, s3)
     s3.put_object(Bucket=stack.output_bucket, Key="r/a.json", Body=b'{\n "a": "x\\ny"\r\n}')
     sink = io.BytesIO()
-    merge(s3, stack.output_bucket, [Entry("s3://in/a", "r/a.json", 20, 1)], sink)
+    merge(s3, stack.output_bucket, [Entry("s3://in/a", "r/a.json", 20, 1)], sink, "r/")
     (line,) = sink.getvalue().splitlines()
     assert json.loads(line)["result"] == {"a": "x\ny"}
 

@@ -5,6 +5,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from batchspot.queued_items import items_per_message, record
 from batchspot.submit import (
     FinalStep,
     SubmitError,
@@ -104,3 +105,15 @@ def test_the_final_job_is_told_to_tolerate_pending_items_only_when_asked():
     assert "TOLERATE_PENDING" not in FinalStep("batchspot-final").environment("job-1", started)
     told = FinalStep("batchspot-final", tolerate_pending=True).environment("job-1", started)
     assert told["TOLERATE_PENDING"] == "true"
+
+
+def test_the_seeds_record_how_many_items_a_queues_message_names(tmp_path):
+    """submit --size auto counts items: what seed sent to this queue, reset once it was empty."""
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/work"
+    assert items_per_message(queue, tmp_path) == 1.0, "nothing recorded: one item a message"
+    record(queue, messages=10, items=1000, fresh=True, state_dir=tmp_path)
+    record(queue, messages=5, items=5, fresh=False, state_dir=tmp_path)  # a per-item seed added
+    assert items_per_message(queue, tmp_path) == 1005 / 15
+    record(queue, messages=2, items=200, fresh=True, state_dir=tmp_path)  # the queue had drained
+    assert items_per_message(queue, tmp_path) == 100
+    assert items_per_message(queue + "-other", tmp_path) == 1.0
