@@ -311,11 +311,13 @@ def seed(
     )
     if sqs is not None:
         queued_items.record(queue_url, report.sent, report.items, fresh=fresh_queue)
+    from worker.logs import brief
+
+    # A batch's body may be 1 MiB: samples and failures show its start, and say what was cut.
     for sample in report.samples:
-        print(sample)
+        print(brief(sample, 500))
     for failure in report.failures[:10]:
-        body = failure.body if len(failure.body) <= 200 else f"{failure.body[:200]}..."
-        print(f"failed: {failure.code} {failure.message}: {body}")
+        print(f"failed: {failure.code} {failure.message}: {brief(failure.body, 200)}")
     print(report.summary())
 
 
