@@ -761,6 +761,7 @@ def bench_query(c: Context, size_mib: int = 1024) -> None:
     help={
         "keys": "keys in each generated inventory (CSV-gzip, then Parquet), all read in a dry run",
         "sent": "of those, how many are sent to a fresh queue",
+        "batch_size": "keys a message names (seed --batch-size; 1: one message per key)",
         "listing_keys": "objects under 16 prefixes listed by 1 and 16 paginators (0 skips it)",
         "latency_ms": "delay added to each call for the proxied listing and the projection",
         "endpoint": "an emulator to use (default: LocalStack started natively here)",
@@ -770,6 +771,7 @@ def bench_seed(
     c: Context,
     keys: int = 1_000_000,
     sent: int = 50_000,
+    batch_size: int = 100,
     listing_keys: int = 16_000,
     latency_ms: float = 20.0,
     endpoint: str = "",
@@ -780,7 +782,8 @@ def bench_seed(
     endpoint_option = f" --endpoint {endpoint}" if endpoint else ""
     c.run(
         f"{sys.executable} -m bench.seed_at_scale run --keys {int(keys)} --sent {int(sent)} "
-        f"--listing-keys {int(listing_keys)} --latency-ms {float(latency_ms)}{endpoint_option}",
+        f"--batch-size {int(batch_size)} --listing-keys {int(listing_keys)} "
+        f"--latency-ms {float(latency_ms)}{endpoint_option}",
         pty=False,
     )
 

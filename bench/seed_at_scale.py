@@ -4,8 +4,9 @@ On one LocalStack started natively (or the emulator at ``--endpoint``):
 
 * an inventory of N keys (CSV-gzip, then Parquet, 100,000 keys a file) is read whole by
   ``batchspot.seed`` in a dry run (every message body built, none sent), then a fresh queue
-  is sent the first M of them; each in a child process whose AWS calls are counted and whose
-  peak RSS (``VmHWM``) is read at its end;
+  is sent the first M of them, in batch messages of ``--batch-size`` keys (1: one message
+  per key); each in a child process whose AWS calls are counted and whose peak RSS
+  (``VmHWM``) is read at its end;
 * K small objects under 16 prefixes are listed by one paginator and by 16 at once, on
   loopback and through a proxy adding a per-call latency (``bench.latency``).
 
@@ -66,8 +67,11 @@ def peak_rss_mib() -> float:
     return 0.0
 
 
-def seed_child(manifest: str, queue_url: str, max_count: int) -> None:
-    """Seed from ``manifest`` (a dry run when ``queue_url`` is empty); print one JSON line."""
+def seed_child(manifest: str, queue_url: str, max_count: int, batch_size: int) -> None:
+    """Seed from ``manifest`` (a dry run when ``queue_url`` is empty); print one JSON line.
+
+    ``max_count`` counts messages, as ``invoke seed --max-count`` does.
+    """
     counter = CallCounter()
     s3 = counter.attach(boto3.client("s3"))
     sqs = counter.attach(boto3.client("sqs", config=Config(max_pool_connections=SEND_CONCURRENCY)))
@@ -81,16 +85,19 @@ def seed_child(manifest: str, queue_url: str, max_count: int) -> None:
         max_count=max_count or None,
         dry_run=not queue_url,
         concurrency=SEND_CONCURRENCY,
+        batch_size=batch_size if batch_size > 1 else None,
     )
     seconds = time.monotonic() - started
+    keys = report.items if report.batched else report.sent
     calls = counter.snapshot()
     print(
         json.dumps(
             {
-                "keys": report.sent,
+                "keys": keys,
+                "messages": report.sent,
                 "failed": len(report.failures),
                 "seconds": round(seconds, 1),
-                "keys_per_second": round(report.sent / seconds),
+                "keys_per_second": round(keys / seconds),
                 "aws_calls": sum(calls.values()),
                 "calls": dict(sorted(calls.items())),
                 "peak_rss_mib": peak_rss_mib(),
@@ -99,11 +106,14 @@ def seed_child(manifest: str, queue_url: str, max_count: int) -> None:
     )
 
 
-def run_child(emulator: Emulator, manifest: str, queue_url: str, max_count: int) -> dict:
+def run_child(
+    emulator: Emulator, manifest: str, queue_url: str, max_count: int, batch_size: int
+) -> dict:
     """Run :func:`seed_child` in its own process, so its peak RSS is the seeder's alone."""
     env = {**os.environ, **EMULATOR_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}
+    arguments = [manifest, queue_url, str(max_count), str(batch_size)]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.seed_at_scale", "child", manifest, queue_url, str(max_count)],
+        [sys.executable, "-m", "bench.seed_at_scale", "child", *arguments],
         env=env,
         capture_output=True,
         text=True,
@@ -112,7 +122,9 @@ def run_child(emulator: Emulator, manifest: str, queue_url: str, max_count: int)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_inventory(emulator: Emulator, keys: int, sent: int, file_format: str) -> dict:
+def measure_inventory(
+    emulator: Emulator, keys: int, sent: int, file_format: str, batch_size: int
+) -> dict:
     """Write an inventory of ``keys`` keys, read it all (dry run), then send ``sent`` of them."""
     s3, sqs = clients(emulator)
     bucket = f"bench-inventory-{file_format.lower()}-{time.time_ns()}"
@@ -120,11 +132,12 @@ def measure_inventory(emulator: Emulator, keys: int, sent: int, file_format: str
     started = time.monotonic()
     manifest = write_inventory(s3, bucket, SOURCE_BUCKET, inventory_rows(keys), file_format)
     written = time.monotonic() - started
-    read = run_child(emulator, manifest, "", 0)
+    read = run_child(emulator, manifest, "", 0, batch_size)
     queue_url = sqs.create_queue(QueueName=f"bench-inventory-{time.time_ns()}")["QueueUrl"]
-    sending = run_child(emulator, manifest, queue_url, sent)
+    sending = run_child(emulator, manifest, queue_url, -(-sent // batch_size), batch_size)
     return {
         "format": file_format,
+        "batch_size": batch_size,
         "write_seconds": round(written, 1),
         "read_all": read,
         "send": sending,
@@ -192,13 +205,19 @@ def measure_listing(emulator: Emulator, keys: int, latency_ms: float) -> dict:
 
 
 def run(
-    keys: int, sent: int, listing_keys: int, latency_ms: float, log_dir: Path, endpoint: str | None
+    keys: int,
+    sent: int,
+    batch_size: int,
+    listing_keys: int,
+    latency_ms: float,
+    log_dir: Path,
+    endpoint: str | None,
 ) -> dict:
     """Every measurement on one emulator; return the figures."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with emulator_at(endpoint, log_dir, "localstack") as emulator:
         inventories = [
-            measure_inventory(emulator, keys, sent, file_format)
+            measure_inventory(emulator, keys, sent, file_format, batch_size)
             for file_format in ("CSV", "Parquet")
             if keys
         ]
@@ -218,19 +237,27 @@ def main() -> None:
     child.add_argument("manifest")
     child.add_argument("queue_url")
     child.add_argument("max_count", type=int)
+    child.add_argument("batch_size", type=int)
     bench = commands.add_parser("run")
     bench.add_argument("--keys", type=int, default=1_000_000)
     bench.add_argument("--sent", type=int, default=50_000)
+    bench.add_argument("--batch-size", type=int, default=100)
     bench.add_argument("--listing-keys", type=int, default=16_000)
     bench.add_argument("--latency-ms", type=float, default=20.0)
     bench.add_argument("--out", type=Path, default=Path(".batchspot/bench/seed"))
     bench.add_argument("--endpoint", default="")
     args = parser.parse_args()
     if args.command == "child":
-        seed_child(args.manifest, args.queue_url, args.max_count)
+        seed_child(args.manifest, args.queue_url, args.max_count, args.batch_size)
         return
     figures = run(
-        args.keys, args.sent, args.listing_keys, args.latency_ms, args.out, args.endpoint or None
+        args.keys,
+        args.sent,
+        args.batch_size,
+        args.listing_keys,
+        args.latency_ms,
+        args.out,
+        args.endpoint or None,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2))
