@@ -770,6 +770,7 @@ def bench_processes(c: Context, items: int = 40, work: int = 300_000) -> None:
         "answered 409 ConditionalRequestConflict",
         "hostile": "also queue issue 11's hostile mix (bombs, blow-ups, bad output keys); "
         "checks peak RSS and writes outside the prefix",
+        "batch_size": "queue the good sources as batch messages of N items (0: one each)",
     }
 )
 def chaos(
@@ -786,8 +787,11 @@ def chaos(
     visibility_entry_failure_rate: str = "",
     conditional_conflict_rate: str = "",
     hostile: bool = False,
+    batch_size: int = 0,
 ) -> None:
     """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke.
+
+    ``--batch-size N`` queues the good sources as batch messages of N items each.
 
     Fault rates left out keep ChaosSettings' defaults, so they are written in one place.
     """
@@ -813,6 +817,7 @@ def chaos(
         work_ms=work_ms,
         aws_rules=aws_rules,
         hostile=hostile,
+        batch_size=batch_size,
         **{name: float(rate) for name, rate in given.items() if rate},
     )
     runs = Path(__file__).resolve().parent / ".batchspot" / "chaos"

@@ -28,6 +28,8 @@ class ChaosSettings:
     spot_warning: float = 3.0  # Spot's two-minute warning, compressed
     wave_rate: float = 0.2  # the share of reclaims that take every host at once
     aws_rules: bool = False
+    # Queue the good sources as batch messages of this many items (0: one message each).
+    batch_size: int = 0
     # Queue the hostile mix too. Its workers run the local engine (the one issue 11 bounds;
     # S3 Select's limits are AWS's) with this ITEM_TIMEOUT_SECONDS, instead of the default of
     # twice HANDLER_TIMEOUT (30 min), so a hostile item that held a worker would show.
