@@ -756,6 +756,26 @@ def bench_processes(c: Context, items: int = 40, work: int = 300_000) -> None:
 
 @task(
     help={
+        "items": "small objects the worker drains as batch messages",
+        "batch_size": "sources per batch message",
+        "single_items": "small objects drained one per message, for comparison",
+    }
+)
+def bench_batches(
+    c: Context, items: int = 10_000, batch_size: int = 100, single_items: int = 1000
+) -> None:
+    """S3 PUTs and AWS calls per item, batches against one message per item: issue 23's goal."""
+    import sys
+
+    c.run(
+        f"{sys.executable} bench/worker_batches.py --items {int(items)} "
+        f"--batch-size {int(batch_size)} --single-items {int(single_items)}",
+        pty=False,
+    )
+
+
+@task(
+    help={
         "items": "good items to process (a few poison items are added on purpose)",
         "workers": "worker processes (array slots) kept running",
         "interval": "mean seconds between blows (each gap is 0.5x to 1.5x this)",
