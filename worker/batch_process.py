@@ -23,7 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from worker.batches import FAILED_ITEMS_METADATA, ITEMS_METADATA, failure_line, result_line
@@ -52,108 +52,97 @@ def process_batch(
     last_receive: bool,
 ) -> Outcome:
     """Run every item of ``batch`` and store their lines as one object; never raise."""
-    tally = _Tally()
-    fields: dict[str, Any] = {"source": batch.source, "items": len(batch.items)}
+    run = _BatchRun(batch, attempt, config, services, deadline, last_receive)
     try:
-        outcome = _run(batch, attempt, config, services, deadline, last_receive, fields, tally)
+        outcome = run.store()
     except Exception as error:  # the HEAD before, or the write after, the items
         outcome = failure(error)
-    outcome.fields = {**fields, "bytes_in": tally.bytes_in, **outcome.fields}
-    outcome.items, outcome.failed_lines = len(batch.items), tally.failed
+    outcome.fields = {**run.fields, "bytes_in": run.bytes_in, **outcome.fields}
+    outcome.items, outcome.failed_lines = len(batch.items), run.failed
     return outcome
 
 
 @dataclass
-class _Tally:
-    """The batch's items so far: failed for good (their failure lines), and bytes read."""
+class _BatchRun:
+    """One receive of a batch: what it runs with, and its items' tallies as they go."""
 
-    failed: int = 0
+    batch: WorkBatch
+    attempt: int
+    config: Config
+    services: Services
+    deadline: float | None
+    last_receive: bool
+    failed: int = 0  # items failed for good so far: their failure lines
     bytes_in: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
 
+    def store(self) -> Outcome:
+        """Run the items into lines on disk, then store them as the batch's one result."""
+        config, services = self.config, self.services
+        bucket = config.output_bucket
+        recipe = config.recipe.for_message(self.batch.query, None)
+        self.fields.update(source=self.batch.source, items=len(self.batch.items))
+        if self.attempt > 1:
+            # A redelivery: the batch may be stored already (its worker vanished before the
+            # delete). The queued ETags name it with one HEAD; sources queued without theirs
+            # are asked, as a lone item's is.
+            queued = [self._versioned(item, item.etag) for item in self.batch.items]
+            key = derive_batch_key(config.output_prefix, queued, recipe)
+            if services.store.exists(bucket, key):
+                return Outcome("already-done", fields={"output": f"s3://{bucket}/{key}"})
+        started = time.monotonic()
+        read: list[WorkItem] = []
+        with tempfile.TemporaryFile() as file:
+            lines = _Lines(file, config.max_output_bytes)
+            for number, item in enumerate(self.batch.items):
+                try:
+                    etag: str | None = self._run_item(item, lines)
+                except Exception as error:
+                    outcome = failure(error)
+                    if not (outcome.permanent or self.last_receive):
+                        outcome.reason = f"item {number} ({item.source}): {outcome.reason}"
+                        return outcome
+                    lines.add([failure_line(item.source, outcome.reason or "")])
+                    self.failed += 1
+                    etag = None
+                read.append(self._versioned(item, etag))
+            key = derive_batch_key(config.output_prefix, read, recipe)
+            self.fields["output"] = f"s3://{bucket}/{key}"
+            metadata = {
+                **run_metadata(config, self.attempt, services.handler.name, started),
+                ITEMS_METADATA: str(len(self.batch.items)),
+                FAILED_ITEMS_METADATA: str(self.failed),
+            }
+            check_in_time(self.deadline)
+            written, size = services.store.write_file(bucket, key, file, fit_metadata(metadata))
+        self.fields["bytes_out"] = size
+        return Outcome("ok" if written else "already-done")
 
-def _run(
-    batch: WorkBatch,
-    attempt: int,
-    config: Config,
-    services: Services,
-    deadline: float | None,
-    last_receive: bool,
-    fields: dict[str, Any],
-    tally: _Tally,
-) -> Outcome:
-    bucket = config.output_bucket
-    recipe = config.recipe.for_message(batch.query, None)
-    if attempt > 1:
-        # A redelivery: the batch may be stored already (its worker vanished before the
-        # delete). The queued ETags name it with one HEAD; sources queued without theirs are
-        # asked, as a lone item's is.
-        queued = [_versioned(item, item.etag, services) for item in batch.items]
-        key = derive_batch_key(config.output_prefix, queued, recipe)
-        if services.store.exists(bucket, key):
-            return Outcome("already-done", fields={"output": f"s3://{bucket}/{key}"})
-    started = time.monotonic()
-    read: list[WorkItem] = []
-    with tempfile.TemporaryFile() as file:
-        lines = _Lines(file, config.max_output_bytes)
-        for number, item in enumerate(batch.items):
-            # Each item has its own ITEM_TIMEOUT_SECONDS, within the batch's deadline.
-            item_deadline = time.monotonic() + config.item_timeout - config.settle_margin
-            if deadline is not None:
-                item_deadline = min(item_deadline, deadline)
-            try:
-                etag = _run_item(item, config, services, item_deadline, lines, tally)
-            except Exception as error:
-                outcome = failure(error)
-                if not (outcome.permanent or last_receive):
-                    outcome.reason = f"item {number} ({item.source}): {outcome.reason}"
-                    return outcome
-                lines.add([failure_line(item.source, outcome.reason or "")])
-                tally.failed += 1
-                etag = None
-            read.append(_versioned(item, etag, services))
-        key = derive_batch_key(config.output_prefix, read, recipe)
-        fields["output"] = f"s3://{bucket}/{key}"
-        metadata = {
-            **run_metadata(config, attempt, services.handler.name, started),
-            ITEMS_METADATA: str(len(batch.items)),
-            FAILED_ITEMS_METADATA: str(tally.failed),
-        }
-        check_in_time(deadline)
-        written, size = services.store.write_file(bucket, key, file, fit_metadata(metadata))
-    fields["bytes_out"] = size
-    return Outcome("ok" if written else "already-done")
+    def _run_item(self, item: WorkItem, lines: _Lines) -> str:
+        """Run one item within its own ITEM_TIMEOUT_SECONDS and write its line; return its ETag."""
+        deadline = time.monotonic() + self.config.item_timeout - self.config.settle_margin
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        recipe = self.config.recipe.for_message(item.query, item.input)
+        result, etag = read_source(item, recipe, self.config, self.services.s3, {}, deadline)
+        try:
+            output = self.services.handler(result.chunks(), deadline)
+            check_in_time(deadline)
+            lines.add(result_line(item.source, etag, output.chunks()))
+        finally:
+            result.close()  # a failed item's query stops here, not when collected
+            self.bytes_in += result.chars
+        return etag
 
+    def _versioned(self, item: WorkItem, etag: str | None) -> WorkItem:
+        """Return ``item`` with the ETag its batch's key is derived from.
 
-def _run_item(
-    item: WorkItem,
-    config: Config,
-    services: Services,
-    deadline: float,
-    lines: _Lines,
-    tally: _Tally,
-) -> str:
-    """Run one item and write its result line; return the ETag read."""
-    recipe = config.recipe.for_message(item.query, item.input)
-    result, etag = read_source(item, recipe, config, services.s3, {}, deadline)
-    try:
-        output = services.handler(result.chunks(), deadline)
-        check_in_time(deadline)
-        lines.add(result_line(item.source, etag, output.chunks()))
-    finally:
-        result.close()  # a failed item's query stops here, not when collected
-        tally.bytes_in += result.chars
-    return etag
-
-
-def _versioned(item: WorkItem, etag: str | None, services: Services) -> WorkItem:
-    """Return ``item`` with the ETag its batch's key is derived from.
-
-    The version read where the item ran; else the queued one; else the source's own (a HEAD);
-    else none. A redelivery derives the key in the same order, so a batch stored with a failed
-    item is still found.
-    """
-    etag = etag or item.etag or source_etag_if_readable(services.s3, item) or ""
-    return replace(item, etag=etag)
+        The version read where the item ran; else the queued one; else the source's own (a
+        HEAD); else none. A redelivery derives the key in the same order, so a batch stored
+        with a failed item is still found.
+        """
+        etag = etag or item.etag or source_etag_if_readable(self.services.s3, item) or ""
+        return replace(item, etag=etag)
 
 
 class _Lines:
