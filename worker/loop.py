@@ -18,9 +18,10 @@ And a run does not end with work stranded in the queue:
 * the sweeper (process 0 of array child 0, or of a job that is not an array) leaves only when
   the queue shows nothing visible, in flight or delayed on two reads in a row, so messages
   whose worker vanished (Spot reclaim, SIGKILL) are picked up when their visibility lapses.
-  Its sweep is capped at ITEM_TIMEOUT_SECONDS + visibility timeout + maxReceiveCount x
-  (visibility timeout + RETRY_DELAY_SECONDS): an item held elsewhere reaching its deadline
-  and showing again, then going round every receive when nobody alive holds it.
+  Its sweep is capped at the longest deadline a message may have (a batch of
+  MAX_BATCH_ITEMS, see below) + visibility timeout + maxReceiveCount x (visibility timeout +
+  RETRY_DELAY_SECONDS): a message held elsewhere reaching its deadline and showing again,
+  then going round every receive when nobody alive holds it.
 
 A message's deadline is ITEM_TIMEOUT_SECONDS per item it names: one for a lone item, N for a
 batch of N sources, capped at SQS's 12-hour visibility limit (``MAX_ITEM_SECONDS``). The
@@ -48,6 +49,7 @@ from worker.inflight import InFlight
 from worker.limits import MAX_BATCH_ENTRIES
 from worker.logs import log
 from worker.manifest import Entry, record_failure
+from worker.messages import MAX_BATCH_ITEMS
 from worker.metrics import ITEM_UNITS, SUMMARY_UNITS, CallCounter, MetricSet
 from worker.process import Outcome, Services, message_items, process_message
 from worker.processes import peak_rss_mib
@@ -63,6 +65,11 @@ PREFETCH_PER_SLOT = 2
 # receive after 5, 10 and 20 s (jittered), rather than spending a receive.
 THROTTLED_RERUNS = 3
 THROTTLED_BACKOFF = 5.0
+
+
+def message_seconds(config: Config, items: int) -> float:
+    """Return a message's deadline: ITEM_TIMEOUT_SECONDS per item, within SQS's 12 hours."""
+    return min(config.item_timeout * items, MAX_ITEM_SECONDS)
 
 
 @dataclass
@@ -118,10 +125,10 @@ class Worker:
         self._counter = counter
         self._max_receive_count = max_receive_count
         self._retry_delay = int(config.retry_delay_seconds)
-        # Long enough for an item another worker runs to reach its deadline and, its host
-        # gone, to show again; then for a message to go round every receive it has left.
+        # Long enough for a message another worker runs (a batch, maybe) to reach its deadline
+        # and, its host gone, to show again; then for it to go round every receive it has left.
         self._sweep_cap = (
-            config.item_timeout
+            message_seconds(config, MAX_BATCH_ITEMS)
             + visibility_timeout
             + (max_receive_count or 1) * (visibility_timeout + self._retry_delay)
         )
@@ -277,8 +284,7 @@ class Worker:
         try:
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
             items = message_items(message["Body"])
-            seconds = min(self._config.item_timeout * items, MAX_ITEM_SECONDS)
-            deadline = time.monotonic() + seconds
+            deadline = time.monotonic() + message_seconds(self._config, items)
             with self._tally_lock:
                 self._running[message_id] = (deadline, attempt, items)
             self._inflight.limit(message_id, deadline)

@@ -52,11 +52,12 @@ class ChaosSettings:
     def exit_timeout(self) -> float:
         """How long workers may take to leave by themselves once nothing is visible.
 
-        The sweeper's own cap (worker/loop.py: ITEM_TIMEOUT_SECONDS + visibility timeout +
-        maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS)), plus a minute for idle
-        waits, long polls and retried slots.
+        The sweeper's own cap (worker/loop.py: the longest deadline of a message + visibility
+        timeout + maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS)) for the
+        messages this run queues (ITEM_TIMEOUT_SECONDS per item of a batch), plus a minute
+        for idle waits, long polls and retried slots.
         """
-        cap = self.item_timeout + self.visibility_timeout
+        cap = self.item_timeout * max(1, self.batch_size) + self.visibility_timeout
         return cap + self.max_receive_count * (self.visibility_timeout + self.retry_delay) + 60.0
 
     def faults(self) -> Faults:
