@@ -57,12 +57,10 @@ class Outcome:
 
     def item_counts(self) -> dict[str, int]:
         """Return the message's items by outcome: a failed batch fails all its items' results."""
-        stored = self.kind == "ok"
+        ok = self.items - self.failed_lines if self.kind == "ok" else 0
         return {
-            "items_ok": self.items - self.failed_lines if stored else 0,
-            "items_failed": self.failed_lines
-            if stored
-            else (self.items if self.kind == "failed" else 0),
+            "items_ok": ok,
+            "items_failed": self.items - ok if self.kind in ("ok", "failed") else 0,
             "items_already_done": self.items if self.kind == "already-done" else 0,
         }
 
