@@ -3,7 +3,8 @@
 Each test runs ``python -m worker`` as the image does, against the session's emulator. A batch
 is stored once, with a line per item; a permanent failure is one item's line, a transient one
 sends the batch back whole (until its last receive), and a redelivered batch already stored
-costs one HEAD.
+costs one HEAD. Only the redelivery, whose HEADs meet each emulator's answers for a missing
+key, runs on both emulators; the rest is the worker's own logic, run once (``once``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def run(env: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return log_events(done.stdout, "item"), summary
 
 
+@pytest.mark.once
 def test_a_poison_item_is_its_own_line_and_its_neighbours_are_stored(sqs, s3, aws_env) -> None:
     """One result object on the first receive: N-1 result lines and the poison's reason."""
     stack = make_stack(sqs, s3, max_receive=2)
@@ -84,6 +86,7 @@ def test_a_poison_item_is_its_own_line_and_its_neighbours_are_stored(sqs, s3, aw
     assert queue_depths(sqs, stack.dlq_url) == (0, 0)
 
 
+@pytest.mark.once
 def test_a_transient_item_failure_sends_the_batch_back_whole(
     tmp_path: Path, sqs, s3, aws_env
 ) -> None:
@@ -109,6 +112,7 @@ def test_a_transient_item_failure_sends_the_batch_back_whole(
     assert queue_depths(sqs, stack.queue_url) == (0, 0)
 
 
+@pytest.mark.once
 def test_on_the_last_receive_a_transient_failure_is_the_items_line(sqs, s3, aws_env) -> None:
     """A source that never comes must not dead-letter its healthy neighbours with it."""
     stack = make_stack(sqs, s3, max_receive=2)
@@ -163,6 +167,7 @@ def test_a_redelivered_batch_already_stored_is_already_done(
     assert queue_depths(sqs, stack.queue_url) == (0, 0)
 
 
+@pytest.mark.once
 def test_a_batch_has_item_timeout_seconds_for_each_of_its_items(sqs, s3, aws_env) -> None:
     """4 items of 1 s outlast one ITEM_TIMEOUT_SECONDS (3 s) but not four: the batch is stored
     on its one receive, its visibility (3 s) extended by the heartbeat until then."""
