@@ -124,7 +124,9 @@ class _BatchRun:
         if self.deadline is not None:
             deadline = min(deadline, self.deadline)
         recipe = self.config.recipe.for_message(item.query, item.input)
-        result, etag = read_source(item, recipe, self.config, self.services.s3, {}, deadline)
+        read: dict[str, Any] = {}
+        result, etag = read_source(item, recipe, self.config, self.services.s3, read, deadline)
+        self.fields.setdefault("engine", read["engine"])  # the log line's, as a lone item's
         try:
             output = self.services.handler(result.chunks(), deadline)
             check_in_time(deadline)

@@ -68,6 +68,7 @@ def test_a_poison_item_is_its_own_line_and_its_neighbours_are_stored(sqs, s3, aw
 
     assert [(e["outcome"], e["attempt"]) for e in lines] == [("ok", 1)], lines
     assert (lines[0]["items"], lines[0]["items_ok"], lines[0]["items_failed"]) == (5, 4, 1)
+    assert lines[0]["engine"] == "local"
     key, stored = stored_batch(s3, stack)
     assert [line.source.rsplit("/", 1)[1] for line in stored] == [
         "item 0000.csv",
