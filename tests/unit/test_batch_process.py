@@ -36,3 +36,14 @@ def test_an_item_failing_midway_leaves_no_part_of_its_line() -> None:
     lines = list(read_lines(stored.splitlines()))
     assert [line.result for line in lines] == [[{"id": "1"}], None, [{"id": "2"}]]
     assert OVER_MAX_RECORD_SIZE in (lines[1].error or "")
+
+
+def test_a_malformed_batch_is_a_permanent_failure_saying_why() -> None:
+    """Refused at once, so it reaches the dead-letter queue without waiting out retries."""
+    config = load_config({"SQS_QUEUE_URL": "q", "OUTPUT_BUCKET": BUCKET})
+    twice = {"bucket": BUCKET, "key": "a.csv"}
+    with in_memory_bucket(BUCKET) as s3:
+        services = Services(s3=s3, store=ResultStore(s3, 1024), handler=RowsToJson("json"))
+        outcome = process_message(json.dumps({"items": [twice, twice]}), 1, config, services)
+    assert (outcome.kind, outcome.permanent) == ("failed", True)
+    assert outcome.reason == "malformed message: field 'items' names a source more than once"
