@@ -12,10 +12,11 @@ An item's failure decides the batch's fate by its class (:func:`worker.item_step
 
 * permanent (unsupported SQL, a limit the source breaks): the item's failure line, and the
   other items go on;
-* transient (a missing source that may yet come, the code failing, throttling): the batch's
-  receive fails at that item and the batch is retried whole, since its one result must hold
-  every item. On the batch's last receive it becomes the item's failure line instead, so that
-  one item that never heals does not send its healthy neighbours to the dead-letter queue.
+* transient (a missing source that may yet come, the code failing): the batch's receive
+  fails at that item and the batch is retried whole, since its one result must hold every
+  item; throttling, like a lone item's, runs the batch again within the same receive. On the
+  batch's last receive either becomes the item's failure line instead, so that one item that
+  never heals does not send its healthy neighbours to the dead-letter queue.
 """
 
 from __future__ import annotations
