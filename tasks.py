@@ -806,6 +806,26 @@ def bench_processes(c: Context, items: int = 40, work: int = 300_000) -> None:
 
 @task(
     help={
+        "items": "small objects the worker drains as batch messages",
+        "batch_size": "sources per batch message",
+        "single_items": "small objects drained one per message, for comparison",
+    }
+)
+def bench_batches(
+    c: Context, items: int = 10_000, batch_size: int = 100, single_items: int = 1000
+) -> None:
+    """S3 PUTs and AWS calls per item, batches against one message per item: issue 23's goal."""
+    import sys
+
+    c.run(
+        f"{sys.executable} bench/worker_batches.py --items {int(items)} "
+        f"--batch-size {int(batch_size)} --single-items {int(single_items)}",
+        pty=False,
+    )
+
+
+@task(
+    help={
         "items": "good items to process (a few poison items are added on purpose)",
         "workers": "worker processes (array slots) kept running",
         "interval": "mean seconds between blows (each gap is 0.5x to 1.5x this)",
@@ -820,6 +840,7 @@ def bench_processes(c: Context, items: int = 40, work: int = 300_000) -> None:
         "answered 409 ConditionalRequestConflict",
         "hostile": "also queue issue 11's hostile mix (bombs, blow-ups, bad output keys); "
         "checks peak RSS and writes outside the prefix",
+        "batch_size": "queue the good sources as batch messages of N items (0: one each)",
     }
 )
 def chaos(
@@ -836,8 +857,11 @@ def chaos(
     visibility_entry_failure_rate: str = "",
     conditional_conflict_rate: str = "",
     hostile: bool = False,
+    batch_size: int = 0,
 ) -> None:
     """Drain a queue while workers are SIGKILLed and SIGTERMed at random; check nothing broke.
+
+    ``--batch-size N`` queues the good sources as batch messages of N items each.
 
     Fault rates left out keep ChaosSettings' defaults, so they are written in one place.
     """
@@ -863,6 +887,7 @@ def chaos(
         work_ms=work_ms,
         aws_rules=aws_rules,
         hostile=hostile,
+        batch_size=batch_size,
         **{name: float(rate) for name, rate in given.items() if rate},
     )
     runs = Path(__file__).resolve().parent / ".batchspot" / "chaos"

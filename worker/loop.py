@@ -18,9 +18,17 @@ And a run does not end with work stranded in the queue:
 * the sweeper (process 0 of array child 0, or of a job that is not an array) leaves only when
   the queue shows nothing visible, in flight or delayed on two reads in a row, so messages
   whose worker vanished (Spot reclaim, SIGKILL) are picked up when their visibility lapses.
-  Its sweep is capped at ITEM_TIMEOUT_SECONDS + visibility timeout + maxReceiveCount x
-  (visibility timeout + RETRY_DELAY_SECONDS): an item held elsewhere reaching its deadline
-  and showing again, then going round every receive when nobody alive holds it.
+  Its sweep is capped at the longest deadline a message may have (a batch of
+  MAX_BATCH_ITEMS, see below) + visibility timeout + maxReceiveCount x (visibility timeout +
+  RETRY_DELAY_SECONDS): a message held elsewhere reaching its deadline and showing again,
+  then going round every receive when nobody alive holds it.
+
+A message's deadline is ITEM_TIMEOUT_SECONDS per item it names: one for a lone item, N for a
+batch of N sources, capped at SQS's 12-hour visibility limit (``MAX_ITEM_SECONDS``). The
+heartbeat holds the message until that deadline and no longer (``InFlight.limit``), the
+watchdog fails it there, and within a batch each item still stops at its own
+ITEM_TIMEOUT_SECONDS (``worker.batch_process``). Tallies and the summary count items as well
+as messages: ``aws_calls_per_item`` divides by the items settled, a batch's sources each.
 
 Before the attempt timeout (JOB_TIMEOUT_SECONDS), which Batch never retries, a worker stops
 taking work in time for what it holds to reach its deadline, gives the rest back and exits 75
@@ -36,13 +44,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from worker.config import Config
+from worker.config import MAX_ITEM_SECONDS, Config
 from worker.inflight import InFlight
 from worker.limits import MAX_BATCH_ENTRIES
 from worker.logs import log
 from worker.manifest import Entry, record_failure
+from worker.messages import MAX_BATCH_ITEMS
 from worker.metrics import ITEM_UNITS, SUMMARY_UNITS, CallCounter, MetricSet
-from worker.process import Outcome, Services, process_message
+from worker.process import Outcome, Services, message_items, process_message
 from worker.processes import peak_rss_mib
 from worker.queue_depth import queue_counts
 from worker.stopping import StopSignal
@@ -58,20 +67,35 @@ THROTTLED_RERUNS = 3
 THROTTLED_BACKOFF = 5.0
 
 
+def message_seconds(config: Config, items: int) -> float:
+    """Return a message's deadline: ITEM_TIMEOUT_SECONDS per item, within SQS's 12 hours."""
+    return min(config.item_timeout * items, MAX_ITEM_SECONDS)
+
+
 @dataclass
 class Tally:
-    """Items by outcome, for the summary line."""
+    """Messages by outcome, and the items they named, for the summary line."""
 
     ok: int = 0
     already_done: int = 0
     ignored: int = 0
     failed: int = 0
     released: int = 0
+    items_ok: int = 0
+    items_failed: int = 0
+    items_already_done: int = 0
 
     @property
-    def settled(self) -> int:
-        """Messages this worker finished with, one way or another."""
-        return self.ok + self.already_done + self.ignored + self.failed
+    def settled_items(self) -> int:
+        """Items this worker finished with: a batch's sources each, an ignored message one."""
+        return self.items_ok + self.items_failed + self.items_already_done + self.ignored
+
+    def add(self, outcome: Outcome) -> None:
+        """Count one settled message and its items."""
+        name = outcome.kind.replace("-", "_")
+        setattr(self, name, getattr(self, name) + 1)
+        for name, count in outcome.item_counts().items():
+            setattr(self, name, getattr(self, name) + count)
 
 
 class Worker:
@@ -101,10 +125,10 @@ class Worker:
         self._counter = counter
         self._max_receive_count = max_receive_count
         self._retry_delay = int(config.retry_delay_seconds)
-        # Long enough for an item another worker runs to reach its deadline and, its host
-        # gone, to show again; then for a message to go round every receive it has left.
+        # Long enough for a message another worker runs (a batch, maybe) to reach its deadline
+        # and, its host gone, to show again; then for it to go round every receive it has left.
         self._sweep_cap = (
-            config.item_timeout
+            message_seconds(config, MAX_BATCH_ITEMS)
             + visibility_timeout
             + (max_receive_count or 1) * (visibility_timeout + self._retry_delay)
         )
@@ -117,10 +141,10 @@ class Worker:
         self._tally_lock = threading.Lock()
         self._item_metrics = MetricSet(ITEM_UNITS, config.metric_dimensions)
         self._summary_metrics = MetricSet(SUMMARY_UNITS, config.metric_dimensions)
-        # Items running now, by message id: their deadline and receive count. An item the
+        # Messages running now, by message id: their deadline, receive count and items. One the
         # watchdog settled at its deadline goes to ``_expired``, so that its thread, should it
         # ever return, does not settle it a second time.
-        self._running: dict[str, tuple[float, int]] = {}
+        self._running: dict[str, tuple[float, int, int]] = {}
         self._settling: set[str] = set()
         self._expired: set[str] = set()
 
@@ -259,9 +283,10 @@ class Worker:
             return
         try:
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-            deadline = time.monotonic() + self._config.item_timeout
+            items = message_items(message["Body"])
+            deadline = time.monotonic() + message_seconds(self._config, items)
             with self._tally_lock:
-                self._running[message_id] = (deadline, attempt)
+                self._running[message_id] = (deadline, attempt, items)
             self._inflight.limit(message_id, deadline)
             work_until = deadline - self._config.settle_margin
             outcome = self._process(message, attempt, work_until)
@@ -284,8 +309,17 @@ class Worker:
 
     def _process(self, message: dict[str, Any], attempt: int, work_until: float) -> Outcome:
         return process_message(
-            message["Body"], attempt, self._config, self._services, deadline=work_until
+            message["Body"],
+            attempt,
+            self._config,
+            self._services,
+            deadline=work_until,
+            last_receive=self._is_last(attempt),
         )
+
+    def _is_last(self, attempt: int) -> bool:
+        """Whether SQS moves the message to the dead-letter queue if this receive fails."""
+        return self._max_receive_count is not None and attempt >= self._max_receive_count
 
     def _expire_overdue(self) -> int:
         """Fail the items past their deadline whose threads have not returned; count them.
@@ -299,18 +333,20 @@ class Worker:
         now = time.monotonic() + self._config.settle_margin / 2
         overdue = []
         with self._tally_lock:
-            for message_id, (deadline, attempt) in self._running.items():
+            for message_id, (deadline, attempt, items) in self._running.items():
                 if now < deadline:
                     continue
                 if message_id not in self._expired and message_id not in self._settling:
                     self._expired.add(message_id)
-                    overdue.append((message_id, attempt))
+                    overdue.append((message_id, attempt, items))
             stuck = sum(1 for message_id in self._running if message_id in self._expired)
-        for message_id, attempt in overdue:
-            reason = (
-                f"item passed its deadline (ITEM_TIMEOUT_SECONDS={self._config.item_timeout:g})"
-            )
-            self._settle(message_id, attempt, Outcome("failed", reason), watchdog=True)
+        for message_id, attempt, items in overdue:
+            per_item = f"ITEM_TIMEOUT_SECONDS={self._config.item_timeout:g}"
+            reason = f"item passed its deadline ({per_item})"
+            if items > 1:
+                reason = f"batch of {items} items passed its deadline ({per_item} each)"
+            outcome = Outcome("failed", reason, items=items)
+            self._settle(message_id, attempt, outcome, watchdog=True)
         return stuck
 
     def _expired_id(self, message_id: str) -> bool:
@@ -341,7 +377,7 @@ class Worker:
 
     def _decide(self, message_id: str, attempt: int, outcome: Outcome) -> None:
         if outcome.kind == "failed":
-            last = self._max_receive_count is not None and attempt >= self._max_receive_count
+            last = self._is_last(attempt)
             # The last failure goes back at once: SQS moves it to the dead-letter queue on the
             # next receive, and nothing is gained by waiting for that.
             delay = 0 if outcome.permanent or last else self._retry_delay
@@ -358,8 +394,7 @@ class Worker:
             # meanwhile stays (and is found by that receiver), so it is still logged.
             outcome.fields["given_back_before_settling"] = True
         with self._tally_lock:
-            name = outcome.kind.replace("-", "_")
-            setattr(self.tally, name, getattr(self.tally, name) + 1)
+            self.tally.add(outcome)
         log(
             "item",
             emf=self._item_metrics,
@@ -368,9 +403,7 @@ class Worker:
             reason=outcome.reason,
             attempt=attempt,
             **outcome.fields,
-            items_ok=int(outcome.kind == "ok"),
-            items_failed=int(outcome.kind == "failed"),
-            items_already_done=int(outcome.kind == "already-done"),
+            **outcome.item_counts(),
         )
 
     def _record_failure(self, message_id: str, attempt: int, outcome: Outcome) -> None:
@@ -430,7 +463,7 @@ class Worker:
     def _summary(self, seconds: float, exit_code: int) -> None:
         calls = self._counter.snapshot()
         total = sum(calls.values())
-        settled = self.tally.settled
+        settled = self.tally.settled_items
         log(
             "summary",
             emf=self._summary_metrics,
@@ -441,6 +474,9 @@ class Worker:
             ignored=self.tally.ignored,
             failed=self.tally.failed,
             released=self.tally.released,
+            items_ok=self.tally.items_ok,
+            items_failed=self.tally.items_failed,
+            items_already_done=self.tally.items_already_done,
             seconds=round(seconds, 2),
             aws_calls=total,
             aws_calls_per_item=round(total / settled, 3) if settled else None,

@@ -96,6 +96,25 @@ class ResultStore:
                 bucket, key, lambda: self._multipart(bucket, key, next(attempts), metadata)
             )
 
+    def write_file(
+        self, bucket: str, key: str, file: IO[bytes], metadata: dict[str, str]
+    ) -> tuple[bool, int]:
+        """Store a result already on disk (a batch's lines) unless one exists; (written, bytes).
+
+        Every attempt reads its parts from ``file`` itself, so a batch's lines are never
+        copied: on a tmpfs, each copy would be charged to the container's memory.
+        """
+        size = file.seek(0, 2)
+        if size > self._max_bytes:
+            raise self._too_large()
+        if size <= PART_BYTES:
+            file.seek(0)
+            body = file.read()
+            return self._settled(bucket, key, lambda: self._put(bucket, key, body, metadata))
+        return self._settled(
+            bucket, key, lambda: self._multipart(bucket, key, _replayed(file), metadata)
+        )
+
     def _settled(
         self, bucket: str, key: str, attempt: Callable[[], tuple[bool, int]]
     ) -> tuple[bool, int]:
@@ -191,15 +210,18 @@ class ResultStore:
         for chunk in chunks:
             total += len(chunk)
             if total > self._max_bytes:
-                raise OutputTooLarge(
-                    f"output exceeds MAX_OUTPUT_BYTES={self._max_bytes} bytes; not stored"
-                )
+                raise self._too_large()
             buffer += chunk
             while len(buffer) >= PART_BYTES:
                 yield bytes(buffer[:PART_BYTES])
                 del buffer[:PART_BYTES]
         if buffer or total == 0:
             yield bytes(buffer)
+
+    def _too_large(self) -> OutputTooLarge:
+        return OutputTooLarge(
+            f"output exceeds MAX_OUTPUT_BYTES={self._max_bytes} bytes; not stored"
+        )
 
 
 class _Conflict(Exception):

@@ -61,6 +61,7 @@ from batchspot_support.chaos.stack import (
     ChaosStack,
     clients,
     create_stack,
+    seed_batches,
     seed_hostile,
     seed_poison,
 )
@@ -176,6 +177,33 @@ def rules_layer(
         yield layer
 
 
+def seed_good(
+    s3: Any,
+    sqs: Any,
+    stack: ChaosStack,
+    sources: dict[str, list[tuple[str, str]]],
+    batch_size: int,
+) -> dict[str, dict[str, Any]]:
+    """Queue the good sources, one a message or in batches; return what each result must hold.
+
+    By result key: each of its sources (``s3://bucket/key``) with the custom code's result.
+    """
+    bucket = stack.input_bucket
+
+    def results(keys: list[str]) -> dict[str, Any]:
+        return {f"s3://{bucket}/{key}": sample_code.expected_result(sources[key]) for key in keys}
+
+    if batch_size:
+        batches = seed_batches(s3, sqs, stack, "good/", batch_size)
+        return {result_key: results(keys) for result_key, keys in batches.items()}
+    seed.seed(s3, sqs, queue_url=stack.queue_url, bucket=bucket, prefix="good/")
+    etags = {s.key: s.etag for s in list_sources(s3, bucket, "good/")}
+    return {
+        derive_output_key(OUTPUT_PREFIX, bucket, key, etags[key], WORKER_RECIPE): results([key])
+        for key in sources
+    }
+
+
 def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = None) -> ChaosReport:
     """Seed, storm, verify; LocalStack is started natively unless ``endpoint`` is given."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -186,22 +214,13 @@ def run_chaos(settings: ChaosSettings, log_dir: Path, endpoint: str | None = Non
         sources = sample_code.upload_sources(
             s3, stack.input_bucket, settings.items, settings.seed, prefix="good/"
         )
-        seeded = seed.seed(
-            s3, sqs, queue_url=stack.queue_url, bucket=stack.input_bucket, prefix="good/"
-        )
+        expected = seed_good(s3, sqs, stack, sources, settings.batch_size)
         poison = seed_poison(s3, sqs, stack)
         hostile = seed_hostile(s3, sqs, stack) if settings.hostile else []
-        etags = {s.key: s.etag for s in list_sources(s3, stack.input_bucket, "good/")}
-        expected = {
-            derive_output_key(OUTPUT_PREFIX, stack.input_bucket, key, etags[key], WORKER_RECIPE): (
-                sample_code.expected_result(rows)
-            )
-            for key, rows in sources.items()
-        }
         report = ChaosReport(
             settings,
             f"{emulator.name} at {emulator.endpoint}",
-            good=seeded.sent,
+            good=sum(len(items) for items in expected.values()),
             poison=len(poison),
             hostile=len(hostile),
         )

@@ -21,7 +21,10 @@ from batchspot_support.chaos.stack import (
     stored_versions,
 )
 from batchspot_support.hostile import peak_rss_budget_kib, ran_fast_path
+from worker.batches import read_lines
+from worker.keys import BATCH_RESULTS
 from worker.manifest import is_run_record
+from worker.process import message_items
 from worker.queue_depth import QueueCounts, queue_counts
 
 # Worker log events worth a look after a run, counted in the report (see worker/loop.py and
@@ -53,10 +56,12 @@ class ChaosReport:
     wall_seconds: float = 0.0  # the stack, seeding, policy, drain and checks
     blows: Counter[str] = field(default_factory=Counter)
     starts: int = 0
-    good: int = 0
+    good: int = 0  # items seeded from good sources
     poison: int = 0
-    stored: int = 0
-    lost: int = 0
+    results: int = 0  # result objects the good items make: one each, or one per batch
+    stored: int = 0  # of those, stored
+    items_stored: int = 0  # good items whose result is stored (a line of a batch's)
+    lost: int = 0  # good items without a stored result
     versions: int = 0
     logged_ok: int = 0
     logged_already_done: int = 0
@@ -94,7 +99,7 @@ class ChaosReport:
     @property
     def duplicates(self) -> int:
         """Writes beyond the first per result: extra versions or extra ``ok`` lines."""
-        healthy = max(self.versions - self.stored, self.logged_ok - self.good, 0)
+        healthy = max(self.versions - self.stored, self.logged_ok - self.results, 0)
         return healthy + self.hostile_versions - self.hostile_stored
 
     @property
@@ -120,6 +125,11 @@ class ChaosReport:
                 "items (good + poison + hostile)" if s.hostile else "items (good + poison)",
                 f"{self.good} + {self.poison}" + (f" + {self.hostile}" if s.hostile else ""),
             ),
+            *(
+                [("batch messages (items each)", f"{self.results} ({s.batch_size})")]
+                if s.batch_size
+                else []
+            ),
             ("worker slots", s.workers),
             (
                 "Spot reclaims (notice, then host gone)",
@@ -133,7 +143,8 @@ class ChaosReport:
             ("drain seconds (first start to last exit)", f"{self.seconds:.1f}"),
             ("wall seconds (stack, seed, policy, drain, checks)", f"{self.wall_seconds:.1f}"),
             ("items lost", self.lost),
-            ("stored twice", self.duplicates),
+            ("items stored", self.items_stored),
+            ("batches stored twice" if s.batch_size else "stored twice", self.duplicates),
             ("writes that reached S3 (object versions)", self.versions),
             ("ok log lines (killed workers included)", self.logged_ok),
             ("already-done (redelivered, not rewritten)", self.logged_already_done),
@@ -207,9 +218,11 @@ def verify(
         if not is_run_record(key, OUTPUT_PREFIX)
     }
     good = {key: ids for key, ids in versions.items() if key in expected}
+    report.results = len(expected)
     report.stored = len(good)
+    report.items_stored = sum(len(expected[key]) for key in good)
     report.versions = sum(len(v) for v in good.values())
-    report.lost = len(set(expected) - set(versions))
+    report.lost = sum(len(expected[key]) for key in set(expected) - set(versions))
     hostile_keys = {item.result_key for item in hostile}
     unexpected = set(versions) - set(expected) - hostile_keys
     report.hostile_stored = len(hostile_keys & set(versions))
@@ -220,17 +233,14 @@ def verify(
     for key, ids in good.items():
         for version_id in ids:
             body = s3.get_object(Bucket=stack.output_bucket, Key=key, VersionId=version_id)
-            try:
-                result = json.loads(body["Body"].read())
-            except ValueError:
-                result = None
-            report.wrong += result != expected.get(key)
+            report.wrong += _wrong(key, body["Body"].read(), expected[key])
     read_logs(report, fleet)
     report.queue_end = queue_counts(sqs, stack.queue_url)
     dead = Counter(received_bodies(sqs, stack.dlq_url))
     report.dead_lettered = dead.total()
     hostile_bodies = Counter(item.body for item in hostile)
-    report.healthy_dead_lettered = (dead - Counter(poison) - hostile_bodies).total()
+    healthy_dead = (dead - Counter(poison) - hostile_bodies).elements()
+    report.healthy_dead_lettered = sum(message_items(body) for body in healthy_dead)
     report.poison_not_dead_lettered = (Counter(poison) - dead).total()
     report.hostile_dead_lettered = (dead & hostile_bodies).total()
     report.hostile_unsettled = sum(
@@ -276,6 +286,23 @@ def verify(
     if report.settings.hostile:
         checks += _hostile_checks(report)
     return [sentence for held, sentence in checks if not held]
+
+
+def _wrong(key: str, body: bytes, expected: dict[str, Any]) -> int:
+    """Count the items whose stored result is not the custom code's (or is missing)."""
+    if key.startswith(OUTPUT_PREFIX + BATCH_RESULTS):
+        try:
+            lines = {line.source: line.result for line in read_lines(body.splitlines())}
+        except ValueError:
+            return len(expected)
+        extra = len(set(lines) - set(expected))
+        return extra + sum(lines.get(source) != result for source, result in expected.items())
+    try:
+        result = json.loads(body)
+    except ValueError:
+        result = None
+    (wanted,) = expected.values()
+    return int(result != wanted)
 
 
 def _hostile_checks(report: ChaosReport) -> list[tuple[bool, str]]:

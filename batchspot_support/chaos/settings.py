@@ -28,6 +28,8 @@ class ChaosSettings:
     spot_warning: float = 3.0  # Spot's two-minute warning, compressed
     wave_rate: float = 0.2  # the share of reclaims that take every host at once
     aws_rules: bool = False
+    # Queue the good sources as batch messages of this many items (0: one message each).
+    batch_size: int = 0
     # Queue the hostile mix too. Its workers run the local engine (the one issue 11 bounds;
     # S3 Select's limits are AWS's) with this ITEM_TIMEOUT_SECONDS, instead of the default of
     # twice HANDLER_TIMEOUT (30 min), so a hostile item that held a worker would show.
@@ -50,11 +52,12 @@ class ChaosSettings:
     def exit_timeout(self) -> float:
         """How long workers may take to leave by themselves once nothing is visible.
 
-        The sweeper's own cap (worker/loop.py: ITEM_TIMEOUT_SECONDS + visibility timeout +
-        maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS)), plus a minute for idle
-        waits, long polls and retried slots.
+        The sweeper's own cap (worker/loop.py: the longest deadline of a message + visibility
+        timeout + maxReceiveCount x (visibility timeout + RETRY_DELAY_SECONDS)) for the
+        messages this run queues (ITEM_TIMEOUT_SECONDS per item of a batch), plus a minute
+        for idle waits, long polls and retried slots.
         """
-        cap = self.item_timeout + self.visibility_timeout
+        cap = self.item_timeout * max(1, self.batch_size) + self.visibility_timeout
         return cap + self.max_receive_count * (self.visibility_timeout + self.retry_delay) + 60.0
 
     def faults(self) -> Faults:

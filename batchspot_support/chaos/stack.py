@@ -17,12 +17,13 @@ from botocore.config import Config
 from batchspot import seed
 from batchspot.aws import create_queue_with_dlq
 from batchspot.emulators import Emulator
+from batchspot.sources import list_sources
 from batchspot_support import sample_code
 from batchspot_support.chaos.settings import ChaosSettings
 from batchspot_support.hostile import CASES, QUERY_CASES, message_input
-from worker.keys import Recipe, derive_output_key
-from worker.limits import MAX_BATCH_ENTRIES
-from worker.messages import parse_input_format
+from worker.keys import Recipe, derive_batch_key, derive_output_key
+from worker.limits import MAX_BATCH_ENTRIES, chunked
+from worker.messages import WorkItem, parse_input_format
 
 OUTPUT_PREFIX = "results/"
 # The workers run the sample code with every other setting left at its default.
@@ -73,6 +74,29 @@ def create_stack(s3: Any, sqs: Any, settings: ChaosSettings) -> ChaosStack:
         Bucket=stack.output_bucket, VersioningConfiguration={"Status": "Enabled"}
     )
     return stack
+
+
+def seed_batches(
+    s3: Any, sqs: Any, stack: ChaosStack, prefix: str, batch_size: int
+) -> dict[str, list[str]]:
+    """Queue the sources under ``prefix`` as batch messages of ``batch_size`` items each.
+
+    Return each batch's result key (as the worker derives it from the listed ETags) and the
+    keys of its sources, the truth its lines are checked by.
+    """
+    listed = [
+        WorkItem(s.bucket, s.key, parse_input_format(None, s.key), etag=s.etag)
+        for s in list_sources(s3, stack.input_bucket, prefix)
+    ]
+    batches: dict[str, list[str]] = {}
+    bodies = []
+    for items in chunked(listed, batch_size):
+        fields = [{"bucket": i.bucket, "key": i.key, "etag": i.etag} for i in items]
+        bodies.append(json.dumps({"items": fields}))
+        batches[derive_batch_key(OUTPUT_PREFIX, items, WORKER_RECIPE)] = [i.key for i in items]
+    for group in chunked(bodies, MAX_BATCH_ENTRIES):
+        _queue_all(sqs, stack, group, "batch")
+    return batches
 
 
 def seed_poison(s3: Any, sqs: Any, stack: ChaosStack) -> list[str]:

@@ -36,3 +36,17 @@ def large(rows: str) -> dict[str, Any]:
     """Return a result of ``TEST_OUTPUT_MB`` megabytes, bigger than one upload part."""
     size = int(float(os.environ.get("TEST_OUTPUT_MB", "20")) * 1024 * 1024)
     return {"rows": rows, "padding": "x" * size}
+
+
+def fail_first_call(rows: str) -> dict[str, Any]:
+    """Fail the first call for the row whose id is ``TEST_FLAKY_ID``, then count as usual.
+
+    The first failure is marked in ``TEST_MARK_DIR``, so the next receive finds it healed.
+    """
+    first = json.loads(rows.splitlines()[0]) if rows.strip() else {}
+    if first.get("id") == os.environ["TEST_FLAKY_ID"]:
+        mark = Path(os.environ["TEST_MARK_DIR"]) / "failed-once"
+        if not mark.exists():
+            mark.touch()
+            raise RuntimeError("a transient failure of the custom code")
+    return count_rows(rows)

@@ -54,6 +54,11 @@ def put_sources(s3: Any, stack: Stack, count: int, prefix: str = "src/") -> list
     return bodies
 
 
+def batch_of(bodies: list[str], **fields: Any) -> str:
+    """Return one batch message naming the sources of ``bodies`` (per-item seed messages)."""
+    return json.dumps({"items": [json.loads(body) for body in bodies], **fields})
+
+
 def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
     """Send message bodies in batches of 10."""
     for batch in chunked(bodies, MAX_BATCH_ENTRIES):

@@ -41,7 +41,8 @@ def assert_exactly_once(report: ChaosReport, items: int) -> None:
     assert report.reclaims_of_the_sweeper >= 1, "the first reclaim takes array child 0's host"
     assert not report.failed_slots, "every array child SUCCEEDED by Batch's rules"
     assert (report.lost, report.duplicates, report.wrong) == (0, 0, 0)
-    assert report.stored == report.versions == report.good == items
+    assert report.stored == report.versions == report.results, "each result written once"
+    assert report.items_stored == report.good == items
     assert (report.stranded, report.healthy_dead_lettered) == (0, 0)
     assert report.dead_lettered == report.poison + report.hostile_dead_lettered
 
@@ -98,3 +99,19 @@ def test_random_kills_under_aws_rules_and_faults_lose_nothing_and_strand_nothing
     assert_hostile_contained(report)
     missing = {kind for kind in FAULT_KINDS if not report.injected[kind]}
     assert not missing, f"the layer never injected {sorted(missing)}\n{report.render()}"
+
+
+@pytest.mark.once
+def test_batch_messages_under_aws_rules_lose_no_item_and_store_no_batch_twice(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """Batches of 2 (30 messages, more than 3 workers hold at once, so the storm strikes):
+    each batch's one result written once with every item's line, under the AWS rules layer."""
+    settings = ChaosSettings(
+        items=60, workers=3, interval=1.0, seed=5, timeout=240, aws_rules=True, batch_size=2
+    )
+    report = run_chaos(settings, tmp_path / "workers", emulator.endpoint)
+    print(report.render())
+
+    assert_exactly_once(report, 60)
+    assert report.results == 30

@@ -30,6 +30,7 @@ from batchspot.emulators import Emulator, moto_server
 from batchspot.policy import render_final_policy, render_worker_policy
 from tests.integration.harness import (
     Stack,
+    batch_of,
     drain,
     log_events,
     make_stack,
@@ -309,3 +310,28 @@ def test_a_failure_record_and_the_final_step_stay_within_their_rendered_policies
     finally:
         drain(sqs, stack.queue_url)
         drain(sqs, stack.dlq_url)
+
+
+def test_a_batch_and_its_redelivery_stay_within_the_rendered_policy(setup: Setup) -> None:
+    """A batch's one result lies under ``<OUTPUT_PREFIX>.batches/``, which the job role may
+    write and HEAD; its redelivery HEADs it there and writes nothing."""
+    sqs, s3 = (setup.admin.client(setup.moto, service) for service in ("sqs", "s3"))
+    stack = setup.stack
+    batch = batch_of(put_sources(s3, stack, 3, prefix="batch/"))
+    send_all(sqs, stack.queue_url, [batch])
+    env = signed_as(setup, setup.worker)
+
+    first = run_worker(env)
+    assert not DENIAL.search(first.stdout + first.stderr), first.stdout[-3000:]
+    assert [e["outcome"] for e in log_events(first.stdout, "item")] == ["ok"]
+    batches = s3.list_objects_v2(Bucket=stack.output_bucket, Prefix=f"{OUTPUT_PREFIX}.batches/")
+    assert batches["KeyCount"] == 1
+
+    send_all(sqs, stack.queue_url, [batch])
+    release_after_one_receive(sqs, stack.queue_url, 1)
+    second = run_worker(env)
+    assert not DENIAL.search(second.stdout + second.stderr), second.stdout[-3000:]
+    items = log_events(second.stdout, "item")
+    assert [(e["outcome"], e["attempt"]) for e in items] == [("already-done", 2)]
+    assert log_events(second.stdout, "summary")[0]["calls"].get("s3.PutObject", 0) == 0
+    assert queue_depths(sqs, stack.queue_url) == (0, 0)

@@ -222,3 +222,29 @@ def test_a_line_cut_to_fit_still_declares_only_the_metrics_it_holds(
     check_emf(record)
     declared = record["_aws"]["CloudWatchMetrics"][0]["Metrics"]
     assert [metric["Name"] for metric in declared] == list(ITEM_UNITS)
+
+
+def test_a_batch_line_counts_its_items_and_the_summary_divides_calls_by_items(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A batch of 3 (one refused for good) is one item line counting 2 + 1 items, so the item
+    metrics' Sum counts items; calls per item divide by the 3 items, not the 1 message."""
+    config = load_config({"SQS_QUEUE_URL": "q", "OUTPUT_BUCKET": BUCKET, "QUERY_ENGINE": "local"})
+    unusable = {"delimiter": ",", "quote": ","}
+    sources = [{"bucket": BUCKET, "key": key} for key in ("a.csv", "b.csv")]
+    batch = json.dumps({"items": [*sources, {"bucket": BUCKET, "key": "c.csv", "input": unusable}]})
+    counter = CallCounter()
+    objects = {key: b"id\n1\n" for key in ("a.csv", "b.csv", "c.csv")}
+    with in_memory_bucket(BUCKET, objects) as s3:
+        services = Services(
+            s3=counter.attach(s3), store=ResultStore(s3, 1024**2), handler=RowsToJson("json")
+        )
+        worker = Worker(config, None, services, Settles(), StopSignal(), counter, 2, 30)  # type: ignore[arg-type]
+        worker._settle("m0", 1, process_message(batch, 1, config, services))
+        worker._summary(1.0, 0)
+    item, summary = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    check_emf(item)
+    assert (item["items"], item["items_ok"], item["items_failed"]) == (3, 2, 1)
+    assert (summary["ok"], summary["items_ok"], summary["items_failed"]) == (1, 2, 1)
+    assert summary["aws_calls"] > 0
+    assert summary["aws_calls_per_item"] == round(summary["aws_calls"] / 3, 3)
