@@ -60,6 +60,7 @@ def process_batch(
         outcome = failure(error)
     outcome.fields = {**run.fields, "bytes_in": run.bytes_in, **outcome.fields}
     outcome.items, outcome.failed_lines = len(batch.items), run.failed
+    outcome.sources = tuple(item.source for item in batch.items)
     return outcome
 
 

@@ -54,6 +54,8 @@ class Outcome:
     # lines: what the tallies, the log line and its metrics count.
     items: int = 1
     failed_lines: int = 0
+    # A batch's sources: a batch that fails for the last time records a failure for each.
+    sources: tuple[str, ...] = ()
 
     def item_counts(self) -> dict[str, int]:
         """Return the message's items by outcome: a failed batch fails all its items' results."""

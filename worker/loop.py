@@ -407,21 +407,25 @@ class Worker:
         )
 
     def _record_failure(self, message_id: str, attempt: int, outcome: Outcome) -> None:
-        """Leave the run's manifest this item's last failure and its reason (one PUT).
+        """Leave the run's manifest this message's last failure and its reason (one PUT).
 
-        Best effort: the message still goes to the dead-letter queue if the record cannot be
-        stored, and the log line says why.
+        A batch's record names each of its items, so the manifest counts items. Best effort:
+        the message still goes to the dead-letter queue if the record cannot be stored, and
+        the log line says why.
         """
         output = outcome.fields.get("output")
-        entry = Entry(
-            source=outcome.fields.get("source"),
-            output=output.removeprefix("s3://").split("/", 1)[1] if output else None,
-            size=None,
-            attempts=attempt,
-            reason=outcome.reason,
-        )
+        entries = [
+            Entry(
+                source=source,
+                output=output.removeprefix("s3://").split("/", 1)[1] if output else None,
+                size=None,
+                attempts=attempt,
+                reason=outcome.reason,
+            )
+            for source in outcome.sources or (outcome.fields.get("source"),)
+        ]
         try:
-            record_failure(self._services.s3, self._config.run, message_id, entry)
+            record_failure(self._services.s3, self._config.run, message_id, *entries)
         except Exception as error:
             outcome.fields["failure_record"] = f"not stored: {error}"
 

@@ -172,13 +172,16 @@ def is_batch_result(key: str, output_prefix: str) -> bool:
     return key.startswith(output_prefix + BATCH_RESULTS)
 
 
-def record_failure(s3: Any, run: Run, message_id: str, entry: Entry) -> None:
-    """Store one item's last failure: one PUT, keyed by its message so a repeat overwrites."""
+def record_failure(s3: Any, run: Run, message_id: str, *entries: Entry) -> None:
+    """Store a message's last failure, one line per item it names (a batch names many).
+
+    One PUT, keyed by its message so a repeat overwrites.
+    """
     name = hashlib.sha256(message_id.encode()).hexdigest()[:16]
     s3.put_object(
         Bucket=run.bucket,
         Key=f"{run.failures_prefix}{name}.json",
-        Body=entry.line().encode(),
+        Body="".join(entry.line() for entry in entries).encode(),
         ContentType="application/json",
     )
 
@@ -269,8 +272,7 @@ def failed(s3: Any, run: Run) -> Iterator[Entry]:
     A batch whose metadata says none of its items failed is not read.
     """
     for item in _listed(s3, run.bucket, run.failures_prefix):
-        record = json.loads(s3.get_object(Bucket=run.bucket, Key=item["Key"])["Body"].read())
-        yield Entry(**{name: record.get(name) for name in Entry.__dataclass_fields__})
+        yield from read_entries(s3, run.bucket, item["Key"])
     for item, metadata in _stored_by(s3, run, run.output_prefix + BATCH_RESULTS):
         if _number(metadata, FAILED_ITEMS_METADATA) == 0:
             continue
@@ -360,7 +362,8 @@ def read_entries(s3: Any, bucket: str, key: str) -> Iterator[Entry]:
     """Stream the entries of a SUCCEEDED or FAILED file, line by line."""
     for line in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_lines():
         if line.strip():
-            yield Entry(**json.loads(line))
+            record = json.loads(line)
+            yield Entry(**{name: record.get(name) for name in Entry.__dataclass_fields__})
 
 
 def each_object_once(entries: Iterable[Entry]) -> Iterator[Entry]:

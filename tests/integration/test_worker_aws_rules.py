@@ -19,6 +19,7 @@ from batchspot.awsrules import Faults, RulesLayer, aws_rules
 from batchspot.emulators import Emulator
 from tests.integration.harness import (
     Stack,
+    batch_of,
     drain,
     log_events,
     make_stack,
@@ -32,6 +33,7 @@ from tests.integration.harness import (
     worker_env,
 )
 from worker.limits import MAX_BATCH_ENTRIES
+from worker.manifest import Run, failed
 
 COUNT_ROWS = "tests.integration.handlers:count_rows"
 
@@ -207,3 +209,28 @@ def test_long_keys_and_metadata_stay_within_aws_limits(sqs, s3, aws_env, layer) 
     (stored,) = output_objects(s3, stack.output_bucket)
     assert len(stored.encode()) <= 1024 and stored.startswith(f"results/{stack.input_bucket}/")
     assert layer.injected["s3.key-too-long"] == layer.injected["s3.metadata-too-large"] == 0
+
+
+def test_a_batch_dead_lettered_whole_records_a_failure_for_each_of_its_items(
+    sqs, s3, aws_env, layer
+) -> None:
+    """A batch that cannot be stored on its last receive (every write answered 409, S3 API
+    Reference, PutObject, If-None-Match) fails all its items: the run's failure record names
+    each, so the manifest counts 3 failed items, not one message."""
+    stack = make_stack(sqs, s3, max_receive=1)
+    send_all(sqs, stack.queue_url, [batch_of(put_sources(s3, stack, 3))])
+    layer.set_faults(Faults(conditional_conflict_rate=1.0))
+
+    done = run_worker(through(aws_env, layer, stack, HANDLER=COUNT_ROWS))
+
+    assert done.returncode == 0, done.stderr
+    (line,) = log_events(done.stdout, "item")
+    assert (line["outcome"], line["next"]) == ("failed", "dead-letter queue")
+    assert line["items_failed"] == 3
+    # A worker outside Batch runs as job "local" (worker.config).
+    failures = list(failed(s3, Run("local", stack.output_bucket, "results/", stack.queue_url)))
+    assert sorted(entry.source for entry in failures) == [
+        f"s3://{stack.input_bucket}/src/item {n:04d}.csv" for n in range(3)
+    ]
+    assert {entry.reason for entry in failures} == {line["reason"]}
+    assert len(drain(sqs, stack.dlq_url)) == 1
