@@ -22,6 +22,7 @@ import contextlib
 import csv
 import io
 import json
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -178,7 +179,9 @@ def _batches(
 
     The first record is skipped when it is the header (FileHeaderInfo USE or IGNORE). Arrow
     errors (bad UTF-8, a row of another width, a record past two blocks) decline: the Python
-    evaluator reads the same bytes and either succeeds or says exactly what is wrong.
+    evaluator reads the same bytes and either succeeds or says exactly what is wrong. A source
+    that fails (GZIP past the caps, a GET refused) ends Arrow's input there and raises here,
+    before any batch read after the failure is passed on.
     """
     convert = arrow_csv.ConvertOptions(
         column_types={f"f{i}": pa.string() for i in columns},
@@ -186,33 +189,110 @@ def _batches(
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
+    source = _ArrowInput(stream)
+    reader = None
     try:
-        reader = arrow_csv.open_csv(
-            stream,
-            read_options=_read_options(BLOCK_BYTES),
-            parse_options=_parse_options(fmt),
-            convert_options=convert,
-        )
-    except pa.ArrowException as error:
-        raise _unreadable(error) from None
-    header_left = fmt.csv_header in ("USE", "IGNORE")
-    # Closed however the scan ends: Arrow reads ahead on its own thread, which must not go on
-    # inflating a refused source (or keep the process from exiting).
-    with contextlib.closing(reader):
+        try:
+            reader = arrow_csv.open_csv(
+                source,
+                read_options=_read_options(BLOCK_BYTES),
+                parse_options=_parse_options(fmt),
+                convert_options=convert,
+            )
+        except pa.ArrowException as error:
+            source.raise_failure()
+            raise _unreadable(error) from None
+        header_left = fmt.csv_header in ("USE", "IGNORE")
         while True:
             deadline.check()
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
+                source.raise_failure()
                 return
             except pa.ArrowException as error:
+                source.raise_failure()
                 raise _unreadable(error) from None
+            source.raise_failure()
             if batch.num_rows and pc.any(pc.starts_with(batch.column(0), COMMENT)).as_py():
                 raise Declined("a record starts with the comment character")
             if header_left and batch.num_rows:
                 batch, header_left = batch.slice(1), False
             deadline.records += batch.num_rows
             yield batch
+    finally:
+        source.stop(reader)
+
+
+class _ArrowInput(io.RawIOBase):
+    """The stream Arrow's read-ahead thread reads: never raises into Arrow, ends with the scan.
+
+    Arrow reads on its own IO thread, up to 32 blocks ahead of the batches taken. Two ways that
+    thread outlived a scan (tests/unit/test_query_fast.py, a child process that must exit):
+
+    * An exception raised into Arrow stays in its error status, and its traceback holds the
+      frame that holds the reader: when Arrow's thread dropped the status last, it destroyed
+      the reader and waited, on itself, for its own read-ahead to finish. The thread hung and
+      the process could not exit (a GZIP bomb: 4 runs in 30 on the loaded 2-core machine). A
+      failure is therefore kept here, Arrow sees the end of its input, the scan raises it.
+    * A reader closed while its read-ahead was in a read went on reading the source, and a
+      process exiting then aborted ("PyGILState_Release ... finalizing"). :meth:`stop` ends
+      the input and takes the reader to its end, so the thread is out of Python when the scan
+      ends.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase) -> None:
+        super().__init__()
+        self._stream = stream
+        self._failure: BaseException | None = None
+        self._ended = False
+        self._reads = threading.Condition()
+        self._reading = False
+
+    def readable(self) -> bool:
+        """Say yes: Arrow reads this."""
+        return True
+
+    def readinto(self, target: Any) -> int:
+        """Read from the stream; 0 (the end) once the scan stopped or the stream failed."""
+        with self._reads:
+            if self._ended or self._failure is not None:
+                return 0
+            self._reading = True
+        try:
+            return self._stream.readinto(target)
+        except Exception as error:  # kept, and raised on the scan's thread
+            self._failure = error
+            return 0
+        finally:
+            with self._reads:
+                self._reading = False
+                self._reads.notify_all()
+
+    def raise_failure(self) -> None:
+        """Raise the stream's failure, if any, on the scan's thread (and forget it here)."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            self._ended = True
+            raise failure
+
+    def stop(self, reader: arrow_csv.CSVStreamingReader | None) -> None:
+        """End the input and wait until Arrow's thread is done with it.
+
+        The reader is read to its end (the end of input is now immediate, so that costs only
+        the blocks already read ahead), after which Arrow reads no more; then a read still
+        under way, if Arrow stopped on an error instead, is waited for.
+        """
+        with self._reads:
+            self._ended = True
+        if reader is not None:
+            with contextlib.suppress(StopIteration, pa.ArrowException):
+                while True:
+                    reader.read_next_batch()
+            reader.close()
+        with self._reads:
+            self._reads.wait_for(lambda: not self._reading)
+        self._failure = None
 
 
 def _read_options(block_size: int | None = None) -> arrow_csv.ReadOptions:
