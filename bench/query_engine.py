@@ -251,6 +251,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument(
+        "--inputs",
+        default="csv,gzip,parquet",
+        help="which tables to run, comma-separated (default: all three)",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("CONTENDER", "SQL", "PATH"), help=argparse.SUPPRESS
     )
     parser.add_argument("--parquet-to", nargs=2, metavar=("PATH", "MIB"), help=argparse.SUPPRESS)
@@ -262,20 +267,29 @@ def main() -> None:
         contender, sql, path = args.child
         child(contender, sql, Path(path))
         return
+    inputs = set(args.inputs.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
-        data = Path(tmp) / "taxi.csv"
-        started = time.monotonic()
-        rows = generate(data, args.size_mib << 20)
-        size = data.stat().st_size
-        print(
-            f"generated {size / 2**20:.0f} MiB, {rows} rows in {time.monotonic() - started:.0f} s"
-        )
+        if inputs & {"csv", "gzip"}:
+            bench_csv(Path(tmp), args.size_mib, inputs)
+        if "parquet" in inputs:
+            bench_parquet(Path(tmp), args.size_mib)
+
+
+def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
+    """The CSV table (evaluator, fast path, DuckDB), then the same CSV gzipped."""
+    data = tmp / "taxi.csv"
+    started = time.monotonic()
+    rows = generate(data, size_mib << 20)
+    size = data.stat().st_size
+    print(f"generated {size / 2**20:.0f} MiB, {rows} rows in {time.monotonic() - started:.0f} s")
+    if "csv" in inputs:
         results = {
             name: {contender: run_child(contender, sql, data) for contender in CONTENDERS}
             for name, sql in QUERIES.items()
         }
         report(results, size, rows)
-        gzipped = Path(tmp) / "taxi.csv.gz"
+    if "gzip" in inputs:
+        gzipped = tmp / "taxi.csv.gz"
         with data.open("rb") as plain, gzip.open(gzipped, "wb", compresslevel=6) as packed:
             shutil.copyfileobj(plain, packed, 1 << 20)
         results = {
@@ -286,16 +300,20 @@ def main() -> None:
         packed = gzipped.stat().st_size / 2**20
         title = f"{size / 2**20:.0f} MiB CSV as {packed:.0f} MiB of GZIP; MB/s of the CSV"
         report_table(title, results, size, reads=False)
-        data = Path(tmp) / "wide.parquet"
-        # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
-        command = [sys.executable, __file__, "--parquet-to", str(data), str(args.size_mib)]
-        rows = int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-        size = data.stat().st_size
-        queries = parquet_queries(rows)
-        results = {
-            name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
-            for name, sql in queries.items()
-        }
+
+
+def bench_parquet(tmp: Path, size_mib: int) -> None:
+    """The Parquet table: the local engine and DuckDB, with the GETs and bytes read."""
+    data = tmp / "wide.parquet"
+    # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
+    command = [sys.executable, __file__, "--parquet-to", str(data), str(size_mib)]
+    rows = int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    size = data.stat().st_size
+    queries = parquet_queries(rows)
+    results = {
+        name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
+        for name, sql in queries.items()
+    }
     title = f"{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s of the object"
     report_table(title, results, size, reads=True)
 

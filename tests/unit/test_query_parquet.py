@@ -30,6 +30,7 @@ from batchspot_support.hostile import PARQUET_CASES, parquet_file
 from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
 from worker.query import (
+    Deadline,
     QueryError,
     QueryLimitExceeded,
     QueryRequest,
@@ -206,6 +207,28 @@ def test_a_where_on_a_sorted_column_reads_only_the_row_group_it_can_match(wide) 
     assert [json.loads(line)["c0"] for line in text.splitlines()] == list(range(6000, 6040))
     assert len(s3.requests) == 2  # the footer and row group 1
     assert scanned <= 0.3 * len(wide)
+
+
+def test_a_sorted_where_decodes_the_other_columns_only_up_to_its_last_match(monkeypatch) -> None:
+    """One row group, so its statistics cannot skip it: the WHERE's column is decoded first,
+    and the other 19 only up to the batch holding the last row it keeps."""
+    columns = {f"c{i}": list(range(i, i + WIDE_ROWS)) for i in range(20)}
+    body = parquet_file(columns, row_group_size=WIDE_ROWS, compression="none")
+    scans: list[Deadline] = []
+
+    class CountingDeadline(Deadline):  # the rows decoded, as the engine counts them
+        def __init__(self, at: float | None) -> None:
+            super().__init__(at)
+            scans.append(self)
+
+    monkeypatch.setattr(parquet, "Deadline", CountingDeadline)
+    batch = parquet.BATCH_VALUES // 20  # rows a batch of 20 columns holds
+    text = run(body, f"SELECT * FROM S3Object s WHERE s.c0 <= {batch}")  # the 2nd's first row
+    assert [json.loads(line)["c0"] for line in text.splitlines()] == list(range(batch + 1))
+    assert scans[-1].records == 2 * batch < WIDE_ROWS
+    text = run(body, "SELECT * FROM S3Object s WHERE s.c1 >= 20000")
+    assert json.loads(text) == {f"c{i}": WIDE_ROWS - 1 + i for i in range(20)}  # the last row
+    assert scans[-1].records == WIDE_ROWS
 
 
 def test_limit_stops_the_reads_at_the_first_row_group(wide) -> None:
