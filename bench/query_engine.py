@@ -299,7 +299,7 @@ def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
         }
         packed = gzipped.stat().st_size / 2**20
         title = f"{size / 2**20:.0f} MiB CSV as {packed:.0f} MiB of GZIP; MB/s of the CSV"
-        report_table(title, results, size, reads=False)
+        report_table(title, results, size, object_size=gzipped.stat().st_size)
 
 
 def bench_parquet(tmp: Path, size_mib: int) -> None:
@@ -315,26 +315,37 @@ def bench_parquet(tmp: Path, size_mib: int) -> None:
         for name, sql in queries.items()
     }
     title = f"{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s of the object"
-    report_table(title, results, size, reads=True)
+    report_table(title, results, size)
 
 
 def report_table(
-    title: str, results: dict[str, dict[str, dict[str, Any]]], size: int, reads: bool
+    title: str,
+    results: dict[str, dict[str, dict[str, Any]]],
+    size: int,
+    object_size: int | None = None,
 ) -> None:
-    """Print MB/s per vCPU of ``size`` bytes and peak RSS per run (``reads``: GETs and share
-    of the object fetched too), then the figures as one JSON line."""
+    """Print MB/s per vCPU of ``size`` bytes, each local run's share of one-thread DuckDB's
+    rate, its GETs and the share of the object (``object_size``, else ``size``) it fetched,
+    and peak RSS; then the figures as one JSON line."""
     print(f"\n{title}")
-    reads_header = f"{'GETs':>6}{'read':>8}" if reads else ""
-    print(f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'RSS MiB':>9}{reads_header}")
+    print(
+        f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'of DuckDB':>10}{'RSS MiB':>9}"
+        f"{'GETs':>6}{'read':>8}"
+    )
     for name, runs in results.items():
+        for run in runs.values():
+            run["mb_per_cpu_second"] = round(size / 1e6 / max(run["cpu_seconds"], 1e-3), 1)
+        duckdb = next(run for contender, run in runs.items() if contender.startswith("duckdb"))
         for contender, run in runs.items():
-            rate = size / 1e6 / max(run["cpu_seconds"], 1e-3)
-            run["mb_per_cpu_second"] = round(rate, 1)
-            line = f"{name:<21}{contender:<16}{rate:>10.1f}{run['peak_rss_mib']:>9.1f}"
-            if reads:
-                share = f"{run['bytes_fetched'] / size:.1%}" if "bytes_fetched" in run else "-"
-                line += f"{run.get('gets', '-')!s:>6}{share:>8}"
-            print(line)
+            rate = run["mb_per_cpu_second"]
+            share = rate / duckdb["mb_per_cpu_second"] if run is not duckdb else None
+            fetched = run.get("bytes_fetched")
+            print(
+                f"{name:<21}{contender:<16}{rate:>10.1f}"
+                f"{f'{share:.0%}' if share else '-':>10}{run['peak_rss_mib']:>9.1f}"
+                f"{run.get('gets', '-')!s:>6}"
+                f"{f'{fetched / (object_size or size):.1%}' if fetched else '-':>8}"
+            )
     print(json.dumps({"title": title, "bytes": size, "results": results}))
 
 

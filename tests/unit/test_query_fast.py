@@ -373,3 +373,22 @@ def test_the_paths_agree_on_any_csv(
         except QueryError as error:
             results.append(f"{type(error).__name__}: {error}")
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_text_needing_escapes_is_found_anywhere_in_a_batch_and_only_there(large) -> None:
+    """Batches with such text go to the Python serialiser: a miss would write broken JSON."""
+    import pyarrow as pa
+
+    from worker.query.local.fast import JSON_SPECIAL, holds_any
+
+    def texts(*values: str) -> pa.Array:
+        return pa.array(values, pa.large_string() if large else pa.string())
+
+    assert holds_any(texts('"ab', "cd"), JSON_SPECIAL)  # the first byte of the first value
+    assert holds_any(texts("ab", "c\x1f"), JSON_SPECIAL)  # the last byte of the last value
+    assert not holds_any(texts("a é", "~\x7f"), JSON_SPECIAL)
+    sliced = texts("a\\", "plain", "b\n")
+    assert not holds_any(sliced.slice(1, 1), JSON_SPECIAL)  # neighbours outside the slice
+    assert holds_any(sliced.slice(1, 2), JSON_SPECIAL)
+    assert not holds_any(texts("", ""), JSON_SPECIAL)

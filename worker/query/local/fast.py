@@ -54,8 +54,8 @@ _FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # hold cannot overflow it. Python's integers (the evaluator's) do not overflow at all.
 MAX_SUMMED_INT = 10**12
 # Text that JSON escapes, or that a CSV writer quotes: such batches go to the Python serialiser.
-JSON_SPECIAL = r'[\x00-\x1f"\\]'
-CSV_SPECIAL = r'[,"\r\n]'
+JSON_SPECIAL = bytes(range(0x20)) + b'"\\'
+CSV_SPECIAL = b',"\r\n'
 COMPARISON_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
     "=": pc.equal,
     "!=": pc.not_equal,
@@ -485,7 +485,7 @@ class _JsonRows:
         parts: list[Any] = []
         for prefix, field in zip(self._prefixes, fields, strict=True):
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, JSON_SPECIAL)).as_py():
+                if holds_any(field, JSON_SPECIAL):
                     return None
                 parts += [prefix + '"', field, '"']
             else:
@@ -504,7 +504,7 @@ class _CsvRows:
         texts = []
         for field in fields:
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, CSV_SPECIAL)).as_py():
+                if holds_any(field, CSV_SPECIAL):
                     return None
                 # csv.writer quotes the one empty field of a one-field record.
                 if self._width == 1 and pc.any(pc.equal(pc.utf8_length(field), 0)).as_py():
@@ -513,6 +513,27 @@ class _CsvRows:
             else:
                 texts.append(pc.cast(field, pa.string()))
         return joined_lines(pc.binary_join_element_wise(*interleave(texts, ","), "\n", ""))
+
+
+def holds_any(text: pa.Array, characters: bytes) -> bool:
+    """Whether a value of a string array holds one of the ASCII ``characters``.
+
+    One pass of ``bytes.translate`` over the bytes of the array's values: Arrow's regex kernel
+    took ~4x as long (2 ms against 0.5 ms for 26 000 short texts), on every text column of
+    every batch.
+    """
+    data = text.buffers()[2]
+    if data is None or not len(text):
+        return False
+    large = pa.types.is_large_string(text.type)
+    offsets = pa.Array.from_buffers(
+        pa.int64() if large else pa.int32(),
+        len(text) + 1,
+        [None, text.buffers()[1]],
+        offset=text.offset,
+    )
+    values = memoryview(data)[offsets[0].as_py() : offsets[-1].as_py()]
+    return len(bytes(values).translate(None, characters)) != len(values)
 
 
 def interleave(texts: list[Any], separator: str) -> list[Any]:
