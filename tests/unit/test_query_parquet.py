@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchspot.sample_data import month_csv, month_parquet
@@ -305,6 +305,9 @@ def small_file() -> bytes:
     sql=st.sampled_from(DAMAGED_SQL),
     cut=st.integers(0, 64),
 )
+# A row group's column chunk whose own path no longer decodes (0x80) or names no column (0).
+@example(damage=[(485, 128)], from_end=True, sql=DAMAGED_SQL[1], cut=0)
+@example(damage=[(485, 0)], from_end=True, sql=DAMAGED_SQL[1], cut=0)
 def test_a_damaged_file_gives_rows_or_one_clear_refusal(small_file, damage, from_end, sql, cut):
     """Bytes overwritten (mostly in the footer, where offsets and sizes live) or cut off."""
     body = bytearray(small_file[: len(small_file) - cut])

@@ -148,7 +148,7 @@ def _check_metadata(metadata: pq.FileMetaData) -> None:
             if values != group.num_rows:
                 raise ParquetInvalid(
                     f"row group {index} claims {group.num_rows} rows but its column "
-                    f"{group.column(column).path_in_schema} holds {values} values"
+                    f"{metadata.schema.column(column).path} holds {values} values"
                 )
 
 
@@ -317,7 +317,10 @@ def _may_match(reader: pq.ParquetFile, index: int, terms: list[_Term] | None) ->
     if not terms:
         return True
     group = reader.metadata.row_group(index)
-    positions = {group.column(i).path_in_schema: i for i in range(group.num_columns)}
+    # The schema's leaves, not each chunk's own path_in_schema: a damaged footer's may not
+    # decode, or name another column (pyarrow reads the chunks by position).
+    schema = reader.metadata.schema
+    positions = {schema.column(i).path: i for i in range(group.num_columns)}
     for term in terms:
         stats = group.column(positions[term.column]).statistics
         if term.op == "!=" or stats is None or not stats.has_min_max:
@@ -434,19 +437,20 @@ def _spans(
     wanted = 0
     for leaf in leaves:
         chunk = group.column(leaf)
+        name = metadata.schema.column(leaf).path  # the chunk's own may be damaged
         start = chunk.data_page_offset
         if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
             start = chunk.dictionary_page_offset
         end = start + chunk.total_compressed_size
         if start < len(b"PAR1") or end > data_end or chunk.total_compressed_size <= 0:
             raise ParquetInvalid(
-                f"column {chunk.path_in_schema} of row group {index} claims bytes "
+                f"column {name} of row group {index} claims bytes "
                 f"{start}-{end}, outside the object's data (0-{data_end})"
             )
         inflated = chunk.total_uncompressed_size
         if inflated > BOMB_FLOOR_BYTES and inflated > DECOMPRESSION_RATIO * (end - start):
             raise QueryLimitExceeded(
-                f"column {chunk.path_in_schema} of row group {index} inflates from "
+                f"column {name} of row group {index} inflates from "
                 f"{end - start} to {inflated} bytes, over {DECOMPRESSION_RATIO}x: refused as a "
                 f"decompression bomb"
             )
