@@ -111,6 +111,11 @@ class Overwritten(BytesS3):
             raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "GetObject")
         return super().get_object(**request)
 
+class Slow(BytesS3):
+    def get_object(self, **request):  # a GET's latency: Arrow's thread is often mid-read
+        time.sleep(0.005)
+        return super().get_object(**request)
+
 line = b"a" * 1023 + b"\\n"
 bomb = gzip.compress(line * (16 << 10), 9) * 8  # 128 MiB inflated: past the 64 MiB floor
 rows = gzip.compress(b"".join(b"%d,%d\\n" % (i, i * 7919 % 100003) for i in range(400_000)))
@@ -122,17 +127,26 @@ for s3 in objects:
         run_query(s3, QueryRequest("b", "k", "SELECT COUNT(*) FROM S3Object s", fmt), "local").text
     except QueryError:
         refused += 1
-print(refused)
+print("refused", refused)
+# Results read only in part and still held as the process exits: their scans are left open.
+many = b"a,b\\n" + b"1,2\\n" * 4_000_000
+request = QueryRequest("b", "k", "SELECT * FROM S3Object s", InputFormat())
+unfinished = [run_query(Slow({"k": many}), request, "local") for _ in range(2)]
+for result in unfinished:
+    next(result.chunks())
 """
 
 
 def test_a_process_exits_after_its_fast_path_refused_gzip() -> None:
     """A GZIP bomb, then GZIP objects overwritten while read, each failing inside Arrow's
-    read-ahead on the fast path: every one is refused, and the process exits.
+    read-ahead on the fast path: every one is refused; then a scan left open. The process
+    exits, and cleanly.
 
     When the failure was raised into Arrow, Arrow's thread could end up destroying the reader
     and waiting on itself, so the process never exited: this child hung 5 runs in 5 (the bomb
-    alone, 4 runs in 30 on the loaded machine).
+    alone, 4 runs in 30 on the loaded machine). When the open scan was stopped only as the
+    interpreter was torn down, Arrow's thread read then, and the process aborted (SIGABRT,
+    "PyGILState_Release ... finalizing") 5 runs in 5.
     """
     done = subprocess.run(
         [sys.executable, "-c", EXITING_CHILD, "30"],
@@ -142,7 +156,7 @@ def test_a_process_exits_after_its_fast_path_refused_gzip() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "31"  # every one refused
+    assert "refused 31" in done.stdout.splitlines()  # every one
     assert '"path": "fast"' in done.stdout  # the fast path read them first
 
 

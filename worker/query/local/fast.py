@@ -18,11 +18,13 @@ Python serialiser. Importing this module loads pyarrow (~80 MiB): import it only
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io
 import json
 import threading
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -190,14 +192,15 @@ def _batches(
         quoted_strings_can_be_null=False,
     )
     source = _ArrowInput(stream)
-    reader = None
     try:
         try:
-            reader = arrow_csv.open_csv(
-                source,
-                read_options=_read_options(BLOCK_BYTES),
-                parse_options=_parse_options(fmt),
-                convert_options=convert,
+            source.opened(
+                arrow_csv.open_csv(
+                    source,
+                    read_options=_read_options(BLOCK_BYTES),
+                    parse_options=_parse_options(fmt),
+                    convert_options=convert,
+                )
             )
         except pa.ArrowException as error:
             source.raise_failure()
@@ -206,7 +209,7 @@ def _batches(
         while True:
             deadline.check()
             try:
-                batch = reader.read_next_batch()
+                batch = source.next_batch()
             except StopIteration:
                 source.raise_failure()
                 return
@@ -221,7 +224,7 @@ def _batches(
             deadline.records += batch.num_rows
             yield batch
     finally:
-        source.stop(reader)
+        source.stop()
 
 
 class _ArrowInput(io.RawIOBase):
@@ -238,7 +241,8 @@ class _ArrowInput(io.RawIOBase):
     * A reader closed while its read-ahead was in a read went on reading the source, and a
       process exiting then aborted ("PyGILState_Release ... finalizing"). :meth:`stop` ends
       the input and takes the reader to its end, so the thread is out of Python when the scan
-      ends.
+      ends; scans still open as the process exits (a result never read to its end) are
+      stopped then, before the interpreter is torn down.
     """
 
     def __init__(self, stream: io.BufferedIOBase) -> None:
@@ -248,6 +252,8 @@ class _ArrowInput(io.RawIOBase):
         self._ended = False
         self._reads = threading.Condition()
         self._reading = False
+        self._reader: arrow_csv.CSVStreamingReader | None = None
+        self._turn = threading.Lock()  # the scan's thread, or the process's exit, reads
 
     def readable(self) -> bool:
         """Say yes: Arrow reads this."""
@@ -276,7 +282,19 @@ class _ArrowInput(io.RawIOBase):
             self._ended = True
             raise failure
 
-    def stop(self, reader: arrow_csv.CSVStreamingReader | None) -> None:
+    def opened(self, reader: arrow_csv.CSVStreamingReader) -> None:
+        """Read batches from ``reader`` (over this input) until :meth:`stop`."""
+        self._reader = reader
+        _OPEN_INPUTS.add(self)
+
+    def next_batch(self) -> pa.RecordBatch:
+        """Return Arrow's next batch; StopIteration at the end."""
+        with self._turn:
+            if self._reader is None:  # never a silent end: the rows would look complete
+                raise QueryError("the fast-path scan was stopped: the process is exiting")
+            return self._reader.read_next_batch()
+
+    def stop(self) -> None:
         """End the input and wait until Arrow's thread is done with it.
 
         The reader is read to its end (the end of input is now immediate, so that costs only
@@ -285,14 +303,31 @@ class _ArrowInput(io.RawIOBase):
         """
         with self._reads:
             self._ended = True
-        if reader is not None:
-            with contextlib.suppress(StopIteration, pa.ArrowException):
-                while True:
-                    reader.read_next_batch()
-            reader.close()
+        with self._turn:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                with contextlib.suppress(StopIteration, pa.ArrowException):
+                    while True:
+                        reader.read_next_batch()
+                reader.close()
         with self._reads:
             self._reads.wait_for(lambda: not self._reading)
         self._failure = None
+        _OPEN_INPUTS.discard(self)
+
+
+# The inputs of scans open in this process, each stopped at its end or, at the latest, on exit.
+_OPEN_INPUTS: weakref.WeakSet[_ArrowInput] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_open_inputs() -> None:
+    """Stop the scans still open as the process exits, while Arrow's thread may run Python.
+
+    Once the interpreter is finalizing, a read by that thread aborts the process.
+    """
+    for source in list(_OPEN_INPUTS):
+        source.stop()
 
 
 def _read_options(block_size: int | None = None) -> arrow_csv.ReadOptions:
