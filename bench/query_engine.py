@@ -251,6 +251,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument(
+        "--inputs",
+        default="csv,gzip,parquet",
+        help="which tables to run, comma-separated (default: all three)",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("CONTENDER", "SQL", "PATH"), help=argparse.SUPPRESS
     )
     parser.add_argument("--parquet-to", nargs=2, metavar=("PATH", "MIB"), help=argparse.SUPPRESS)
@@ -262,20 +267,29 @@ def main() -> None:
         contender, sql, path = args.child
         child(contender, sql, Path(path))
         return
+    inputs = set(args.inputs.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
-        data = Path(tmp) / "taxi.csv"
-        started = time.monotonic()
-        rows = generate(data, args.size_mib << 20)
-        size = data.stat().st_size
-        print(
-            f"generated {size / 2**20:.0f} MiB, {rows} rows in {time.monotonic() - started:.0f} s"
-        )
+        if inputs & {"csv", "gzip"}:
+            bench_csv(Path(tmp), args.size_mib, inputs)
+        if "parquet" in inputs:
+            bench_parquet(Path(tmp), args.size_mib)
+
+
+def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
+    """The CSV table (evaluator, fast path, DuckDB), then the same CSV gzipped."""
+    data = tmp / "taxi.csv"
+    started = time.monotonic()
+    rows = generate(data, size_mib << 20)
+    size = data.stat().st_size
+    print(f"generated {size / 2**20:.0f} MiB, {rows} rows in {time.monotonic() - started:.0f} s")
+    if "csv" in inputs:
         results = {
             name: {contender: run_child(contender, sql, data) for contender in CONTENDERS}
             for name, sql in QUERIES.items()
         }
         report(results, size, rows)
-        gzipped = Path(tmp) / "taxi.csv.gz"
+    if "gzip" in inputs:
+        gzipped = tmp / "taxi.csv.gz"
         with data.open("rb") as plain, gzip.open(gzipped, "wb", compresslevel=6) as packed:
             shutil.copyfileobj(plain, packed, 1 << 20)
         results = {
@@ -285,38 +299,53 @@ def main() -> None:
         }
         packed = gzipped.stat().st_size / 2**20
         title = f"{size / 2**20:.0f} MiB CSV as {packed:.0f} MiB of GZIP; MB/s of the CSV"
-        report_table(title, results, size, reads=False)
-        data = Path(tmp) / "wide.parquet"
-        # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
-        command = [sys.executable, __file__, "--parquet-to", str(data), str(args.size_mib)]
-        rows = int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-        size = data.stat().st_size
-        queries = parquet_queries(rows)
-        results = {
-            name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
-            for name, sql in queries.items()
-        }
+        report_table(title, results, size, object_size=gzipped.stat().st_size)
+
+
+def bench_parquet(tmp: Path, size_mib: int) -> None:
+    """The Parquet table: the local engine and DuckDB, with the GETs and bytes read."""
+    data = tmp / "wide.parquet"
+    # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
+    command = [sys.executable, __file__, "--parquet-to", str(data), str(size_mib)]
+    rows = int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    size = data.stat().st_size
+    queries = parquet_queries(rows)
+    results = {
+        name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
+        for name, sql in queries.items()
+    }
     title = f"{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s of the object"
-    report_table(title, results, size, reads=True)
+    report_table(title, results, size)
 
 
 def report_table(
-    title: str, results: dict[str, dict[str, dict[str, Any]]], size: int, reads: bool
+    title: str,
+    results: dict[str, dict[str, dict[str, Any]]],
+    size: int,
+    object_size: int | None = None,
 ) -> None:
-    """Print MB/s per vCPU of ``size`` bytes and peak RSS per run (``reads``: GETs and share
-    of the object fetched too), then the figures as one JSON line."""
+    """Print MB/s per vCPU of ``size`` bytes, each local run's share of one-thread DuckDB's
+    rate, its GETs and the share of the object (``object_size``, else ``size``) it fetched,
+    and peak RSS; then the figures as one JSON line."""
     print(f"\n{title}")
-    reads_header = f"{'GETs':>6}{'read':>8}" if reads else ""
-    print(f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'RSS MiB':>9}{reads_header}")
+    print(
+        f"{'query':<21}{'contender':<16}{'MB/s/vCPU':>10}{'of DuckDB':>10}{'RSS MiB':>9}"
+        f"{'GETs':>6}{'read':>8}"
+    )
     for name, runs in results.items():
+        for run in runs.values():
+            run["mb_per_cpu_second"] = round(size / 1e6 / max(run["cpu_seconds"], 1e-3), 1)
+        duckdb = next(run for contender, run in runs.items() if contender.startswith("duckdb"))
         for contender, run in runs.items():
-            rate = size / 1e6 / max(run["cpu_seconds"], 1e-3)
-            run["mb_per_cpu_second"] = round(rate, 1)
-            line = f"{name:<21}{contender:<16}{rate:>10.1f}{run['peak_rss_mib']:>9.1f}"
-            if reads:
-                share = f"{run['bytes_fetched'] / size:.1%}" if "bytes_fetched" in run else "-"
-                line += f"{run.get('gets', '-')!s:>6}{share:>8}"
-            print(line)
+            rate = run["mb_per_cpu_second"]
+            share = rate / duckdb["mb_per_cpu_second"] if run is not duckdb else None
+            fetched = run.get("bytes_fetched")
+            print(
+                f"{name:<21}{contender:<16}{rate:>10.1f}"
+                f"{f'{share:.0%}' if share else '-':>10}{run['peak_rss_mib']:>9.1f}"
+                f"{run.get('gets', '-')!s:>6}"
+                f"{f'{fetched / (object_size or size):.1%}' if fetched else '-':>8}"
+            )
     print(json.dumps({"title": title, "bytes": size, "results": results}))
 
 

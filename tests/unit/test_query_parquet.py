@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchspot.sample_data import month_csv, month_parquet
@@ -30,6 +30,7 @@ from batchspot_support.hostile import PARQUET_CASES, parquet_file
 from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
 from worker.query import (
+    Deadline,
     QueryError,
     QueryLimitExceeded,
     QueryRequest,
@@ -208,6 +209,28 @@ def test_a_where_on_a_sorted_column_reads_only_the_row_group_it_can_match(wide) 
     assert scanned <= 0.3 * len(wide)
 
 
+def test_a_sorted_where_decodes_the_other_columns_only_up_to_its_last_match(monkeypatch) -> None:
+    """One row group, so its statistics cannot skip it: the WHERE's column is decoded first,
+    and the other 19 only up to the batch holding the last row it keeps."""
+    columns = {f"c{i}": list(range(i, i + WIDE_ROWS)) for i in range(20)}
+    body = parquet_file(columns, row_group_size=WIDE_ROWS, compression="none")
+    scans: list[Deadline] = []
+
+    class CountingDeadline(Deadline):  # the rows decoded, as the engine counts them
+        def __init__(self, at: float | None) -> None:
+            super().__init__(at)
+            scans.append(self)
+
+    monkeypatch.setattr(parquet, "Deadline", CountingDeadline)
+    batch = parquet.BATCH_VALUES // 20  # rows a batch of 20 columns holds
+    text = run(body, f"SELECT * FROM S3Object s WHERE s.c0 <= {batch}")  # the 2nd's first row
+    assert [json.loads(line)["c0"] for line in text.splitlines()] == list(range(batch + 1))
+    assert scans[-1].records == 2 * batch < WIDE_ROWS
+    text = run(body, "SELECT * FROM S3Object s WHERE s.c1 >= 20000")
+    assert json.loads(text) == {f"c{i}": WIDE_ROWS - 1 + i for i in range(20)}  # the last row
+    assert scans[-1].records == WIDE_ROWS
+
+
 def test_limit_stops_the_reads_at_the_first_row_group(wide) -> None:
     text, s3, _ = reads(wide, "SELECT * FROM S3Object s LIMIT 10")
     assert text.count("\n") == 10
@@ -282,6 +305,9 @@ def small_file() -> bytes:
     sql=st.sampled_from(DAMAGED_SQL),
     cut=st.integers(0, 64),
 )
+# A row group's column chunk whose own path no longer decodes (0x80) or names no column (0).
+@example(damage=[(485, 128)], from_end=True, sql=DAMAGED_SQL[1], cut=0)
+@example(damage=[(485, 0)], from_end=True, sql=DAMAGED_SQL[1], cut=0)
 def test_a_damaged_file_gives_rows_or_one_clear_refusal(small_file, damage, from_end, sql, cut):
     """Bytes overwritten (mostly in the footer, where offsets and sizes live) or cut off."""
     body = bytearray(small_file[: len(small_file) - cut])

@@ -18,10 +18,13 @@ Python serialiser. Importing this module loads pyarrow (~80 MiB): import it only
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io
 import json
+import threading
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,8 +56,8 @@ _FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # hold cannot overflow it. Python's integers (the evaluator's) do not overflow at all.
 MAX_SUMMED_INT = 10**12
 # Text that JSON escapes, or that a CSV writer quotes: such batches go to the Python serialiser.
-JSON_SPECIAL = r'[\x00-\x1f"\\]'
-CSV_SPECIAL = r'[,"\r\n]'
+JSON_SPECIAL = bytes(range(0x20)) + b'"\\'
+CSV_SPECIAL = b',"\r\n'
 COMPARISON_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
     "=": pc.equal,
     "!=": pc.not_equal,
@@ -178,7 +181,9 @@ def _batches(
 
     The first record is skipped when it is the header (FileHeaderInfo USE or IGNORE). Arrow
     errors (bad UTF-8, a row of another width, a record past two blocks) decline: the Python
-    evaluator reads the same bytes and either succeeds or says exactly what is wrong.
+    evaluator reads the same bytes and either succeeds or says exactly what is wrong. A source
+    that fails (GZIP past the caps, a GET refused) ends Arrow's input there and raises here,
+    before any batch read after the failure is passed on.
     """
     convert = arrow_csv.ConvertOptions(
         column_types={f"f{i}": pa.string() for i in columns},
@@ -186,33 +191,143 @@ def _batches(
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
+    source = _ArrowInput(stream)
     try:
-        reader = arrow_csv.open_csv(
-            stream,
-            read_options=_read_options(BLOCK_BYTES),
-            parse_options=_parse_options(fmt),
-            convert_options=convert,
-        )
-    except pa.ArrowException as error:
-        raise _unreadable(error) from None
-    header_left = fmt.csv_header in ("USE", "IGNORE")
-    # Closed however the scan ends: Arrow reads ahead on its own thread, which must not go on
-    # inflating a refused source (or keep the process from exiting).
-    with contextlib.closing(reader):
+        try:
+            source.opened(
+                arrow_csv.open_csv(
+                    source,
+                    read_options=_read_options(BLOCK_BYTES),
+                    parse_options=_parse_options(fmt),
+                    convert_options=convert,
+                )
+            )
+        except pa.ArrowException as error:
+            source.raise_failure()
+            raise _unreadable(error) from None
+        header_left = fmt.csv_header in ("USE", "IGNORE")
         while True:
             deadline.check()
             try:
-                batch = reader.read_next_batch()
+                batch = source.next_batch()
             except StopIteration:
+                source.raise_failure()
                 return
             except pa.ArrowException as error:
+                source.raise_failure()
                 raise _unreadable(error) from None
+            source.raise_failure()
             if batch.num_rows and pc.any(pc.starts_with(batch.column(0), COMMENT)).as_py():
                 raise Declined("a record starts with the comment character")
             if header_left and batch.num_rows:
                 batch, header_left = batch.slice(1), False
             deadline.records += batch.num_rows
             yield batch
+    finally:
+        source.stop()
+
+
+class _ArrowInput(io.RawIOBase):
+    """The stream Arrow's read-ahead thread reads: never raises into Arrow, ends with the scan.
+
+    Arrow reads on its own IO thread, up to 32 blocks ahead of the batches taken. Two ways that
+    thread outlived a scan (tests/unit/test_query_fast.py, a child process that must exit):
+
+    * An exception raised into Arrow stays in its error status, and its traceback holds the
+      frame that holds the reader: when Arrow's thread dropped the status last, it destroyed
+      the reader and waited, on itself, for its own read-ahead to finish. The thread hung and
+      the process could not exit (a GZIP bomb: 4 runs in 30 on the loaded 2-core machine). A
+      failure is therefore kept here, Arrow sees the end of its input, the scan raises it.
+    * A reader closed while its read-ahead was in a read went on reading the source, and a
+      process exiting then aborted ("PyGILState_Release ... finalizing"). :meth:`stop` ends
+      the input and takes the reader to its end, so the thread is out of Python when the scan
+      ends; scans still open as the process exits (a result never read to its end) are
+      stopped then, before the interpreter is torn down.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase) -> None:
+        super().__init__()
+        self._stream = stream
+        self._failure: BaseException | None = None
+        self._ended = False
+        self._reads = threading.Condition()
+        self._reading = False
+        self._reader: arrow_csv.CSVStreamingReader | None = None
+        self._turn = threading.Lock()  # the scan's thread, or the process's exit, reads
+
+    def readable(self) -> bool:
+        """Say yes: Arrow reads this."""
+        return True
+
+    def readinto(self, target: Any) -> int:
+        """Read from the stream; 0 (the end) once the scan stopped or the stream failed."""
+        with self._reads:
+            if self._ended or self._failure is not None:
+                return 0
+            self._reading = True
+        try:
+            return self._stream.readinto(target)
+        except Exception as error:  # kept, and raised on the scan's thread
+            self._failure = error
+            return 0
+        finally:
+            with self._reads:
+                self._reading = False
+                self._reads.notify_all()
+
+    def raise_failure(self) -> None:
+        """Raise the stream's failure, if any, on the scan's thread (and forget it here)."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            self._ended = True
+            raise failure
+
+    def opened(self, reader: arrow_csv.CSVStreamingReader) -> None:
+        """Read batches from ``reader`` (over this input) until :meth:`stop`."""
+        self._reader = reader
+        _OPEN_INPUTS.add(self)
+
+    def next_batch(self) -> pa.RecordBatch:
+        """Return Arrow's next batch; StopIteration at the end."""
+        with self._turn:
+            if self._reader is None:  # never a silent end: the rows would look complete
+                raise QueryError("the fast-path scan was stopped: the process is exiting")
+            return self._reader.read_next_batch()
+
+    def stop(self) -> None:
+        """End the input and wait until Arrow's thread is done with it.
+
+        The reader is read to its end (the end of input is now immediate, so that costs only
+        the blocks already read ahead), after which Arrow reads no more; then a read still
+        under way, if Arrow stopped on an error instead, is waited for.
+        """
+        with self._reads:
+            self._ended = True
+        with self._turn:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                with contextlib.suppress(StopIteration, pa.ArrowException):
+                    while True:
+                        reader.read_next_batch()
+                reader.close()
+        with self._reads:
+            self._reads.wait_for(lambda: not self._reading)
+        self._failure = None
+        _OPEN_INPUTS.discard(self)
+
+
+# The inputs of scans open in this process, each stopped at its end or, at the latest, on exit.
+_OPEN_INPUTS: weakref.WeakSet[_ArrowInput] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_open_inputs() -> None:
+    """Stop the scans still open as the process exits, while Arrow's thread may run Python.
+
+    Once the interpreter is finalizing, a read by that thread aborts the process.
+    """
+    for source in list(_OPEN_INPUTS):
+        source.stop()
 
 
 def _read_options(block_size: int | None = None) -> arrow_csv.ReadOptions:
@@ -405,7 +520,7 @@ class _JsonRows:
         parts: list[Any] = []
         for prefix, field in zip(self._prefixes, fields, strict=True):
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, JSON_SPECIAL)).as_py():
+                if holds_any(field, JSON_SPECIAL):
                     return None
                 parts += [prefix + '"', field, '"']
             else:
@@ -424,7 +539,7 @@ class _CsvRows:
         texts = []
         for field in fields:
             if pa.types.is_string(field.type):
-                if pc.any(pc.match_substring_regex(field, CSV_SPECIAL)).as_py():
+                if holds_any(field, CSV_SPECIAL):
                     return None
                 # csv.writer quotes the one empty field of a one-field record.
                 if self._width == 1 and pc.any(pc.equal(pc.utf8_length(field), 0)).as_py():
@@ -433,6 +548,27 @@ class _CsvRows:
             else:
                 texts.append(pc.cast(field, pa.string()))
         return joined_lines(pc.binary_join_element_wise(*interleave(texts, ","), "\n", ""))
+
+
+def holds_any(text: pa.Array, characters: bytes) -> bool:
+    """Whether a value of a string array holds one of the ASCII ``characters``.
+
+    One pass of ``bytes.translate`` over the bytes of the array's values: Arrow's regex kernel
+    took ~4x as long (2 ms against 0.5 ms for 26 000 short texts), on every text column of
+    every batch.
+    """
+    data = text.buffers()[2]
+    if data is None or not len(text):
+        return False
+    large = pa.types.is_large_string(text.type)
+    offsets = pa.Array.from_buffers(
+        pa.int64() if large else pa.int32(),
+        len(text) + 1,
+        [None, text.buffers()[1]],
+        offset=text.offset,
+    )
+    values = memoryview(data)[offsets[0].as_py() : offsets[-1].as_py()]
+    return len(bytes(values).translate(None, characters)) != len(values)
 
 
 def interleave(texts: list[Any], separator: str) -> list[Any]:

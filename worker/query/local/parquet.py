@@ -148,7 +148,7 @@ def _check_metadata(metadata: pq.FileMetaData) -> None:
             if values != group.num_rows:
                 raise ParquetInvalid(
                     f"row group {index} claims {group.num_rows} rows but its column "
-                    f"{group.column(column).path_in_schema} holds {values} values"
+                    f"{metadata.schema.column(column).path} holds {values} values"
                 )
 
 
@@ -317,7 +317,10 @@ def _may_match(reader: pq.ParquetFile, index: int, terms: list[_Term] | None) ->
     if not terms:
         return True
     group = reader.metadata.row_group(index)
-    positions = {group.column(i).path_in_schema: i for i in range(group.num_columns)}
+    # The schema's leaves, not each chunk's own path_in_schema: a damaged footer's may not
+    # decode, or name another column (pyarrow reads the chunks by position).
+    schema = reader.metadata.schema
+    positions = {schema.column(i).path: i for i in range(group.num_columns)}
     for term in terms:
         stats = group.column(positions[term.column]).statistics
         if term.op == "!=" or stats is None or not stats.has_min_max:
@@ -339,11 +342,45 @@ def _may_match(reader: pq.ParquetFile, index: int, terms: list[_Term] | None) ->
 
 
 def _mask(batch: pa.RecordBatch, terms: list[_Term]) -> pa.RecordBatch:
+    return batch.filter(_kept(batch, terms), null_selection_behavior="drop")
+
+
+def _kept(batch: pa.RecordBatch, terms: list[_Term]) -> pa.Array:
+    """Return where every term holds (NULL where a value is NULL)."""
     keep = None
     for term in terms:
         test = COMPARISON_KERNELS[term.op](batch.column(term.column), pa.scalar(term.value))
         keep = test if keep is None else pc.and_kleene(keep, test)
-    return batch.filter(keep, null_selection_behavior="drop")
+    return keep
+
+
+def _rows_to_read(
+    reader: pq.ParquetFile, index: int, leaves: list[int], terms: list[_Term]
+) -> int | None:
+    """Return how many of a row group's rows to read for the rows the terms keep; None: all.
+
+    Where the WHERE's columns are at most a quarter of the columns read, they are decoded on
+    their own first (decoding them twice costs less than it may save): the rows past the last
+    one kept (a range of a sorted column, say) are then never decoded in the other columns,
+    and a row group with no row kept reads nothing more.
+    """
+    names = {term.column for term in terms}
+    of_terms = [leaf for leaf in leaves if _top_name(reader.metadata, leaf) in names]
+    if 4 * len(of_terms) > len(leaves):
+        return None
+    seen = rows = 0
+    for batch in reader.iter_batches(
+        batch_size=BATCH_VALUES, row_groups=[index], columns=sorted(names), use_threads=False
+    ):
+        kept = pc.indices_nonzero(pc.fill_null(_kept(batch, terms), False))
+        if len(kept):
+            rows = seen + kept[-1].as_py() + 1
+        seen += batch.num_rows
+    return rows
+
+
+def _top_name(metadata: pq.FileMetaData, leaf: int) -> str:
+    return metadata.schema.column(leaf).path.split(".")[0]
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -359,22 +396,27 @@ def _batches(
 ) -> Iterator[pa.RecordBatch]:
     """Yield the read columns of ``groups``, a row group fetched at a time, batch by batch."""
     metadata = reader.metadata
-    leaves = [
-        i
-        for i in range(metadata.num_columns)
-        if metadata.schema.column(i).path.split(".")[0] in read
-    ]
+    leaves = [i for i in range(metadata.num_columns) if _top_name(metadata, i) in read]
     batch_size = max(1, BATCH_VALUES // max(1, len(leaves)))
     for index in groups:
         file.hold(_spans(metadata, index, leaves, file.data_end))
         try:
-            for batch in reader.iter_batches(
-                batch_size=batch_size, row_groups=[index], columns=read, use_threads=False
-            ):
+            wanted = _rows_to_read(reader, index, leaves, terms) if terms else None
+            batches = (
+                reader.iter_batches(
+                    batch_size=batch_size, row_groups=[index], columns=read, use_threads=False
+                )
+                if wanted != 0
+                else iter(())
+            )
+            for batch in batches:
                 deadline.check()
                 deadline.records += batch.num_rows
                 _check_text(batch, deadline.records - batch.num_rows)
                 yield _printed(_mask(batch, terms) if terms else batch)
+                wanted = None if wanted is None else wanted - batch.num_rows
+                if wanted is not None and wanted <= 0:
+                    break  # the rest of the row group holds no row the WHERE keeps
         except (OSError, pa.ArrowException) as error:
             raise _invalid(error) from None
         finally:
@@ -395,19 +437,20 @@ def _spans(
     wanted = 0
     for leaf in leaves:
         chunk = group.column(leaf)
+        name = metadata.schema.column(leaf).path  # the chunk's own may be damaged
         start = chunk.data_page_offset
         if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
             start = chunk.dictionary_page_offset
         end = start + chunk.total_compressed_size
         if start < len(b"PAR1") or end > data_end or chunk.total_compressed_size <= 0:
             raise ParquetInvalid(
-                f"column {chunk.path_in_schema} of row group {index} claims bytes "
+                f"column {name} of row group {index} claims bytes "
                 f"{start}-{end}, outside the object's data (0-{data_end})"
             )
         inflated = chunk.total_uncompressed_size
         if inflated > BOMB_FLOOR_BYTES and inflated > DECOMPRESSION_RATIO * (end - start):
             raise QueryLimitExceeded(
-                f"column {chunk.path_in_schema} of row group {index} inflates from "
+                f"column {name} of row group {index} inflates from "
                 f"{end - start} to {inflated} bytes, over {DECOMPRESSION_RATIO}x: refused as a "
                 f"decompression bomb"
             )
@@ -435,11 +478,17 @@ def _check_text(batch: pa.RecordBatch, before: int) -> None:
             f"rows {before + 1}-{before + batch.num_rows} hold text that is not UTF-8 or values "
             f"that are not valid"
         ) from None
+    texts = [
+        column
+        for column in batch.columns
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    ]
+    if sum(column.nbytes for column in texts) <= MAX_RECORD_CHARS:
+        return  # all the batch's text together (and more) is within one record's limit
     total = None
-    for column in batch.columns:
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            lengths = pc.fill_null(pc.binary_length(column), 0)
-            total = lengths if total is None else pc.add(total, lengths)
+    for column in texts:
+        lengths = pc.fill_null(pc.binary_length(column), 0)
+        total = lengths if total is None else pc.add(total, lengths)
     if total is not None and len(total) and pc.max(total).as_py() > MAX_RECORD_CHARS:
         row = before + pc.index(pc.greater(total, MAX_RECORD_CHARS), True).as_py() + 1
         raise over_max_record_size(f"input row {row}")

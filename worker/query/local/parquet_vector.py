@@ -27,6 +27,7 @@ from worker.query.local.fast import (
     CSV_SPECIAL,
     JSON_SPECIAL,
     Fold,
+    holds_any,
     interleave,
     joined_lines,
     json_prefixes,
@@ -164,11 +165,16 @@ def _float_text(field: pa.Array) -> pa.Array | None:
     values = field.cast(pa.float64())
     magnitude = pc.abs(values)
     low, high = _FIXED_FLOATS
-    tiny = pc.and_(pc.less(magnitude, low), pc.not_equal(magnitude, 0))
-    huge = pc.greater_equal(magnitude, high)
-    outside = pc.or_(pc.invert(pc.is_finite(values)), pc.or_(huge, tiny))
-    if pc.any(outside).as_py():
+    if not pc.all(pc.is_finite(values)).as_py():
         return None
+    extremes = pc.min_max(magnitude)  # NULLs skipped; None where every value is NULL
+    smallest, largest = extremes["min"].as_py(), extremes["max"].as_py()
+    if largest is not None and largest >= high:
+        return None
+    if smallest is not None and smallest < low:  # zero is written alike; other tiny values not
+        tiny = pc.and_(pc.less(magnitude, low), pc.not_equal(magnitude, 0))
+        if pc.any(tiny).as_py():
+            return None
     text = values.cast(pa.string())
     whole = pc.binary_join_element_wise(text, ".0", "")
     return pc.if_else(pc.match_substring(text, "."), text, whole)
@@ -192,8 +198,11 @@ class _JsonLines:
         parts: list[Any] = []
         for prefix, field in zip(self._prefixes, fields, strict=True):
             if kind(field.type) == "text":
-                if pc.any(pc.match_substring_regex(field, JSON_SPECIAL)).as_py():
+                if holds_any(field, JSON_SPECIAL):
                     return None
+                if not field.null_count:  # quoted in the one join of the line
+                    parts += [prefix + '"', field, '"']
+                    continue
                 text = pc.binary_join_element_wise('"', field, '"', "")
             else:
                 text = _value_text(field)
@@ -217,7 +226,7 @@ class _CsvLines:
             if text is None:
                 return None
             text = pc.fill_null(text, "")
-            if pc.any(pc.match_substring_regex(text, CSV_SPECIAL)).as_py():
+            if holds_any(text, CSV_SPECIAL):
                 return None
             # csv.writer quotes the one empty field of a one-field record.
             if self._width == 1 and pc.any(pc.equal(pc.utf8_length(text), 0)).as_py():
