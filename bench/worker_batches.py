@@ -4,7 +4,9 @@ Issue 23's goal: with batches of 100, at most 0.02 S3 PUTs and at most 1.1 AWS c
 (per-item messages pay one PUT and about 2.2 calls each). Both runs drain small one-row CSV
 sources from a fresh queue on LocalStack, started natively as ``invoke bench`` starts it, with
 the built-in handler and the local engine. The figures come from the worker's own ``summary``
-lines: the calls it counted through botocore's hooks, divided by the items it settled.
+lines: the calls it counted through botocore's hooks, divided by the items it settled, and
+priced per million items as ``invoke cost --requests`` prices a run (``batchspot.cost.requests``).
+The batch messages are built by the seeder's own ``batchspot.batching``.
 
     python bench/worker_batches.py [--items 10000] [--batch-size 100] [--single-items 1000]
 """
@@ -25,22 +27,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from batchspot.batching import Batching  # noqa: E402
+from batchspot.cost.requests import is_write_class, request_cost  # noqa: E402
 from batchspot.emulators import Emulator, emulator_at  # noqa: E402
 from batchspot.fleet import worker_env  # noqa: E402
-from batchspot.seed import send_batch  # noqa: E402
+from batchspot.seed import message_body, send_batch  # noqa: E402
+from batchspot.sources import Source  # noqa: E402
 from batchspot_support.chaos.stack import clients  # noqa: E402
 from worker.limits import MAX_BATCH_ENTRIES, chunked  # noqa: E402
 from worker.logs import records  # noqa: E402
 
 GOALS = {"puts_per_item": 0.02, "calls_per_item": 1.1}
-# S3's PUT-priced requests (PUT, COPY, POST, LIST) that a worker makes.
-PUT_CLASS = (
-    "s3.PutObject",
-    "s3.CreateMultipartUpload",
-    "s3.UploadPart",
-    "s3.CompleteMultipartUpload",
-    "s3.ListObjectsV2",
-)
 
 
 def drain(emulator: Any, items: int, batch_size: int) -> dict[str, Any]:
@@ -53,16 +50,16 @@ def drain(emulator: Any, items: int, batch_size: int) -> dict[str, Any]:
     ]
     keys = [f"src/{index:06d}.csv" for index in range(items)]
 
-    def put(key: str) -> dict[str, str]:
+    def put(key: str) -> Source:
         etag = s3.put_object(Bucket=name, Key=key, Body=f"id,v\n{key},1\n".encode())["ETag"]
-        return {"bucket": name, "key": key, "etag": etag}
+        return Source(name, key, etag)
 
     with ThreadPoolExecutor(8) as pool:
         sources = list(pool.map(put, keys))
     if batch_size > 1:
-        bodies = [json.dumps({"items": list(group)}) for group in chunked(sources, batch_size)]
+        bodies = [batch.body for batch in Batching(batch_size).group(sources)]
     else:
-        bodies = [json.dumps(source) for source in sources]
+        bodies = [message_body(source) for source in sources]
     for group in chunked(bodies, MAX_BATCH_ENTRIES):
         _, failed = send_batch(sqs, queue_url, list(group))
         if failed:
@@ -84,7 +81,7 @@ def drain(emulator: Any, items: int, batch_size: int) -> dict[str, Any]:
     if summary["items_ok"] != items:
         raise RuntimeError(f"{summary['items_ok']} of {items} items stored: {done.stdout[-3000:]}")
     calls = summary["calls"]
-    puts = sum(calls.get(name, 0) for name in PUT_CLASS)
+    puts = sum(count for operation, count in calls.items() if is_write_class(operation))
     return {
         "items": items,
         "batch_size": batch_size,
@@ -93,6 +90,7 @@ def drain(emulator: Any, items: int, batch_size: int) -> dict[str, Any]:
         "aws_calls": summary["aws_calls"],
         "calls_per_item": summary["aws_calls_per_item"],
         "puts_per_item": round(puts / items, 4),
+        "usd_per_million_items": round(request_cost(calls, items).per_million_items, 2),
         "calls": calls,
     }
 
@@ -117,7 +115,9 @@ def main() -> None:
         shape = f"batches of {run['batch_size']}" if run["batch_size"] > 1 else "one per message"
         print(
             f"  {run['items']:>6} items, {shape:<16} {run['puts_per_item']:.4f} S3 PUTs/item, "
-            f"{run['calls_per_item']:.3f} AWS calls/item ({run['seconds']} s incl. idle exit)"
+            f"{run['calls_per_item']:.3f} AWS calls/item, requests "
+            f"${run['usd_per_million_items']:.2f} per million items "
+            f"({run['seconds']} s incl. idle exit)"
         )
     batched = runs[0]
     met = all(batched[name] <= goal for name, goal in GOALS.items())

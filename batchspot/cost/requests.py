@@ -63,13 +63,19 @@ TRANSITIONS_PER_CHILD = 1
 COMPARED_BATCH_SIZE = 100
 
 
+def is_write_class(operation: str) -> bool:
+    """Whether ``service.Operation`` is one of S3's PUT-priced requests (PUT, COPY, POST, LIST)."""
+    service, _, name = operation.partition(".")
+    return service == "s3" and name in _S3_WRITE_OPERATIONS
+
+
 def request_price(operation: str) -> float:
     """Return the list price of one ``service.Operation`` call, 0 where none is charged."""
     service, _, name = operation.partition(".")
     if service == "s3":
         if name in _S3_FREE_OPERATIONS:
             return 0.0
-        return S3_WRITE_CLASS if name in _S3_WRITE_OPERATIONS else S3_READ_CLASS
+        return S3_WRITE_CLASS if is_write_class(operation) else S3_READ_CLASS
     if service == "sqs":
         return SQS_REQUEST
     return 0.0
