@@ -85,8 +85,10 @@ POISONS = {
     ),
     "custom code past its timeout": Poison(
         _message(key="poison.csv"),
-        ("HANDLER_TIMEOUT=1",),
-        {"HANDLER": EXPLODE, "HANDLER_TIMEOUT": "1"},
+        ("HANDLER_TIMEOUT=2",),
+        # 2 s, not 1: the healthy items share the timeout, and a loaded CI machine once took
+        # over a second to run one of them.
+        {"HANDLER": EXPLODE, "HANDLER_TIMEOUT": "2"},
         source=b"id\nhang\n",
     ),
     "command exiting non-zero": Poison(
