@@ -95,7 +95,9 @@ def generate_parquet(path: Path, size: int) -> int:
             else:
                 columns[f"c{i}"] = pc.divide(pc.cast(scrambled, pa.float64()), 8.0)
         table = pa.table(columns)
-        writer = writer or pq.ParquetWriter(path, table.schema, compression="snappy")
+        writer = writer or pq.ParquetWriter(
+            path, table.schema, compression="snappy", write_page_index=True
+        )
         writer.write_table(table, row_group_size=group_rows)
     if writer is not None:
         writer.close()
