@@ -258,6 +258,9 @@ def main() -> None:
         help="which tables to run, comma-separated (default: all three)",
     )
     parser.add_argument(
+        "--queries", default="", help="Parquet: run only the queries whose name holds this"
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("CONTENDER", "SQL", "PATH"), help=argparse.SUPPRESS
     )
     parser.add_argument("--parquet-to", nargs=2, metavar=("PATH", "MIB"), help=argparse.SUPPRESS)
@@ -274,7 +277,7 @@ def main() -> None:
         if inputs & {"csv", "gzip"}:
             bench_csv(Path(tmp), args.size_mib, inputs)
         if "parquet" in inputs:
-            bench_parquet(Path(tmp), args.size_mib)
+            bench_parquet(Path(tmp), args.size_mib, args.queries)
 
 
 def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
@@ -304,7 +307,7 @@ def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
         report_table(title, results, size, object_size=gzipped.stat().st_size)
 
 
-def bench_parquet(tmp: Path, size_mib: int) -> None:
+def bench_parquet(tmp: Path, size_mib: int, only: str = "") -> None:
     """The Parquet table: the local engine and DuckDB, with the GETs and bytes read."""
     data = tmp / "wide.parquet"
     # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
@@ -315,6 +318,7 @@ def bench_parquet(tmp: Path, size_mib: int) -> None:
     results = {
         name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
         for name, sql in queries.items()
+        if only in name
     }
     title = f"{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s of the object"
     report_table(title, results, size)

@@ -64,7 +64,8 @@ _META_DATA_PAGE, _META_DICTIONARY_PAGE = 9, 11
 # metadata, encoding stats (statistics, page index and bloom filter describe the whole chunk).
 _META_KEPT = (1, 2, 3, 4, 6, 8, 13)
 _FILE_KEPT = (1, 2, 5, 6, 7)  # version, schema, key-value metadata, created_by, column orders
-_CHUNK_KEPT = (_CHUNK_FILE_OFFSET, _CHUNK_META)  # not the page index: it is the whole chunk's
+# The columns not read keep only their chunks' required fields: a footer a tenth the size.
+_META_SHAPE = (1, 2, 3, 4, 5, 6, 7, 9)
 _INT32, _INT64, _FLOAT, _DOUBLE, _BYTE_ARRAY = 1, 2, 4, 5, 6
 _PLAIN = {_INT32: "<i", _INT64: "<q", _FLOAT: "<f", _DOUBLE: "<d"}
 _UNSIGNED = {_INT32: "<I", _INT64: "<Q"}
@@ -271,8 +272,7 @@ class PageIndex:
         metadata (pyarrow reads only the column asked for).
         """
         body = bytearray(MAGIC)
-        meta = _chunk(self._footer, index, leaf)[_CHUNK_META][1]
-        meta = {field: meta[field] for field in _META_KEPT if field in meta}
+        meta = _only(_chunk(self._footer, index, leaf)[_CHUNK_META][1], _META_KEPT)
         if prefix is not None:
             meta[_META_DICTIONARY_PAGE] = (I64, len(body))
             body += self._bytes_at(*prefix)
@@ -284,7 +284,10 @@ class PageIndex:
         meta[_META_COMPRESSED] = (I64, len(body) - len(MAGIC))
         group = _field(self._footer, _FILE_ROW_GROUPS, LIST, "the footer").items[index]
         columns = [
-            {field: value for field, value in chunk.items() if field in _CHUNK_KEPT}
+            {
+                _CHUNK_FILE_OFFSET: chunk.get(_CHUNK_FILE_OFFSET, (I64, 0)),
+                _CHUNK_META: (STRUCT, _only(chunk.get(_CHUNK_META, (STRUCT, {}))[1], _META_SHAPE)),
+            }
             for chunk in _field(group, _GROUP_COLUMNS, LIST, "the footer").items
         ]
         columns[leaf] = {_CHUNK_FILE_OFFSET: (I64, len(MAGIC)), _CHUNK_META: (STRUCT, meta)}
@@ -303,6 +306,10 @@ class PageIndex:
     def _bytes_at(self, offset: int, size: int) -> Any:
         self._file.seek(offset)
         return self._file.read(size)
+
+
+def _only(fields: Struct, kept: tuple[int, ...]) -> Struct:
+    return {field: fields[field] for field in kept if field in fields}
 
 
 def _decoded(data: bytes | memoryview, what: str) -> Struct:
