@@ -434,9 +434,9 @@ def _batches(
         rows = metadata.row_group(index).num_rows
         span = pages.span(index, rows, of_terms, within) if pages else None
         if span is not None:
-            for piece in pages.read(index, rows, named, *span) if span[1] > span[0] else ():
-                for start in range(0, piece.num_rows, batch_size):
-                    yield _checked(piece.slice(start, batch_size), terms, deadline)
+            batch = pages.read(index, rows, named, *span) if span[1] > span[0] else None
+            for start in range(0, batch.num_rows if batch else 0, batch_size):
+                yield _checked(batch.slice(start, batch_size), terms, deadline)
             continue
         file.hold(spans)
         try:

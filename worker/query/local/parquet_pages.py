@@ -48,17 +48,15 @@ MAX_FOOTER_BYTES = 256 << 10
 MAX_CHUNK_INDEX_BYTES = 256 << 10
 # The page index of all the row groups a query may read is fetched at once if within this.
 MAX_INDEX_BYTES = 4 << 20
-# A span past this share of a row group's rows is read whole (streamed a batch at a time).
+# A span past this share of a row group's rows is read whole (streamed a batch at a time); a
+# span within it is fetched and decoded at once (half of 128 MiB uncompressed at most).
 MAX_SPAN_SHARE = 0.5
-# The pages of a span are decoded this many bytes (uncompressed, as the chunks' sizes say) at
-# a time: each piece re-reads the dictionary pages, so pieces are large, but bounded.
-PIECE_BYTES = 16 << 20
 # parquet.thrift's field ids.
 _FILE_ROW_GROUPS, _FILE_NUM_ROWS = 4, 3
 _GROUP_COLUMNS, _GROUP_BYTES, _GROUP_ROWS = 1, 2, 3
 _CHUNK_FILE_OFFSET, _CHUNK_META = 2, 3
 _CHUNK_OFFSET_INDEX, _CHUNK_COLUMN_INDEX = 4, 6
-_META_TYPE, _META_VALUES, _META_INFLATED, _META_COMPRESSED = 1, 5, 6, 7
+_META_TYPE, _META_VALUES, _META_COMPRESSED = 1, 5, 7
 _META_DATA_PAGE, _META_DICTIONARY_PAGE = 9, 11
 # What a one-span file's ColumnMetaData keeps: type, encodings, path, codec, sizes, key-value
 # metadata, encoding stats (statistics, page index and bloom filter describe the whole chunk).
@@ -149,30 +147,19 @@ class PageIndex:
 
     def read(
         self, index: int, rows: int, leaves: dict[int, str], first: int, end: int
-    ) -> Iterator[pa.RecordBatch]:
-        """Yield rows ``[first, end)`` of row group ``index``'s ``leaves`` (leaf: name).
-
-        The span's pages are fetched at once, then decoded a piece of ~:data:`PIECE_BYTES`
-        at a time (a page across two pieces is decoded in both).
-        """
+    ) -> pa.RecordBatch:
+        """Return rows ``[first, end)`` of row group ``index``'s ``leaves`` (leaf: name)."""
         plans = {}
-        inflated = 0
         for leaf in leaves:
             pages = self._pages(index, leaf, rows)
             prefix = self._prefix(index, leaf, pages[0][2])
             plans[leaf] = (prefix, [p for p in pages if p[0] < end and p[1] > first])
-            meta = _chunk(self._footer, index, leaf)[_CHUNK_META][1]
-            inflated += max(0, meta.get(_META_INFLATED, (I64, 0))[1])
-        piece = max(1, PIECE_BYTES * rows // max(1, inflated))
         self._file.hold([span for plan in plans.values() for span in _spans(*plan)])
         try:
-            for start in range(first, end, piece):
-                stop = min(end, start + piece)
-                columns = [
-                    self._column(index, leaf, leaves[leaf], prefix, pages, start, stop)
-                    for leaf, (prefix, pages) in plans.items()
-                ]
-                yield pa.RecordBatch.from_arrays(columns, names=list(leaves.values()))
+            columns = [
+                self._column(index, leaf, leaves[leaf], prefix, pages, first, end)
+                for leaf, (prefix, pages) in plans.items()
+            ]
         except (OSError, pa.ArrowException) as error:
             reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
             raise ParquetInvalid(
@@ -180,6 +167,7 @@ class PageIndex:
             ) from None
         finally:
             self._file.release()
+        return pa.RecordBatch.from_arrays(columns, names=list(leaves.values()))
 
     def _column(
         self,
@@ -192,7 +180,6 @@ class PageIndex:
         end: int,
     ) -> pa.Array:
         """Return rows ``[first, end)`` of one column, decoded from the pages holding them."""
-        pages = [page for page in pages if page[0] < end and page[1] > first]
         one_span = pa.BufferReader(pa.py_buffer(self._one_span(index, leaf, prefix, pages)))
         table = pq.ParquetFile(one_span).read(columns=[name], use_threads=False)
         return table.column(0).combine_chunks().slice(first - pages[0][0], end - first)
