@@ -65,6 +65,8 @@ _FILE_KEPT = (1, 2, 5, 6, 7)  # version, schema, key-value metadata, created_by,
 # The columns not read keep only their chunks' required fields: a footer a tenth the size.
 _META_SHAPE = (1, 2, 3, 4, 5, 6, 7, 9)
 _INT32, _INT64, _FLOAT, _DOUBLE, _BYTE_ARRAY = 1, 2, 4, 5, 6
+# PageHeader: its type (DATA_PAGE 0, DATA_PAGE_V2 3) and each type's header field.
+_DATA_PAGE, _DATA_PAGE_V2, _HEADER_V1, _HEADER_V2 = 0, 3, 5, 8
 _PLAIN = {_INT32: "<i", _INT64: "<q", _FLOAT: "<f", _DOUBLE: "<d"}
 _UNSIGNED = {_INT32: "<I", _INT64: "<Q"}
 
@@ -160,6 +162,7 @@ class PageIndex:
                 self._column(index, leaf, leaves[leaf], prefix, pages, first, end)
                 for leaf, (prefix, pages) in plans.items()
             ]
+            return pa.RecordBatch.from_arrays(columns, names=list(leaves.values()))
         except (OSError, pa.ArrowException) as error:
             reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
             raise ParquetInvalid(
@@ -167,7 +170,6 @@ class PageIndex:
             ) from None
         finally:
             self._file.release()
-        return pa.RecordBatch.from_arrays(columns, names=list(leaves.values()))
 
     def _column(
         self,
@@ -264,8 +266,10 @@ class PageIndex:
             meta[_META_DICTIONARY_PAGE] = (I64, len(body))
             body += self._bytes_at(*prefix)
         meta[_META_DATA_PAGE] = (I64, len(body))
-        for _, _, offset, size in pages:
-            body += self._bytes_at(offset, size)
+        for first, end, offset, size in pages:
+            page = self._bytes_at(offset, size)
+            _check_page(page, end - first, f"the page at byte {offset} of column {leaf}")
+            body += page
         rows = pages[-1][1] - pages[0][0]
         meta[_META_VALUES] = (I64, rows)  # a flat column holds one value a row, NULL or not
         meta[_META_COMPRESSED] = (I64, len(body) - len(MAGIC))
@@ -295,6 +299,28 @@ class PageIndex:
         return self._file.read(size)
 
 
+def _check_page(page: Any, rows: int, where: str) -> None:
+    """Refuse a page whose header disagrees with the offset index.
+
+    It must be a data page of ``rows`` rows (a flat column's value count) filling its place.
+    Pages decoded out of their chunk would otherwise take the index's word for which rows
+    they hold, and a column's rows could shift against the others'.
+    """
+    try:
+        header, length = read_struct(page)
+    except ThriftInvalid as error:
+        raise ParquetInvalid(f"{where} has no valid page header: {error}") from None
+    version = {_DATA_PAGE: _HEADER_V1, _DATA_PAGE_V2: _HEADER_V2}.get(header.get(1, (I32, -1))[1])
+    kind, data = header.get(version or 0, (None, None))
+    values = data.get(1, (I32, None))[1] if kind == STRUCT else None
+    compressed = header.get(3, (I32, None))[1]
+    if version is None or values != rows or compressed != len(page) - length:
+        raise ParquetInvalid(
+            f"{where} is not a data page of {rows} rows filling its {len(page)} bytes, as the "
+            f"offset index says"
+        )
+
+
 def _only(fields: Struct, kept: tuple[int, ...]) -> Struct:
     return {field: fields[field] for field in kept if field in fields}
 
@@ -308,7 +334,7 @@ def _decoded(data: bytes | memoryview, what: str) -> Struct:
 
 def _field(fields: Struct, field: int, kind: int, where: str) -> Any:
     """Return a field that must be there, of its type."""
-    if fields.get(field, (None,))[0] != kind:
+    if not isinstance(fields, dict) or fields.get(field, (None,))[0] != kind:
         raise ParquetInvalid(f"{where} lacks field {field} or has it of another type")
     return fields[field][1]
 
