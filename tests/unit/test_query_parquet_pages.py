@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchspot_support.hostile import parquet_file
+from batchspot_support.hostile import footer_changed, parquet_file
 from tests.unit.bare_s3 import BytesS3
 from tests.unit.test_query_parquet import PARQUET, RecordingS3
 from worker.query import QueryError, QueryRequest, QueryUnsupported, run_query
@@ -148,21 +148,8 @@ def test_pages_of_a_compressed_file_keep_its_dictionary(files) -> None:
 # --- hostile page indexes ------------------------------------------------------------------
 
 
-def rewritten(body: bytes, change: Any) -> bytes:
-    """Return ``body`` with its footer decoded, passed to ``change``, and encoded again."""
-    length = int.from_bytes(body[-8:-4], "little")
-    footer = read_struct(body[-8 - length : -8])[0]
-    change(footer)
-    encoded = write_struct(footer)
-    return body[: -8 - length] + encoded + len(encoded).to_bytes(4, "little") + b"PAR1"
-
-
 def first_chunk(footer: dict) -> dict:
     return footer[4][1].items[0][1][1].items[0]
-
-
-def index_outside(footer: dict) -> None:
-    first_chunk(footer)[4] = (I64, 1 << 40)
 
 
 def index_over_the_footer(footer: dict) -> None:
@@ -196,8 +183,10 @@ def pages_past_the_chunk(footer: dict) -> None:
 
 
 HOSTILE = {
-    "page index outside the object": (lambda b: rewritten(b, index_outside), "outside the object"),
-    "page index over the footer": (lambda b: rewritten(b, index_over_the_footer), "page index"),
+    "page index over the footer": (
+        lambda b: footer_changed(b, index_over_the_footer),
+        "places its page index at bytes",
+    ),
     "page rows out of order": (
         lambda b: offset_index_changed(b, rows_out_of_order),
         "starts page 1 at row 0, out of order",
@@ -206,7 +195,10 @@ HOSTILE = {
         lambda b: offset_index_changed(b, rows_shifted),
         "is not a data page of 999 rows",
     ),
-    "pages past their chunk": (lambda b: rewritten(b, pages_past_the_chunk), "outside the chunk"),
+    "pages past their chunk": (
+        lambda b: footer_changed(b, pages_past_the_chunk),
+        "outside the chunk",
+    ),
 }
 
 
