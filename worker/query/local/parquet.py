@@ -422,9 +422,9 @@ def _batches(
     metadata = reader.metadata
     leaves = [i for i in range(metadata.num_columns) if _top_name(metadata, i) in read]
     batch_size = max(1, BATCH_VALUES // max(1, len(leaves)))
-    pages = PageIndex.load(file, reader, groups, leaves) if terms else None
     named = {leaf: _top_name(metadata, leaf) for leaf in leaves}
     of_terms = {leaf: name for leaf, name in named.items() if name in {t.column for t in terms}}
+    pages = PageIndex.load(file, reader, groups, leaves, list(of_terms)) if terms else None
 
     def within(column: str, low: Any, high: Any) -> bool:
         return all(_within(term, low, high) for term in terms if term.column == column)

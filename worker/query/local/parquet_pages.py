@@ -12,8 +12,8 @@ footer saying so) that pyarrow decodes; and the columns, cut to the span, make o
 The index is the file's word, as the footer's statistics are: an index whose places fall
 outside the object, or that disagrees with itself or the footer, makes the file invalid (a
 permanent failure naming the fault). A file without an index for the chunks a query reads, a
-footer over :data:`MAX_FOOTER_BYTES`, nested columns, or a span over a quarter of the row
-group take the whole-chunk path.
+footer over :data:`MAX_FOOTER_BYTES`, nested columns, or a span over half the row group take
+the whole-chunk path.
 """
 
 from __future__ import annotations
@@ -91,11 +91,17 @@ class PageIndex:
 
     @classmethod
     def load(
-        cls, file: ParquetRanges, reader: pq.ParquetFile, groups: list[int], leaves: list[int]
+        cls,
+        file: ParquetRanges,
+        reader: pq.ParquetFile,
+        groups: list[int],
+        leaves: list[int],
+        of_terms: list[int],
     ) -> PageIndex | None:
         """Fetch the index of ``leaves`` in ``groups`` in one merged read; None: no index.
 
-        None also where a leaf is nested or the footer or the index is past its limit.
+        Every leaf read needs its offset index, the WHERE's (``of_terms``) their column index
+        too. None also where a leaf is nested or the footer or the index is past its limit.
         """
         schema = reader.metadata.schema
         paths = {leaf: schema.column(leaf).path for leaf in leaves}
@@ -110,7 +116,8 @@ class PageIndex:
         for index in groups:
             for leaf in leaves:
                 chunk = _chunk(footer, index, leaf)
-                for field in (_CHUNK_OFFSET_INDEX, _CHUNK_COLUMN_INDEX):
+                needed = (_CHUNK_OFFSET_INDEX, _CHUNK_COLUMN_INDEX)[: 2 if leaf in of_terms else 1]
+                for field in needed:
                     if field not in chunk:
                         return None
                     start, end = _span(chunk, field, file.data_end, index, leaf)
