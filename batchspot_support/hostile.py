@@ -220,6 +220,28 @@ def chunks_outside() -> bytes:
     return _framed(body[:64], footer)
 
 
+def footer_changed(body: bytes, change: Callable[[dict], None]) -> bytes:
+    """Return a Parquet file with its footer decoded, passed to ``change``, and encoded again."""
+    from worker.query.local.thrift_compact import read_struct, write_struct
+
+    data, footer = _footer(body)
+    fields = read_struct(footer)[0]
+    change(fields)
+    return _framed(data, write_struct(fields))
+
+
+def page_index_outside() -> bytes:
+    """Return a file with a page index whose first offset index lies 1 TiB past its end."""
+    from worker.query.local.thrift_compact import I64
+
+    def outside(footer: dict) -> None:
+        first_chunk = footer[4][1].items[0][1][1].items[0]  # row group 0's first column chunk
+        first_chunk[4] = (I64, 1 << 40)  # ColumnChunk.offset_index_offset
+
+    columns = {"i": list(range(PARQUET_ROWS)), "s": [f"row {i}" for i in range(PARQUET_ROWS)]}
+    return footer_changed(parquet_file(columns, write_page_index=True), outside)
+
+
 def page_bomb() -> bytes:
     """2 Mi zeros in GZIP pages (PLAIN, no dictionary): 8 MiB from 14 KiB, ~600x.
 
@@ -280,6 +302,12 @@ PARQUET_CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] =
         "SELECT * FROM S3Object s",
         PARQUET,
         "too deeply nested",
+    ),
+    "Parquet page index outside the object": (
+        page_index_outside,
+        "SELECT * FROM S3Object s WHERE s.i < 10",
+        PARQUET,
+        "places its page index at bytes 1099511627776",
     ),
     "Parquet column chunks outside the object": (
         chunks_outside,

@@ -95,7 +95,9 @@ def generate_parquet(path: Path, size: int) -> int:
             else:
                 columns[f"c{i}"] = pc.divide(pc.cast(scrambled, pa.float64()), 8.0)
         table = pa.table(columns)
-        writer = writer or pq.ParquetWriter(path, table.schema, compression="snappy")
+        writer = writer or pq.ParquetWriter(
+            path, table.schema, compression="snappy", write_page_index=True
+        )
         writer.write_table(table, row_group_size=group_rows)
     if writer is not None:
         writer.close()
@@ -256,6 +258,9 @@ def main() -> None:
         help="which tables to run, comma-separated (default: all three)",
     )
     parser.add_argument(
+        "--queries", default="", help="Parquet: run only the queries whose name holds this"
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("CONTENDER", "SQL", "PATH"), help=argparse.SUPPRESS
     )
     parser.add_argument("--parquet-to", nargs=2, metavar=("PATH", "MIB"), help=argparse.SUPPRESS)
@@ -272,7 +277,7 @@ def main() -> None:
         if inputs & {"csv", "gzip"}:
             bench_csv(Path(tmp), args.size_mib, inputs)
         if "parquet" in inputs:
-            bench_parquet(Path(tmp), args.size_mib)
+            bench_parquet(Path(tmp), args.size_mib, args.queries)
 
 
 def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
@@ -302,7 +307,7 @@ def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
         report_table(title, results, size, object_size=gzipped.stat().st_size)
 
 
-def bench_parquet(tmp: Path, size_mib: int) -> None:
+def bench_parquet(tmp: Path, size_mib: int, only: str = "") -> None:
     """The Parquet table: the local engine and DuckDB, with the GETs and bytes read."""
     data = tmp / "wide.parquet"
     # In a child: a parent's peak RSS would be its children's too (ru_maxrss survives exec).
@@ -313,6 +318,7 @@ def bench_parquet(tmp: Path, size_mib: int) -> None:
     results = {
         name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
         for name, sql in queries.items()
+        if only in name
     }
     title = f"{size / 2**20:.0f} MiB Parquet, {rows} rows, 20 columns; MB/s of the object"
     report_table(title, results, size)

@@ -1,4 +1,4 @@
-"""Fuzzing the two parsers that read what other people wrote: queue messages and environment.
+"""Fuzzing the parsers that read what other people wrote: messages, environment, Thrift.
 
 A producer's bug or an operator's typo must end as one clear sentence (``MessageError``,
 ``ConfigError``), never as an unhandled exception: in the worker an unexpected exception
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from worker.config import Config, ConfigError, load_config
 from worker.messages import Ignorable, MessageError, WorkItem, parse_message
+from worker.query.local.thrift_compact import ThriftInvalid, read_struct, write_struct
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -150,3 +151,29 @@ def test_any_environment_is_a_config_or_one_clear_sentence(env: dict[str, str]) 
         value = getattr(config, name)
         assert 0 <= value < float("inf"), f"{name}={value}"
     assert config.concurrency >= 1 and config.max_output_bytes >= 1
+
+
+# Thrift compact-protocol bytes (Parquet's footer and page index): field headers, varints and
+# list headers of every type, so that lists, structs and nesting are reached often.
+thrift_tokens = st.sampled_from(
+    [
+        *(b"\x00", b"\x15", b"\x16", b"\x18", b"\x19", b"\x1c", b"\x11", b"\x12", b"\x13"),
+        *(b"\x17", b"\x1c\x00", b"\xfc", b"\x0c", b"\x08", b"\x8a\x01", b"\xff\xff\xff\x0f"),
+    ]
+) | st.binary(max_size=4)
+thrift_bodies = st.lists(thrift_tokens, max_size=40).map(b"".join)
+
+
+@settings(FUZZ, max_examples=1000)
+@given(thrift_bodies)
+def test_any_thrift_bytes_decode_as_a_struct_that_encodes_again_or_one_clear_error(
+    data: bytes,
+) -> None:
+    """Decoding never raises but ThriftInvalid, and what it decodes survives a round trip."""
+    try:
+        fields, end = read_struct(data)
+    except ThriftInvalid as error:
+        assert_clear(error)
+        return
+    assert 0 < end <= len(data)
+    assert read_struct(write_struct(fields))[0] == fields

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,7 +156,7 @@ def test_queries_the_fast_path_runs_stay_within_its_budget(tmp_path, name) -> No
     assert fast_path_peak_kib(report) <= FAST_PATH_BUDGET_KIB
 
 
-def _row_group_of(mib: int, compression: str) -> bytes:
+def _row_group_of(mib: int, compression: str, **options: Any) -> bytes:
     """Two int64 columns in one row group of ``mib`` MiB uncompressed (half of them random)."""
     import os
 
@@ -169,6 +170,7 @@ def _row_group_of(mib: int, compression: str) -> bytes:
         row_group_size=rows,
         compression=compression,
         use_dictionary=False,
+        **options,
     )
 
 
@@ -176,6 +178,12 @@ PARQUET_MEMORY_CASES = {
     "120 MiB row group, uncompressed, WHERE + SUM": (
         lambda: _row_group_of(120, "none"),
         "SELECT SUM(s.counting) FROM S3Object s WHERE s.random > 0",
+        '{"_1":',
+    ),
+    # The page path holds its span's pages (half the row group at most), decoded 16 MiB a time.
+    "120 MiB row group, its page index, a sorted WHERE over half of it": (
+        lambda: _row_group_of(120, "none", write_page_index=True),
+        f"SELECT SUM(s.random) FROM S3Object s WHERE s.counting < {(120 << 20) // 16 // 2 - 1}",
         '{"_1":',
     ),
     **{name: (make, sql, expected) for name, (make, sql, _, expected) in PARQUET_CASES.items()},

@@ -41,6 +41,7 @@ from worker.query.local.caps import (
 from worker.query.local.evaluator import evaluate
 from worker.query.local.fast import COMPARISON_KERNELS
 from worker.query.local.fastplan import Declined, literal_value
+from worker.query.local.parquet_pages import PageIndex
 from worker.query.local.parquet_ranges import ParquetInvalid, ParquetRanges
 from worker.query.local.reader import RangedObject, Records
 from worker.query.local.serialise import serialise
@@ -120,7 +121,7 @@ def _open(file: ParquetRanges) -> pq.ParquetFile:
     """Parse the footer with pyarrow (one read, served from the fetched tail)."""
     try:
         return pq.ParquetFile(file, pre_buffer=False, buffer_size=0)
-    except (OSError, pa.ArrowException) as error:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as error:  # a name not UTF-8
         raise _invalid(error) from None
 
 
@@ -281,8 +282,21 @@ def _terms(where: sql.Expr | None, schema: pa.Schema) -> list[_Term] | None:
     if where is None:
         return None
     operands = where.operands if isinstance(where, sql.Logical) and where.op == "AND" else (where,)
+    # BETWEEN is its two comparisons joined by AND, NULL logic and all (the evaluator's).
+    compares = [
+        compare
+        for operand in operands
+        for compare in (
+            (
+                sql.Compare(">=", operand.operand, operand.low),
+                sql.Compare("<=", operand.operand, operand.high),
+            )
+            if isinstance(operand, sql.Between)
+            else (operand,)
+        )
+    ]
     terms = []
-    for operand in operands:
+    for operand in compares:
         term = _term(operand, schema)
         if term is None:
             return None
@@ -323,22 +337,28 @@ def _may_match(reader: pq.ParquetFile, index: int, terms: list[_Term] | None) ->
     positions = {schema.column(i).path: i for i in range(group.num_columns)}
     for term in terms:
         stats = group.column(positions[term.column]).statistics
-        if term.op == "!=" or stats is None or not stats.has_min_max:
+        if stats is None or not stats.has_min_max:
             continue
-        low, high = stats.min, stats.max
-        if any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
-            continue
-        value = term.value
-        possible = {
-            "=": low <= value <= high,
-            "<": low < value,
-            "<=": low <= value,
-            ">": high > value,
-            ">=": high >= value,
-        }[term.op]
-        if not possible:
+        if not _within(term, stats.min, stats.max):
             return False
     return True
+
+
+def _within(term: _Term, low: Any, high: Any) -> bool:
+    """Return whether values between ``low`` and ``high`` may satisfy ``term``.
+
+    The bounds are a row group's or a page's; True where they cannot tell (``!=``, NaN).
+    """
+    if term.op == "!=" or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        return True
+    value = term.value
+    return {
+        "=": low <= value <= high,
+        "<": low < value,
+        "<=": low <= value,
+        ">": high > value,
+        ">=": high >= value,
+    }[term.op]
 
 
 def _mask(batch: pa.RecordBatch, terms: list[_Term]) -> pa.RecordBatch:
@@ -394,12 +414,31 @@ def _batches(
     terms: list[_Term],
     deadline: Deadline,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield the read columns of ``groups``, a row group fetched at a time, batch by batch."""
+    """Yield the read columns of ``groups``, a row group fetched at a time, batch by batch.
+
+    Where the file has a page index and the terms rule out all but a few of a row group's
+    pages, only those pages are read (:mod:`.parquet_pages`); otherwise whole chunks.
+    """
     metadata = reader.metadata
     leaves = [i for i in range(metadata.num_columns) if _top_name(metadata, i) in read]
     batch_size = max(1, BATCH_VALUES // max(1, len(leaves)))
+    named = {leaf: _top_name(metadata, leaf) for leaf in leaves}
+    of_terms = {leaf: name for leaf, name in named.items() if name in {t.column for t in terms}}
+    pages = PageIndex.load(file, reader, groups, leaves, list(of_terms)) if terms else None
+
+    def within(column: str, low: Any, high: Any) -> bool:
+        return all(_within(term, low, high) for term in terms if term.column == column)
+
     for index in groups:
-        file.hold(_spans(metadata, index, leaves, file.data_end))
+        spans = _spans(metadata, index, leaves, file.data_end)  # the limits, read by pages too
+        rows = metadata.row_group(index).num_rows
+        span = pages.span(index, rows, of_terms, within) if pages else None
+        if span is not None:
+            batch = pages.read(index, rows, named, *span) if span[1] > span[0] else None
+            for start in range(0, batch.num_rows if batch else 0, batch_size):
+                yield _checked(batch.slice(start, batch_size), terms, deadline)
+            continue
+        file.hold(spans)
         try:
             wanted = _rows_to_read(reader, index, leaves, terms) if terms else None
             batches = (
@@ -410,10 +449,7 @@ def _batches(
                 else iter(())
             )
             for batch in batches:
-                deadline.check()
-                deadline.records += batch.num_rows
-                _check_text(batch, deadline.records - batch.num_rows)
-                yield _printed(_mask(batch, terms) if terms else batch)
+                yield _checked(batch, terms, deadline)
                 wanted = None if wanted is None else wanted - batch.num_rows
                 if wanted is not None and wanted <= 0:
                     break  # the rest of the row group holds no row the WHERE keeps
@@ -421,6 +457,14 @@ def _batches(
             raise _invalid(error) from None
         finally:
             file.release()
+
+
+def _checked(batch: pa.RecordBatch, terms: list[_Term], deadline: Deadline) -> pa.RecordBatch:
+    """Return a batch read, checked, its rows the terms keep, printable."""
+    deadline.check()
+    deadline.records += batch.num_rows
+    _check_text(batch, deadline.records - batch.num_rows)
+    return _printed(_mask(batch, terms) if terms else batch)
 
 
 def _spans(

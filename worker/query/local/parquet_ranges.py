@@ -32,8 +32,9 @@ class ParquetInvalid(QueryUnsupported):
     """The object is not a valid Parquet file; the same version fails every retry."""
 
 
-def merged(spans: list[tuple[int, int]], gap: int = MERGE_GAP) -> list[tuple[int, int]]:
-    """Return ``[start, end)`` spans sorted, those closer than ``gap`` joined into one."""
+def merged(spans: list[tuple[int, int]], gap: int | None = None) -> list[tuple[int, int]]:
+    """Return ``[start, end)`` spans sorted, those closer than ``gap`` (MERGE_GAP) joined."""
+    gap = MERGE_GAP if gap is None else gap
     joined: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if joined and start - joined[-1][1] <= gap:
@@ -85,14 +86,26 @@ class ParquetRanges(io.RawIOBase):
             start = self.data_end
         self._footer = (start, tail)
 
-    def hold(self, spans: list[tuple[int, int]]) -> None:
-        """Fetch ``spans`` (merged) and hold them in place of the previous row group's."""
-        self._held = []
+    def footer(self) -> memoryview:
+        """Return the footer's Thrift bytes (without its length and the magic)."""
+        first, tail = self._footer
+        return memoryview(tail)[self.data_end - first : self.size - _TRAILER - first]
+
+    def fetch(self, spans: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
+        """Fetch ``spans``, merged; return each merged range's start and bytes."""
+        fetched = []
         first, tail = self._footer
         for start, end in merged(spans):
             if first <= start and end <= first + len(tail):
-                continue  # a small object: the footer's GET fetched it whole
-            self._held.append((start, self._source.fetch_range(f"bytes={start}-{end - 1}")))
+                fetched.append((first, tail))  # a small object: the footer's GET fetched it
+            else:
+                fetched.append((start, self._source.fetch_range(f"bytes={start}-{end - 1}")))
+        return fetched
+
+    def hold(self, spans: list[tuple[int, int]]) -> None:
+        """Fetch ``spans`` (merged) and hold them in place of the previous row group's."""
+        self._held = []
+        self._held = self.fetch(spans)
 
     def release(self) -> None:
         """Drop the held ranges (the footer stays)."""

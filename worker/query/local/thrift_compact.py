@@ -1,0 +1,187 @@
+"""Thrift's compact protocol, the encoding of Parquet's footer and page index: read and write.
+
+pyarrow parses the footer but does not expose where a column chunk's page index lies
+(parquet.thrift's ``ColumnChunk`` fields 4-7), nor the index itself; the ``thrift`` package
+is not a dependency. This reader decodes any compact-protocol struct into plain values, so
+that the page index can be read and a footer rewritten (:mod:`.parquet_pages`). It reads
+untrusted bytes: every length is checked against the bytes left, nesting is bounded, and any
+fault is one :class:`ThriftInvalid` naming it.
+
+A struct decodes to ``{field id: (type, value)}``; a list to :class:`ThriftList`; integers,
+doubles, binaries and booleans to ``int``, ``float``, ``bytes`` and ``bool``. The writer takes
+the same shapes back, so a decoded struct, edited, encodes again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Any
+
+# Types as the compact protocol numbers them (in a field header; in a list, TRUE is BOOL).
+TRUE, FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(1, 13)
+# Parquet's deepest struct (a LogicalType's TimeUnit inside a SchemaElement) nests ~5 deep.
+MAX_DEPTH = 16
+_VARINT_BYTES = 10  # a 64-bit varint never needs more
+
+Struct = dict[int, tuple[int, Any]]
+
+
+class ThriftInvalid(ValueError):
+    """The bytes are not the compact-protocol struct they claim to be."""
+
+
+@dataclasses.dataclass
+class ThriftList:
+    """A list (or set): its elements' type and the elements."""
+
+    element_type: int
+    items: list[Any]
+
+
+def read_struct(data: bytes | memoryview, start: int = 0) -> tuple[Struct, int]:
+    """Decode the struct at ``start``; return it and the offset just past it."""
+    reader = _Reader(memoryview(data), start)
+    return reader.struct(0), reader.position
+
+
+def write_struct(fields: Struct) -> bytes:
+    """Encode ``fields`` (ascending ids) as a compact-protocol struct."""
+    out = bytearray()
+    _write_struct(out, fields)
+    return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: memoryview, position: int) -> None:
+        self.data = data
+        self.position = position
+
+    def byte(self) -> int:
+        if self.position >= len(self.data):
+            raise ThriftInvalid(f"it ends at byte {self.position}, inside a value")
+        value = self.data[self.position]
+        self.position += 1
+        return value
+
+    def take(self, count: int) -> bytes:
+        if count < 0 or count > len(self.data) - self.position:
+            raise ThriftInvalid(
+                f"a value at byte {self.position} claims {count} bytes, past the "
+                f"{len(self.data) - self.position} left"
+            )
+        value = bytes(self.data[self.position : self.position + count])
+        self.position += count
+        return value
+
+    def varint(self) -> int:
+        value = 0
+        for shift in range(0, 7 * _VARINT_BYTES, 7):
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+        raise ThriftInvalid(f"a varint before byte {self.position} runs past 10 bytes")
+
+    def zigzag(self) -> int:
+        value = self.varint()
+        return (value >> 1) ^ -(value & 1)
+
+    def count(self, value: int) -> int:
+        # Each element takes a byte at least: a count past the bytes left is a lie.
+        if value > len(self.data) - self.position:
+            raise ThriftInvalid(
+                f"a list at byte {self.position} claims {value} elements, more than the "
+                f"{len(self.data) - self.position} bytes left"
+            )
+        return value
+
+    def value(self, kind: int, depth: int) -> Any:
+        if kind in (TRUE, FALSE):
+            return kind == TRUE
+        if kind == BYTE:
+            return self.byte()
+        if kind in (I16, I32, I64):
+            return self.zigzag()
+        if kind == DOUBLE:
+            return struct.unpack("<d", self.take(8))[0]
+        if kind == BINARY:
+            return self.take(self.varint())
+        if depth >= MAX_DEPTH:
+            raise ThriftInvalid(f"it nests more than {MAX_DEPTH} deep at byte {self.position}")
+        if kind in (LIST, SET):
+            header = self.byte()
+            size = header >> 4 if header >> 4 != 15 else self.varint()
+            element = header & 0x0F
+            if element in (TRUE, FALSE):  # in a list, each boolean is a byte of its own
+                return ThriftList(TRUE, [self.byte() == 1 for _ in range(self.count(size))])
+            items = [self.value(element, depth + 1) for _ in range(self.count(size))]
+            return ThriftList(element, items)
+        if kind == STRUCT:
+            return self.struct(depth + 1)
+        raise ThriftInvalid(f"type {kind} at byte {self.position} is not one Parquet uses")
+
+    def struct(self, depth: int) -> Struct:
+        fields: Struct = {}
+        field = 0
+        while True:
+            header = self.byte()
+            kind = header & 0x0F
+            if kind == 0:
+                return fields
+            delta = header >> 4
+            field = field + delta if delta else self.zigzag()
+            fields[field] = (kind, self.value(kind, depth))
+
+
+def _varint(out: bytearray, value: int) -> None:
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _zigzag(out: bytearray, value: int) -> None:
+    _varint(out, (value << 1) ^ (value >> 63))
+
+
+def _write_value(out: bytearray, kind: int, value: Any) -> None:
+    if kind == BYTE:
+        out.append(value)
+    elif kind in (I16, I32, I64):
+        _zigzag(out, value)
+    elif kind == DOUBLE:
+        out += struct.pack("<d", value)
+    elif kind == BINARY:
+        _varint(out, len(value))
+        out += value
+    elif kind in (LIST, SET):
+        size = len(value.items)
+        out.append((min(size, 15) << 4) | value.element_type)
+        if size >= 15:
+            _varint(out, size)
+        for item in value.items:
+            if value.element_type == TRUE:
+                out.append(1 if item else 2)
+            else:
+                _write_value(out, value.element_type, item)
+    elif kind == STRUCT:
+        _write_struct(out, value)
+    elif kind not in (TRUE, FALSE):
+        raise ThriftInvalid(f"type {kind} is not one Parquet uses")
+
+
+def _write_struct(out: bytearray, fields: Struct) -> None:
+    last = 0
+    for field in sorted(fields):
+        kind, value = fields[field]
+        if kind in (TRUE, FALSE):
+            kind = TRUE if value else FALSE
+        if 0 < field - last <= 15:
+            out.append(((field - last) << 4) | kind)
+        else:
+            out.append(kind)
+            _zigzag(out, field)
+        _write_value(out, kind, value)
+        last = field
+    out.append(0)
