@@ -25,9 +25,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from batchspot.batching import Batching  # noqa: E402
 from batchspot.emulators import Emulator, emulator_at  # noqa: E402
 from batchspot.fleet import worker_env  # noqa: E402
-from batchspot.seed import send_batch  # noqa: E402
+from batchspot.seed import message_body, send_batch  # noqa: E402
+from batchspot.sources import Source  # noqa: E402
 from batchspot_support.chaos.stack import clients  # noqa: E402
 from worker.limits import MAX_BATCH_ENTRIES, chunked  # noqa: E402
 from worker.logs import records  # noqa: E402
@@ -53,16 +55,17 @@ def drain(emulator: Any, items: int, batch_size: int) -> dict[str, Any]:
     ]
     keys = [f"src/{index:06d}.csv" for index in range(items)]
 
-    def put(key: str) -> dict[str, str]:
+    def put(key: str) -> Source:
         etag = s3.put_object(Bucket=name, Key=key, Body=f"id,v\n{key},1\n".encode())["ETag"]
-        return {"bucket": name, "key": key, "etag": etag}
+        return Source(name, key, etag)
 
     with ThreadPoolExecutor(8) as pool:
         sources = list(pool.map(put, keys))
+    # The seeder's own messages (invoke seed --batch-size), so the figures are of its contract.
     if batch_size > 1:
-        bodies = [json.dumps({"items": list(group)}) for group in chunked(sources, batch_size)]
+        bodies = [batch.body for batch in Batching(batch_size).group(sources)]
     else:
-        bodies = [json.dumps(source) for source in sources]
+        bodies = [message_body(source) for source in sources]
     for group in chunked(bodies, MAX_BATCH_ENTRIES):
         _, failed = send_batch(sqs, queue_url, list(group))
         if failed:
