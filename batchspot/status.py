@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from batchspot import jobs
+from batchspot import jobs, queued_items
 from batchspot.progress import Progress
 from batchspot.results import run_of
 from worker.config import DEFAULT_OUTPUT_PREFIX
@@ -61,16 +62,36 @@ class Snapshot:
     dead_letters: QueueCounts | None
     job: JobProgress | None
     items: Counts | None = None
+    # Items a message of the queue names, as this machine's seeds recorded
+    # (``batchspot.queued_items``); SQS counts messages, and a batch message names many items.
+    items_per_message: float = 1.0
 
     def render(self) -> str:
         """Return the status as a few lines of text."""
-        lines = [f"queue: {self.queue.visible} visible, {self.queue.in_flight} in flight"]
+        queue = self.queue
+        lines = [
+            f"queue: {queue.visible} visible, {queue.in_flight} in flight"
+            + self._items_in(queue.total)
+        ]
         if self.dead_letters is not None:
-            lines.append(f"dead-letter queue: {self.dead_letters.total} message(s)")
+            lines.append(
+                f"dead-letter queue: {self.dead_letters.total} message(s)"
+                + self._items_in(self.dead_letters.total)
+            )
         lines.append(self.job.render() if self.job else "job: none found")
         if self.items is not None:
             lines.append(f"items: {self.items.render()}")
         return "\n".join(lines)
+
+    def _items_in(self, messages: int) -> str:
+        """Return the items ``messages`` hold, when messages are batches; else nothing."""
+        ratio = self.items_per_message
+        if ratio == 1:
+            return ""
+        return (
+            f" (about {round(messages * ratio):,} items, "
+            f"{round(ratio, 1):,g} per message as seeded)"
+        )
 
 
 def job_progress(batch: Any, job_id: str) -> JobProgress:
@@ -111,11 +132,14 @@ def snapshot(
     s3: Any = None,
     output_bucket: str | None = None,
     output_prefix: str = DEFAULT_OUTPUT_PREFIX,
+    state_dir: Path | None = None,
 ) -> Snapshot:
     """Read queue, dead-letter queue and job once; with ``s3``, count the run's items too.
 
     The items are counted as ``invoke results`` counts them for the manifest
-    (``worker.manifest.count_run``), without writing it.
+    (``worker.manifest.count_run``), without writing it. The queues' messages are turned into
+    items with the ratio the seeds from ``state_dir`` recorded for the work queue (dead letters
+    are its messages too).
     """
     items = None
     if job_id and s3 is not None and output_bucket:
@@ -132,6 +156,7 @@ def snapshot(
         dead_letters=queue_counts(sqs, dlq_url) if dlq_url else None,
         job=job_progress(batch, job_id) if job_id else None,
         items=items,
+        items_per_message=queued_items.items_per_message(queue_url, state_dir),
     )
 
 

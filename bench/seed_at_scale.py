@@ -8,7 +8,12 @@ On one LocalStack started natively (or the emulator at ``--endpoint``):
   per key); each in a child process whose AWS calls are counted and whose peak RSS
   (``VmHWM``) is read at its end;
 * K small objects under 16 prefixes are listed by one paginator and by 16 at once, on
-  loopback and through a proxy adding a per-call latency (``bench.latency``).
+  loopback and through a proxy adding a per-call latency (``bench.latency``). With
+  ``--listing-emulator moto`` they are listed from moto's server run in this process instead,
+  the objects put straight into its S3 backend: LocalStack stores objects too slowly for
+  200,000 (16,000 took 46-85 s over HTTP), moto's backend takes 200,000 in seconds. Either
+  emulator spends CPU on every page (moto scans the whole bucket for each), so each run also
+  reports this process's CPU seconds: with moto that includes the server's.
 
 The 10-million projection is arithmetic, printed with its inputs: SendMessageBatch calls
 per key as measured, at a stated per-call latency, with the sender's concurrency.
@@ -17,13 +22,15 @@ per key as measured, at a stated per-call latency, with the sender's concurrency
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,7 @@ import boto3
 from botocore.config import Config
 
 from batchspot import seed
-from batchspot.emulators import EMULATOR_ENV, Emulator, emulator_at
+from batchspot.emulators import EMULATOR_ENV, LOOPBACK, Emulator, emulator_at
 from batchspot.sources import list_sources, list_sources_parallel
 from batchspot_support.chaos.stack import clients
 from batchspot_support.inventory_files import write_inventory
@@ -157,21 +164,54 @@ def project(send: dict, latency_ms: float) -> dict:
     }
 
 
-def upload_prefixed(s3: Any, bucket: str, keys: int) -> None:
-    """Upload ``keys`` empty-bodied objects spread over 16 prefixes."""
+# Puts one-byte objects with these keys into a bucket of the listing's emulator.
+Store = Callable[[str, list[str]], None]
 
-    def put(number: int) -> None:
-        s3.put_object(Bucket=bucket, Key=f"p{number % PREFIXES:02d}/o-{number:07d}", Body=b"x")
 
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, range(keys)))
+def prefixed_keys(keys: int) -> list[str]:
+    """``keys`` object keys spread evenly over 16 prefixes."""
+    return [f"p{number % PREFIXES:02d}/o-{number:07d}" for number in range(keys)]
+
+
+def http_store(emulator: Emulator) -> Store:
+    """Store objects with PutObject calls, 16 at once."""
+    s3, _ = clients(emulator)
+
+    def store(bucket: str, keys: list[str]) -> None:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"x"), keys))
+
+    return store
+
+
+@contextlib.contextmanager
+def moto_in_process() -> Iterator[tuple[Emulator, Store]]:
+    """Run moto's server in this process; store objects straight into its S3 backend."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    server = ThreadedMotoServer(LOOPBACK, port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+
+    def store(bucket: str, keys: list[str]) -> None:
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        for key in keys:
+            backend.put_object(bucket, key, b"x")
+
+    try:
+        yield Emulator("moto (in the bench process)", f"http://{host}:{port}"), store
+    finally:
+        server.stop()
 
 
 def time_listing(emulator: Emulator, bucket: str, paginators: int) -> dict:
     """List ``bucket`` with one paginator, or fanned out; return seconds and calls."""
     counter = CallCounter()
     s3 = counter.attach(emulator.client("s3", Config(max_pool_connections=32)))
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     sources = (
         list_sources(s3, bucket)
         if paginators == 1
@@ -182,17 +222,18 @@ def time_listing(emulator: Emulator, bucket: str, paginators: int) -> dict:
         "paginators": paginators,
         "keys": listed,
         "seconds": round(time.monotonic() - started, 2),
+        "bench_process_cpu_seconds": round(time.process_time() - cpu_started, 2),
         "calls": sum(counter.snapshot().values()),
     }
 
 
-def measure_listing(emulator: Emulator, keys: int, latency_ms: float) -> dict:
-    """Upload ``keys`` objects under 16 prefixes; list them sequentially and fanned out."""
+def measure_listing(emulator: Emulator, store: Store, keys: int, latency_ms: float) -> dict:
+    """Store ``keys`` objects under 16 prefixes; list them sequentially and fanned out."""
     s3, _ = clients(emulator)
     bucket = f"bench-listing-{time.time_ns()}"
     s3.create_bucket(Bucket=bucket)
     started = time.monotonic()
-    upload_prefixed(s3, bucket, keys)
+    store(bucket, prefixed_keys(keys))
     uploaded = time.monotonic() - started
     runs = [time_listing(emulator, bucket, n) for n in (1, PREFIXES)]
     with delayed(emulator.endpoint, latency_ms) as endpoint:
@@ -201,7 +242,13 @@ def measure_listing(emulator: Emulator, keys: int, latency_ms: float) -> dict:
             {**time_listing(proxied, bucket, n), "added_latency_ms": latency_ms}
             for n in (1, PREFIXES)
         ]
-    return {"keys": keys, "prefixes": PREFIXES, "upload_seconds": round(uploaded, 1), "runs": runs}
+    return {
+        "emulator": emulator.name,
+        "keys": keys,
+        "prefixes": PREFIXES,
+        "upload_seconds": round(uploaded, 1),
+        "runs": runs,
+    }
 
 
 def run(
@@ -212,16 +259,27 @@ def run(
     latency_ms: float,
     log_dir: Path,
     endpoint: str | None,
+    listing_emulator: str = "localstack",
 ) -> dict:
-    """Every measurement on one emulator; return the figures."""
+    """Every measurement on one LocalStack (the listing on moto if asked); return the figures."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    with emulator_at(endpoint, log_dir, "localstack") as emulator:
+    needs_localstack = bool(keys) or (bool(listing_keys) and listing_emulator == "localstack")
+    with (
+        emulator_at(endpoint, log_dir, "localstack")
+        if needs_localstack
+        else contextlib.nullcontext()
+    ) as emulator:
         inventories = [
             measure_inventory(emulator, keys, sent, file_format, batch_size)
             for file_format in ("CSV", "Parquet")
             if keys
         ]
-        listing = measure_listing(emulator, listing_keys, latency_ms) if listing_keys else None
+        listing = None
+        if listing_keys and listing_emulator == "moto":
+            with moto_in_process() as (moto, store):
+                listing = measure_listing(moto, store, listing_keys, latency_ms)
+        elif listing_keys:
+            listing = measure_listing(emulator, http_store(emulator), listing_keys, latency_ms)
     return {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inventories": inventories,
@@ -244,6 +302,7 @@ def main() -> None:
     bench.add_argument("--batch-size", type=int, default=100)
     bench.add_argument("--listing-keys", type=int, default=16_000)
     bench.add_argument("--latency-ms", type=float, default=20.0)
+    bench.add_argument("--listing-emulator", choices=("localstack", "moto"), default="localstack")
     bench.add_argument("--out", type=Path, default=Path(".batchspot/bench/seed"))
     bench.add_argument("--endpoint", default="")
     args = parser.parse_args()
@@ -258,6 +317,7 @@ def main() -> None:
         args.latency_ms,
         args.out,
         args.endpoint or None,
+        args.listing_emulator,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2))

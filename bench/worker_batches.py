@@ -56,6 +56,7 @@ def drain(emulator: Any, items: int, batch_size: int) -> dict[str, Any]:
 
     with ThreadPoolExecutor(8) as pool:
         sources = list(pool.map(put, keys))
+    # The seeder's own messages (invoke seed --batch-size), so the figures are of its contract.
     if batch_size > 1:
         bodies = [batch.body for batch in Batching(batch_size).group(sources)]
     else:

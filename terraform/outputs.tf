@@ -26,7 +26,7 @@ output "dlq_alarm_name" {
 }
 
 output "failure_alarm_name" {
-  description = "CloudWatch alarm that fires when too many of the items settled in 5 minutes failed."
+  description = "CloudWatch alarm that fires when too many of the items attempted in 5 minutes failed."
   value       = module.monitoring.failure_alarm_name
 }
 

@@ -119,7 +119,7 @@ variable "dlq_alarm_actions" {
 }
 
 variable "failure_rate_alarm_threshold" {
-  description = "Share of the items settled in 5 minutes that may fail before the failure-rate alarm fires (0.05 = 5 %)."
+  description = "Share of the items attempted in 5 minutes that may fail before the failure-rate alarm fires (0.05 = 5 %)."
   type        = number
   default     = 0.05
 }

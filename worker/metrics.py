@@ -59,9 +59,10 @@ EMF_ROOT = "_aws"
 # and job name (to tell workloads sharing a queue apart).
 QUEUE_DIMENSION = "JobQueue"
 NAME_DIMENSION = "JobName"
-# Item lines: one per message settled. The outcome counters are 0 or 1 on every line, so
-# their Sum is items per period and their Average the share of items with that outcome
-# (the failure-rate alarm's statistic). The engine is a property (the line's ``engine``
+# Item lines: one per message settled. The outcome counters count the message's items (1 for
+# a single item, its sources for a batch), so their Sum is items per period; the failure-rate
+# alarm divides the Sums (terraform/modules/monitoring), as an Average would weigh a batch as
+# one item. The engine is a property (the line's ``engine``
 # field, searchable with Logs Insights), not a dimension: as a dimension it would multiply
 # every item metric by the engines a run meets, for a fact that changes once per process.
 ITEM_UNITS = {

@@ -16,14 +16,15 @@ from botocore.config import Config
 
 from batchspot import seed
 from batchspot.aws import create_queue_with_dlq
+from batchspot.batching import Batching
 from batchspot.emulators import Emulator
 from batchspot.sources import list_sources
 from batchspot_support import sample_code
 from batchspot_support.chaos.settings import ChaosSettings
 from batchspot_support.hostile import CASES, QUERY_CASES, message_input
-from worker.keys import Recipe, derive_batch_key, derive_output_key
+from worker.keys import Recipe, derive_output_key
 from worker.limits import MAX_BATCH_ENTRIES, chunked
-from worker.messages import WorkItem, parse_input_format
+from worker.messages import parse_input_format
 
 OUTPUT_PREFIX = "results/"
 # The workers run the sample code with every other setting left at its default.
@@ -81,22 +82,17 @@ def seed_batches(
 ) -> dict[str, list[str]]:
     """Queue the sources under ``prefix`` as batch messages of ``batch_size`` items each.
 
-    Return each batch's result key (as the worker derives it from the listed ETags) and the
-    keys of its sources, the truth its lines are checked by.
+    The messages are the seeder's own (``batchspot.batching``), so a run checks the contract
+    ``invoke seed --batch-size`` sends. Return each batch's result key (as the worker derives
+    it from the listed ETags) and the keys of its sources, the truth its lines are checked by.
     """
-    listed = [
-        WorkItem(s.bucket, s.key, parse_input_format(None, s.key), etag=s.etag)
-        for s in list_sources(s3, stack.input_bucket, prefix)
-    ]
-    batches: dict[str, list[str]] = {}
-    bodies = []
-    for items in chunked(listed, batch_size):
-        fields = [{"bucket": i.bucket, "key": i.key, "etag": i.etag} for i in items]
-        bodies.append(json.dumps({"items": fields}))
-        batches[derive_batch_key(OUTPUT_PREFIX, items, WORKER_RECIPE)] = [i.key for i in items]
-    for group in chunked(bodies, MAX_BATCH_ENTRIES):
+    batches = list(Batching(batch_size).group(list_sources(s3, stack.input_bucket, prefix)))
+    for group in chunked([batch.body for batch in batches], MAX_BATCH_ENTRIES):
         _queue_all(sqs, stack, group, "batch")
-    return batches
+    return {
+        batch.result_key(OUTPUT_PREFIX, WORKER_RECIPE): [source.key for source in batch.sources]
+        for batch in batches
+    }
 
 
 def seed_poison(s3: Any, sqs: Any, stack: ChaosStack) -> list[str]:

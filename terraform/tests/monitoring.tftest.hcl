@@ -21,12 +21,24 @@ run "dashboard_shows_the_run_and_the_alarm_watches_the_failure_rate" {
   command = apply
 
   assert {
-    condition = (aws_cloudwatch_metric_alarm.failure_rate.namespace == "BatchSpot"
-      && aws_cloudwatch_metric_alarm.failure_rate.metric_name == "items_failed"
-      && aws_cloudwatch_metric_alarm.failure_rate.statistic == "Average"
-      && aws_cloudwatch_metric_alarm.failure_rate.dimensions.JobQueue == "batchspot-spot"
-    && aws_cloudwatch_metric_alarm.failure_rate.threshold == 0.05)
-    error_message = "The alarm must watch the share of items failed (Average of the 0/1 items_failed) on the job queue."
+    condition = ({ for q in aws_cloudwatch_metric_alarm.failure_rate.metric_query : q.id => [
+      one(q.metric[*].namespace), one(q.metric[*].metric_name), one(q.metric[*].stat),
+      one(q.metric[*].dimensions.JobQueue), one(q.metric[*].period)] if length(q.metric) > 0 } == {
+      ok     = ["BatchSpot", "items_ok", "Sum", "batchspot-spot", 300]
+      failed = ["BatchSpot", "items_failed", "Sum", "batchspot-spot", 300]
+    })
+    error_message = "The alarm must read the Sums of items_ok and items_failed on the job queue over 5 minutes: a batch's line counts its items, so an Average would weigh a batch as one item."
+  }
+  assert {
+    condition = ([for q in aws_cloudwatch_metric_alarm.failure_rate.metric_query : q.expression if q.return_data == true] == [
+      "IF(FILL(ok, 0) + FILL(failed, 0) > 0, 100 * FILL(failed, 0) / (FILL(ok, 0) + FILL(failed, 0)))"
+    ] && aws_cloudwatch_metric_alarm.failure_rate.threshold == 5)
+    error_message = "The alarm must fire on the failed share of items in percent (5 for 0.05), with no data point when no item was attempted."
+  }
+  assert {
+    condition = ([for m in jsondecode(aws_cloudwatch_dashboard.run.dashboard_body).widgets[5].properties.metrics : m[0].expression if can(m[0].expression)]
+    == [for q in aws_cloudwatch_metric_alarm.failure_rate.metric_query : q.expression if q.return_data == true])
+    error_message = "The dashboard must draw the failure rate with the alarm's own expression."
   }
   assert {
     condition     = aws_cloudwatch_metric_alarm.failure_rate.treat_missing_data == "notBreaching"
@@ -36,9 +48,10 @@ run "dashboard_shows_the_run_and_the_alarm_watches_the_failure_rate" {
     condition = toset([for w in jsondecode(aws_cloudwatch_dashboard.run.dashboard_body).widgets : w.properties.title]) == toset([
       "Queue depths", "Items per minute", "Item duration (ms)",
       "AWS calls per item (per worker process, at its exit)",
-      "Peak memory per worker process (MiB) against the job's", "Alarms", "Items by query engine",
+      "Peak memory per worker process (MiB) against the job's",
+      "Items failed (% of items attempted, as the alarm reads it)", "Alarms", "Items by query engine",
     ])
-    error_message = "The dashboard must show depths, items per minute, durations, calls per item, memory, alarms and engines."
+    error_message = "The dashboard must show depths, items per minute, durations, calls per item, memory, failure rate, alarms and engines."
   }
   assert {
     condition     = [for m in jsondecode(aws_cloudwatch_dashboard.run.dashboard_body).widgets[0].properties.metrics : m[3]] == ["batchspot", "batchspot", "batchspot-dlq"]
@@ -53,7 +66,7 @@ run "dashboard_shows_the_run_and_the_alarm_watches_the_failure_rate" {
     error_message = "Peak RSS must be drawn against the job's memory and each process's share of it."
   }
   assert {
-    condition     = contains(jsondecode(aws_cloudwatch_dashboard.run.dashboard_body).widgets[5].properties.alarms, var.dlq_alarm_arn)
+    condition     = contains(jsondecode(aws_cloudwatch_dashboard.run.dashboard_body).widgets[6].properties.alarms, var.dlq_alarm_arn)
     error_message = "The dead-letter alarm must stand beside the failure-rate alarm."
   }
   assert {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -266,12 +267,26 @@ def test_dashboard_and_failure_alarm_read_the_metrics_the_workers_write(stack):
     (alarm,) = cloudwatch.describe_alarms(AlarmNames=[outputs["failure_alarm_name"]])[
         "MetricAlarms"
     ]
-    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
-        NAMESPACE,
-        "items_failed",
-        "Average",
+    # A batch's item line counts its items, so the rate is Sum(failed) / Sum(ok + failed).
+    read = {
+        query["Id"]: query["MetricStat"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query and not query["ReturnData"]
+    }
+    assert {
+        (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"])
+        for stat in read.values()
+    } == {(NAMESPACE, "items_ok", "Sum"), (NAMESPACE, "items_failed", "Sum")}
+    assert all(
+        stat["Metric"]["Dimensions"] == [{"Name": QUEUE_DIMENSION, "Value": outputs["job_queue"]}]
+        for stat in read.values()
     )
-    assert alarm["Dimensions"] == [{"Name": QUEUE_DIMENSION, "Value": outputs["job_queue"]}]
+    (rate,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
+    assert set(read) <= set(re.findall(r"[a-z]\w*", rate["Expression"]))
+    rate_widget = next(w for w in body["widgets"] if "alarm reads it" in w["properties"]["title"])
+    assert rate["Expression"] in {
+        m[0].get("expression") for m in rate_widget["properties"]["metrics"] if len(m) == 1
+    }
     (dlq_alarm,) = cloudwatch.describe_alarms(AlarmNames=[outputs["dlq_alarm_name"]])[
         "MetricAlarms"
     ]

@@ -8,21 +8,45 @@ locals {
   # Every BatchSpot metric is read for the whole job queue (the workers also publish it per
   # job name, for workloads sharing a queue).
   queue_dimension = ["JobQueue", var.job_queue_name]
-  # An item line counts its outcome as 1 and the others as 0, so Average is the share failed.
-  failure_metric = "items_failed"
+  # An item line counts its message's items by outcome: 1 for a single item, up to 1000 for a
+  # batch. Averaging items_failed would weigh a batch of 100 as one line, so the failure rate
+  # is the failed share of the items' Sums, in percent (CloudWatch metric math, "Using math
+  # expressions with CloudWatch metrics"). FILL gives a period with lines of one outcome only
+  # a 0 for the other; IF gives a period with no items no data point rather than 0 / 0, and
+  # the alarm counts a missing point as not breaching.
+  failure_metric        = "items_failed"
+  failure_percent_label = "items failed (% of items attempted)"
+  failure_percent       = "IF(FILL(ok, 0) + FILL(failed, 0) > 0, 100 * FILL(failed, 0) / (FILL(ok, 0) + FILL(failed, 0)))"
+  # The ids the expression reads, with the item metrics they stand for.
+  failure_inputs = { ok = "items_ok", failed = local.failure_metric }
 }
 
 resource "aws_cloudwatch_metric_alarm" "failure_rate" {
   alarm_name          = "${var.name}-item-failure-rate"
-  alarm_description   = "More than ${var.failure_rate_threshold * 100} % of the items settled on job queue ${var.job_queue_name} in 5 minutes failed; the failures' reasons are in the workers' item log lines (`invoke report`)."
-  namespace           = local.namespace
-  metric_name         = local.failure_metric
-  dimensions          = { JobQueue = var.job_queue_name }
-  statistic           = "Average"
-  period              = 300
+  alarm_description   = "More than ${var.failure_rate_threshold * 100} % of the items attempted (succeeded or failed) on job queue ${var.job_queue_name} in 5 minutes failed; the failures' reasons are in the workers' item log lines (`invoke report`)."
   evaluation_periods  = 1
   comparison_operator = "GreaterThanThreshold"
-  threshold           = var.failure_rate_threshold
+  threshold           = var.failure_rate_threshold * 100
+
+  dynamic "metric_query" {
+    for_each = local.failure_inputs
+    content {
+      id = metric_query.key
+      metric {
+        namespace   = local.namespace
+        metric_name = metric_query.value
+        dimensions  = { JobQueue = var.job_queue_name }
+        stat        = "Sum"
+        period      = 300
+      }
+    }
+  }
+  metric_query {
+    id          = "failed_percent"
+    expression  = local.failure_percent
+    label       = local.failure_percent_label
+    return_data = true
+  }
   # No items settled, no data: nothing is failing.
   treat_missing_data = "notBreaching"
   alarm_actions      = var.alarm_actions
@@ -77,6 +101,17 @@ locals {
         yAxis = { left = { min = 0 } }
       }
     },
+    {
+      x = 0, y = 12, width = 12, title = "Items failed (% of items attempted, as the alarm reads it)", stat = "Sum", period = 300
+      metrics = concat(
+        [for id, metric in local.failure_inputs : concat([local.namespace, metric], local.queue_dimension, [{ id = id, visible = false }])],
+        [[{ id = "failed_percent", expression = local.failure_percent, label = local.failure_percent_label }]],
+      )
+      extra = {
+        annotations = { horizontal = [{ label = "alarm threshold", value = var.failure_rate_threshold * 100 }] }
+        yAxis       = { left = { min = 0 } }
+      }
+    },
   ]
 }
 
@@ -97,14 +132,14 @@ resource "aws_cloudwatch_dashboard" "run" {
       }],
       [
         {
-          type = "alarm", x = 0, y = 12, width = 12, height = 3
+          type = "alarm", x = 12, y = 12, width = 12, height = 3
           properties = {
             title  = "Alarms"
             alarms = [aws_cloudwatch_metric_alarm.failure_rate.arn, var.dlq_alarm_arn]
           }
         },
         {
-          type = "log", x = 12, y = 12, width = 12, height = 3
+          type = "log", x = 12, y = 15, width = 12, height = 3
           properties = {
             title  = "Items by query engine"
             region = var.region

@@ -44,7 +44,7 @@ variable "worker_processes" {
 }
 
 variable "failure_rate_threshold" {
-  description = "The alarm fires when more than this share of the items settled in 5 minutes failed (0.05 = 5 %)."
+  description = "The alarm fires when more than this share of the items attempted in 5 minutes failed (0.05 = 5 %)."
   type        = number
   default     = 0.05
 
