@@ -242,6 +242,20 @@ def page_index_outside() -> bytes:
     return footer_changed(parquet_file(columns, write_page_index=True), outside)
 
 
+def size_statistics_misfit() -> bytes:
+    """Return a file whose first chunk's repetition level histogram has 2 entries, not 1.
+
+    pyarrow (26) aborts the process (SIGABRT) on reading that chunk's metadata.
+    """
+    from worker.query.local.thrift_compact import I64, LIST, STRUCT, ThriftList
+
+    def misfit(footer: dict) -> None:
+        meta = footer[4][1].items[0][1][1].items[0][3][1]  # row group 0, chunk 0, meta_data
+        meta[16] = (STRUCT, {2: (LIST, ThriftList(I64, [PARQUET_ROWS, 0]))})  # size_statistics
+
+    return footer_changed(healthy_parquet(), misfit)
+
+
 def page_bomb() -> bytes:
     """2 Mi zeros in GZIP pages (PLAIN, no dictionary): 8 MiB from 14 KiB, ~600x.
 
@@ -308,6 +322,12 @@ PARQUET_CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] =
         "SELECT * FROM S3Object s WHERE s.i < 10",
         PARQUET,
         "places its page index at bytes 1099511627776",
+    ),
+    "Parquet size statistics that pyarrow aborts on": (
+        size_statistics_misfit,
+        "SELECT COUNT(*) FROM S3Object s",
+        PARQUET,
+        "repetition level histogram holds 2 entries",
     ),
     "Parquet column chunks outside the object": (
         chunks_outside,

@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worker.config import Config, ConfigError, load_config
 from worker.messages import Ignorable, MessageError, WorkItem, parse_message
-from worker.query.local.thrift_compact import ThriftInvalid, read_struct, write_struct
+from worker.query.local.thrift_compact import (
+    STRUCT,
+    Reader,
+    ThriftInvalid,
+    read_struct,
+    write_struct,
+)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -177,3 +183,22 @@ def test_any_thrift_bytes_decode_as_a_struct_that_encodes_again_or_one_clear_err
         return
     assert 0 < end <= len(data)
     assert read_struct(write_struct(fields))[0] == fields
+
+
+@settings(FUZZ, max_examples=1000)
+@given(thrift_bodies)
+@example(b"\x19\x11\x01\x00")  # a list of one boolean: a byte of its own
+@example(b"\x1c" * 16 + b"\x00" * 17)  # structs nested one past MAX_DEPTH
+def test_skipping_thrift_bytes_ends_where_decoding_them_does(data: bytes) -> None:
+    """Skipping a struct (a large footer's walk) reads exactly what decoding it reads."""
+    decoder, skipper = Reader(data), Reader(data)
+    try:
+        decoder.value(STRUCT, 0)
+    except ThriftInvalid:
+        decoder.position = -1
+    try:
+        skipper.skip(STRUCT, 0)
+    except ThriftInvalid as error:
+        assert_clear(error)
+        skipper.position = -1
+    assert skipper.position == decoder.position

@@ -1,6 +1,7 @@
 """Parquet sources: S3 Select's semantics over only the bytes the query needs.
 
-The footer is read and checked first (:mod:`.parquet_ranges`); the query's columns are
+The footer is read and checked first (:mod:`.parquet_ranges`, then each column chunk's
+metadata that pyarrow would abort on, :mod:`.parquet_chunk_check`); the query's columns are
 resolved against the schema (names as S3 Select matches them, ``_N`` by position); row groups
 whose min/max statistics rule out the WHERE clause are skipped; each remaining row group is
 checked against the limits and fetched alone (only the columns read, neighbours merged), and
@@ -41,6 +42,7 @@ from worker.query.local.caps import (
 from worker.query.local.evaluator import evaluate
 from worker.query.local.fast import COMPARISON_KERNELS
 from worker.query.local.fastplan import Declined, literal_value
+from worker.query.local.parquet_chunk_check import check_chunks
 from worker.query.local.parquet_pages import PageIndex
 from worker.query.local.parquet_ranges import ParquetInvalid, ParquetRanges
 from worker.query.local.reader import RangedObject, Records
@@ -80,6 +82,7 @@ def chunks(
     file = ParquetRanges(source)
     file.open()
     reader = _open(file)
+    check_chunks(file.footer(), reader.metadata.schema, deadline)  # before pyarrow reads one
     _check_metadata(reader.metadata)
     yield ""
     schema = reader.schema_arrow

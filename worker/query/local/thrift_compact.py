@@ -9,13 +9,15 @@ fault is one :class:`ThriftInvalid` naming it.
 
 A struct decodes to ``{field id: (type, value)}``; a list to :class:`ThriftList`; integers,
 doubles, binaries and booleans to ``int``, ``float``, ``bytes`` and ``bool``. The writer takes
-the same shapes back, so a decoded struct, edited, encodes again.
+the same shapes back, so a decoded struct, edited, encodes again. :class:`Reader` also walks a
+struct a field at a time, so that a large footer is checked without holding it decoded whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 # Types as the compact protocol numbers them (in a field header; in a list, TRUE is BOOL).
@@ -41,7 +43,7 @@ class ThriftList:
 
 def read_struct(data: bytes | memoryview, start: int = 0) -> tuple[Struct, int]:
     """Decode the struct at ``start``; return it and the offset just past it."""
-    reader = _Reader(memoryview(data), start)
+    reader = Reader(data, start)
     return reader.struct(0), reader.position
 
 
@@ -52,9 +54,12 @@ def write_struct(fields: Struct) -> bytes:
     return bytes(out)
 
 
-class _Reader:
-    def __init__(self, data: memoryview, position: int) -> None:
-        self.data = data
+class Reader:
+    """Compact-protocol values read one at a time from ``position`` on."""
+
+    def __init__(self, data: bytes | memoryview, position: int = 0) -> None:
+        """Read ``data`` from ``position``."""
+        self.data = memoryview(data)
         self.position = position
 
     def byte(self) -> int:
@@ -97,6 +102,7 @@ class _Reader:
         return value
 
     def value(self, kind: int, depth: int) -> Any:
+        """Decode the value of type ``kind``, ``depth`` structs or lists deep."""
         if kind in (TRUE, FALSE):
             return kind == TRUE
         if kind == BYTE:
@@ -110,28 +116,47 @@ class _Reader:
         if depth >= MAX_DEPTH:
             raise ThriftInvalid(f"it nests more than {MAX_DEPTH} deep at byte {self.position}")
         if kind in (LIST, SET):
-            header = self.byte()
-            size = header >> 4 if header >> 4 != 15 else self.varint()
-            element = header & 0x0F
+            element, size = self.list_header()
             if element in (TRUE, FALSE):  # in a list, each boolean is a byte of its own
-                return ThriftList(TRUE, [self.byte() == 1 for _ in range(self.count(size))])
-            items = [self.value(element, depth + 1) for _ in range(self.count(size))]
-            return ThriftList(element, items)
+                return ThriftList(TRUE, [self.byte() == 1 for _ in range(size)])
+            return ThriftList(element, [self.value(element, depth + 1) for _ in range(size)])
         if kind == STRUCT:
             return self.struct(depth + 1)
         raise ThriftInvalid(f"type {kind} at byte {self.position} is not one Parquet uses")
 
-    def struct(self, depth: int) -> Struct:
-        fields: Struct = {}
+    def list_header(self) -> tuple[int, int]:
+        """Read a list's header; return its elements' type and their count, checked."""
+        header = self.byte()
+        size = header >> 4 if header >> 4 != 15 else self.varint()
+        return header & 0x0F, self.count(size)
+
+    def fields(self) -> Iterator[tuple[int, int]]:
+        """Yield a struct's field ids and types; read or decode each value before the next."""
         field = 0
         while True:
             header = self.byte()
             kind = header & 0x0F
             if kind == 0:
-                return fields
+                return
             delta = header >> 4
             field = field + delta if delta else self.zigzag()
-            fields[field] = (kind, self.value(kind, depth))
+            yield field, kind
+
+    def skip(self, kind: int, depth: int) -> None:
+        """Read past a value of type ``kind``, holding at most one element of it decoded."""
+        if kind in (LIST, SET) and depth < MAX_DEPTH:
+            element, size = self.list_header()
+            for _ in range(size):
+                self.skip(BYTE if element in (TRUE, FALSE) else element, depth + 1)
+        elif kind == STRUCT and depth < MAX_DEPTH:
+            for _, field_kind in self.fields():
+                self.skip(field_kind, depth + 1)
+        else:
+            self.value(kind, depth)  # a plain value, or a container past MAX_DEPTH: refused
+
+    def struct(self, depth: int) -> Struct:
+        """Decode the struct at the position, ``depth`` structs or lists deep."""
+        return {field: (kind, self.value(kind, depth)) for field, kind in self.fields()}
 
 
 def _varint(out: bytearray, value: int) -> None:
