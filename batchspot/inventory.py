@@ -38,13 +38,14 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
 from batchspot.errors import OperatorError
-from batchspot.sources import Group, Source, interleave, wanted
+from batchspot.sources import Group, Source, interleave_streams, wanted
 
 FORMATS = ("CSV", "ORC", "Parquet")
 # CSV's fileSchema names (as the manifest spells them) -> ORC's and Parquet's column names.
@@ -301,12 +302,11 @@ def inventory_sources(
 
     ``group``, if given, is applied to each file's own stream and its groups yielded instead.
     """
-    lane: Group = group or iter
-    yield from interleave(
+    yield from interleave_streams(
         (
-            lambda file=file: lane(file_sources(s3, bucket, manifest, file, prefix, suffix))
+            partial(file_sources, s3, bucket, manifest, file, prefix, suffix)
             for file in manifest.files
         ),
         readers,
-        grouped=group is not None,
+        group,
     )

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -172,11 +173,25 @@ def list_sources_parallel(
         frontier = deeper
         if not frontier:
             return
-    yield from interleave(
-        (
-            lambda subtree=subtree: lane(list_sources(s3, bucket, subtree, suffix))
-            for subtree in frontier
-        ),
+    yield from interleave_streams(
+        (partial(list_sources, s3, bucket, subtree, suffix) for subtree in frontier),
         paginators,
+        group,
+    )
+
+
+def interleave_streams(
+    streams: Iterable[Callable[[], Iterator[Source]]], workers: int, group: Group | None
+) -> Iterator[Any]:
+    """Yield the sources of every ordered stream, up to ``workers`` streams read at once.
+
+    A stream is a paginator's or an inventory file's. With ``group``, each stream is grouped on
+    its own and its groups are yielded instead, so a group never mixes two streams
+    (``batchspot.batching``).
+    """
+    lane: Group = group or iter
+    return interleave(
+        (lambda stream=stream: lane(stream()) for stream in streams),
+        workers,
         grouped=group is not None,
     )
