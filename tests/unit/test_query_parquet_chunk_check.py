@@ -23,12 +23,28 @@ from worker.messages import InputFormat
 from worker.query import Deadline, QueryRequest, QueryTimeout, run_query
 from worker.query.local.parquet_chunk_check import check_chunks
 from worker.query.local.parquet_ranges import ParquetInvalid
-from worker.query.local.thrift_compact import BINARY, I64, LIST, STRUCT, ThriftList
+from worker.query.local.thrift_compact import (
+    BINARY,
+    I64,
+    LIST,
+    STRUCT,
+    Struct,
+    ThriftList,
+    read_struct,
+)
 
 
-def _footer_and_schema(body: bytes) -> tuple[bytes, pq.ParquetSchema]:
+@pytest.fixture(params=["walked", "decoded"])
+def form(request) -> str:
+    """The check walks a large footer's bytes, and reads a small one the engine decoded whole."""
+    return request.param
+
+
+def _footer_and_schema(body: bytes, form: str) -> tuple[bytes | Struct, pq.ParquetSchema]:
     length = int.from_bytes(body[-8:-4], "little")
-    return body[-8 - length : -8], pq.ParquetFile(io.BytesIO(body)).metadata.schema
+    footer = body[-8 - length : -8]
+    held = read_struct(footer)[0] if form == "decoded" else footer
+    return held, pq.ParquetFile(io.BytesIO(body)).metadata.schema
 
 
 def _first_chunk(change: Callable[[dict], None]) -> bytes:
@@ -77,13 +93,13 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
-def test_chunk_metadata_pyarrow_aborts_on_is_refused_naming_it(name) -> None:
+def test_chunk_metadata_pyarrow_aborts_on_is_refused_naming_it(name, form) -> None:
     change, reason = REFUSED[name]
     with pytest.raises(ParquetInvalid, match=reason):
-        check_chunks(*_footer_and_schema(_first_chunk(change)))
+        check_chunks(*_footer_and_schema(_first_chunk(change), form))
 
 
-def test_histograms_that_fit_the_levels_or_are_absent_pass() -> None:
+def test_histograms_that_fit_the_levels_or_are_absent_pass(form) -> None:
     """Nested columns' histograms run past two entries; an empty histogram may stand for any."""
     body = parquet_file(
         {
@@ -91,15 +107,15 @@ def test_histograms_that_fit_the_levels_or_are_absent_pass() -> None:
             "s": pa.array([{"x": "a"}, None, {"x": None}]),
         }
     )
-    check_chunks(*_footer_and_schema(body))  # pyarrow wrote histograms of 2, 4 and 3 entries
+    check_chunks(*_footer_and_schema(body, form))  # pyarrow wrote histograms of 2, 4 and 3 entries
     request = QueryRequest("b", "k", "SELECT * FROM S3Object s", InputFormat(kind="PARQUET"))
     rows = run_query(BytesS3({"k": body}), request, "local").text
     assert rows == '{"l":[1,null],"s":{"x":"a"}}\n{"l":null,"s":null}\n{"l":[3],"s":{"x":null}}\n'
     empty = _first_chunk(_sizes(0, {2: _histogram(), 3: _histogram()}))
-    check_chunks(*_footer_and_schema(empty))
+    check_chunks(*_footer_and_schema(empty, form))
 
 
-def test_a_passed_deadline_stops_the_check_between_chunks() -> None:
+def test_a_passed_deadline_stops_the_check_between_chunks(form) -> None:
     """A footer of ~170 000 chunks (16 MiB, the largest read) takes ~7 s to check."""
     with pytest.raises(QueryTimeout, match="passed the item's deadline"):
-        check_chunks(*_footer_and_schema(healthy_parquet()), Deadline(time.monotonic() - 1))
+        check_chunks(*_footer_and_schema(healthy_parquet(), form), Deadline(time.monotonic() - 1))

@@ -25,6 +25,8 @@ from worker.query.local import parquet_pages, parquet_ranges
 from worker.query.local.thrift_compact import (
     I32,
     I64,
+    STRUCT,
+    Reader,
     ThriftInvalid,
     read_struct,
     write_struct,
@@ -221,8 +223,26 @@ def test_a_list_claiming_more_elements_than_bytes_is_refused_before_it_is_built(
         read_struct(deep)
 
 
+@pytest.mark.parametrize(
+    ("data", "fault"),
+    [
+        (b"\x16" + b"\xff" * 10 + b"\x01\x00", "a varint before byte 11 runs past 10 bytes"),
+        (b"\x16\xac", "it ends at byte 2, inside a value"),  # an i64 cut inside its varint
+        (b"\x18\x05ab", "a value at byte 2 claims 5 bytes, past the 2 left"),  # a binary
+        (b"\x16\x02", "it ends at byte 2, inside a value"),  # no field header, no stop
+        (b"", "it ends at byte 0, inside a value"),
+    ],
+)
+def test_bytes_that_end_or_run_on_inside_a_value_are_refused_naming_where(data, fault) -> None:
+    """Decoding and walking (the chunk check's skip) stop at the same fault, never read past."""
+    with pytest.raises(ThriftInvalid, match=fault):
+        read_struct(data)
+    with pytest.raises(ThriftInvalid, match=fault):
+        Reader(data).skip(STRUCT, 0)
+
+
 def test_a_footer_past_the_limit_takes_the_whole_chunk_path(files, monkeypatch) -> None:
-    monkeypatch.setattr(parquet_pages, "MAX_FOOTER_BYTES", 100)
+    monkeypatch.setattr(parquet_ranges, "MAX_DECODED_FOOTER_BYTES", 100)
     text, s3, _ = reads(files[0], "SELECT * FROM S3Object s WHERE s.id < 120")
     assert text.count("\n") == 120
     assert len(s3.requests) == 2  # the footer, then row group 0's chunks: no index read

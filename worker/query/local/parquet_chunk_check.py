@@ -3,8 +3,9 @@
 pyarrow (26) checks a chunk's metadata when Python first asks for it
 (``metadata.row_group(i).column(j)``), and a failed check there is a C++ exception that Cython
 cannot turn into a Python one: the process is killed by SIGABRT. One hostile object must
-never kill a worker, so every chunk of the footer is read first (:mod:`.thrift_compact`, one
-chunk decoded at a time) and refused, as an invalid file, where pyarrow would abort on it:
+never kill a worker, so every chunk of the footer is read first (:mod:`.thrift_compact`: the
+footer decoded whole where it is small, which the page index reads too, else one chunk decoded
+at a time) and refused, as an invalid file, where pyarrow would abort on it:
 
 - size statistics (parquet.thrift ``ColumnMetaData.size_statistics``) whose repetition or
   definition level histogram, where present, does not hold the column's maximum level plus
@@ -24,6 +25,9 @@ chunks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -46,46 +50,70 @@ _SIZES_UNENCODED, _SIZES_REPETITION, _SIZES_DEFINITION = 1, 2, 3
 
 
 def check_chunks(
-    footer: bytes | memoryview, schema: pq.ParquetSchema, deadline: Deadline | None = None
+    footer: Struct | bytes | memoryview,
+    schema: pq.ParquetSchema,
+    deadline: Deadline | None = None,
 ) -> None:
     """Refuse a footer holding a column chunk's metadata that pyarrow would abort on.
 
-    ``deadline`` is checked between chunks.
+    ``footer`` is decoded already (:meth:`.ParquetRanges.decoded_footer`) or its bytes, walked
+    a chunk at a time. ``deadline`` is checked between chunks.
     """
     deadline = deadline or Deadline(None)
     leaves = [schema.column(i) for i in range(len(schema))]
-    reader = Reader(footer)
+    groups = _held_groups(footer) if isinstance(footer, dict) else _walked_groups(Reader(footer))
     try:
-        for field, kind in reader.fields():
-            if field == _FILE_ROW_GROUPS and kind == LIST:
-                _check_groups(reader, leaves, deadline)
-            else:
-                reader.skip(kind, 0)
+        for index, chunks in enumerate(groups):
+            count = next(chunks)
+            if count != len(leaves):  # pyarrow reads chunks by the schema's leaf positions
+                raise ParquetInvalid(
+                    f"row group {index} holds {count} column chunks, but the schema has "
+                    f"{len(leaves)} columns"
+                )
+            for leaf, chunk in zip(leaves, chunks, strict=True):
+                deadline.check()
+                if isinstance(chunk, dict):
+                    _check_chunk(chunk, index, leaf)
     except ThriftInvalid as error:
         raise ParquetInvalid(f"its footer does not decode: {error}") from None
 
 
-def _check_groups(reader: Reader, leaves: list[pq.ColumnSchema], deadline: Deadline) -> None:
-    element, groups = reader.list_header()
-    for index in range(groups):
-        if element != STRUCT:
-            reader.skip(element, 1)  # not a row group: pyarrow refused the footer already
+# Each row group as an iterator: its count of column chunks, then each chunk (a Struct, or
+# another value where the footer is damaged).
+Chunks = Iterator[Any]
+
+
+def _held_groups(footer: Struct) -> Iterator[Chunks]:
+    kind, groups = footer.get(_FILE_ROW_GROUPS, (None, None))
+    for group in groups.items if kind == LIST else ():
+        if isinstance(group, dict):  # not a row group: pyarrow refused the footer already
+            kind, columns = group.get(_GROUP_COLUMNS, (None, None))
+            chunks = columns.items if kind == LIST else []
+            yield iter([len(chunks), *chunks])
+
+
+def _walked_groups(reader: Reader) -> Iterator[Chunks]:
+    for field, kind in reader.fields():
+        if field != _FILE_ROW_GROUPS or kind != LIST:
+            reader.skip(kind, 0)
             continue
-        for field, kind in reader.fields():
-            if field != _GROUP_COLUMNS or kind != LIST:
-                reader.skip(kind, 2)
+        element, groups = reader.list_header()
+        for _ in range(groups):
+            if element != STRUCT:
+                reader.skip(element, 1)
                 continue
-            chunk_type, chunks = reader.list_header()
-            if chunks != len(leaves):  # pyarrow reads chunks by the schema's leaf positions
-                raise ParquetInvalid(
-                    f"row group {index} holds {chunks} column chunks, but the schema has "
-                    f"{len(leaves)} columns"
-                )
-            for leaf in leaves:
-                deadline.check()
-                chunk = reader.value(chunk_type, 3)  # one chunk decoded at a time
-                if isinstance(chunk, dict):
-                    _check_chunk(chunk, index, leaf)
+            for field, kind in reader.fields():
+                if field == _GROUP_COLUMNS and kind == LIST:
+                    yield _walked_chunks(reader)
+                else:
+                    reader.skip(kind, 2)
+
+
+def _walked_chunks(reader: Reader) -> Chunks:
+    chunk_type, chunks = reader.list_header()
+    yield chunks
+    for _ in range(chunks):
+        yield reader.value(chunk_type, 3)  # one chunk decoded at a time
 
 
 def _check_chunk(chunk: Struct, index: int, leaf: pq.ColumnSchema) -> None:

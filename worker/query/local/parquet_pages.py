@@ -12,8 +12,8 @@ footer saying so) that pyarrow decodes; and the columns, cut to the span, make o
 The index is the file's word, as the footer's statistics are: an index whose places fall
 outside the object, or that disagrees with itself or the footer, makes the file invalid (a
 permanent failure naming the fault). A file without an index for the chunks a query reads, a
-footer over :data:`MAX_FOOTER_BYTES`, nested columns, or a span over half the row group take
-the whole-chunk path.
+footer too large to hold decoded (:data:`.parquet_ranges.MAX_DECODED_FOOTER_BYTES`), nested
+columns, or a span over half the row group take the whole-chunk path.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ from worker.query.local.thrift_compact import (
 )
 
 # Decoded into Python values, a compact-protocol byte takes up to ~70 bytes of memory (a page's
-# location, 7 bytes, becomes a dict of three ints): a footer or a chunk's index past these
-# limits is left to the whole-chunk path (~18 MiB decoded at most; typical ones are a few KiB).
-MAX_FOOTER_BYTES = 256 << 10
+# location, 7 bytes, becomes a dict of three ints): a chunk's index past this is left to the
+# whole-chunk path (~18 MiB decoded at most; typical ones are a few KiB).
 MAX_CHUNK_INDEX_BYTES = 256 << 10
 # The page index of all the row groups a query may read is fetched at once if within this.
 MAX_INDEX_BYTES = 4 << 20
@@ -109,9 +108,9 @@ class PageIndex:
             schema.column(leaf).max_repetition_level == 0 and "." not in path
             for leaf, path in paths.items()
         )
-        if not groups or not flat or file.size - 8 - file.data_end > MAX_FOOTER_BYTES:
+        footer = file.decoded_footer()
+        if not groups or not flat or footer is None:
             return None
-        footer = _decoded(file.footer(), "the footer")
         spans = []
         for index in groups:
             for leaf in leaves:

@@ -17,6 +17,7 @@ from typing import Any
 
 from worker.query import QueryLimitExceeded, QueryUnsupported
 from worker.query.local.reader import EmptyObject, RangedObject
+from worker.query.local.thrift_compact import Struct, ThriftInvalid, read_struct
 
 # Most footers are a few KiB (pyarrow's own first read of a footer is 64 KiB too): one GET.
 FOOTER_GET = 64 << 10
@@ -24,6 +25,9 @@ FOOTER_GET = 64 << 10
 MERGE_GAP = 1 << 20
 # A footer past this is refused before it is parsed: 16 MiB describes ~100 000 column chunks.
 MAX_FOOTER_BYTES = 16 << 20
+# A footer up to this is decoded whole, once, for the chunk check and the page index to share
+# (up to ~70 bytes of Python objects a byte: ~18 MiB at most); a larger one is only walked.
+MAX_DECODED_FOOTER_BYTES = 256 << 10
 MAGIC = b"PAR1"
 _TRAILER = 8  # the footer's length (4 bytes, little-endian) and the magic
 
@@ -52,6 +56,7 @@ class ParquetRanges(io.RawIOBase):
         super().__init__()
         self._source = source
         self._footer: tuple[int, bytes] = (0, b"")
+        self._decoded: Struct | None = None
         self._held: list[tuple[int, bytes]] = []
         self._position = 0
         self.size = 0
@@ -90,6 +95,16 @@ class ParquetRanges(io.RawIOBase):
         """Return the footer's Thrift bytes (without its length and the magic)."""
         first, tail = self._footer
         return memoryview(tail)[self.data_end - first : self.size - _TRAILER - first]
+
+    def decoded_footer(self) -> Struct | None:
+        """Return the footer decoded (once), or None where it is over MAX_DECODED_FOOTER_BYTES."""
+        footer = self.footer()
+        if self._decoded is None and len(footer) <= MAX_DECODED_FOOTER_BYTES:
+            try:
+                self._decoded = read_struct(footer)[0]
+            except ThriftInvalid as error:
+                raise ParquetInvalid(f"its footer does not decode: {error}") from None
+        return self._decoded
 
     def fetch(self, spans: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
         """Fetch ``spans``, merged; return each merged range's start and bytes."""

@@ -55,17 +55,26 @@ def write_struct(fields: Struct) -> bytes:
 
 
 class Reader:
-    """Compact-protocol values read one at a time from ``position`` on."""
+    """Compact-protocol values read one at a time from ``position`` on.
+
+    The hot steps (a field header, a varint, an integer value) index the bytes inline rather
+    than through :meth:`byte`: a footer is tens of thousands of them, and the method calls
+    were most of the time. Reading past the end is an IndexError, turned into ThriftInvalid.
+    """
 
     def __init__(self, data: bytes | memoryview, position: int = 0) -> None:
         """Read ``data`` from ``position``."""
-        self.data = memoryview(data)
+        self.data = bytes(data)  # indexing bytes is faster than indexing a memoryview
         self.position = position
 
+    def _ended(self) -> ThriftInvalid:
+        return ThriftInvalid(f"it ends at byte {len(self.data)}, inside a value")
+
     def byte(self) -> int:
-        if self.position >= len(self.data):
-            raise ThriftInvalid(f"it ends at byte {self.position}, inside a value")
-        value = self.data[self.position]
+        try:
+            value = self.data[self.position]
+        except IndexError:
+            raise self._ended() from None
         self.position += 1
         return value
 
@@ -75,18 +84,26 @@ class Reader:
                 f"a value at byte {self.position} claims {count} bytes, past the "
                 f"{len(self.data) - self.position} left"
             )
-        value = bytes(self.data[self.position : self.position + count])
+        value = self.data[self.position : self.position + count]
         self.position += count
         return value
 
     def varint(self) -> int:
-        value = 0
-        for shift in range(0, 7 * _VARINT_BYTES, 7):
-            byte = self.byte()
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-        raise ThriftInvalid(f"a varint before byte {self.position} runs past 10 bytes")
+        data, position = self.data, self.position
+        try:
+            byte = data[position]
+            value, shift = byte & 0x7F, 7
+            while byte & 0x80:
+                if shift >= 7 * _VARINT_BYTES:
+                    raise ThriftInvalid(f"a varint before byte {position + 1} runs past 10 bytes")
+                position += 1
+                byte = data[position]
+                value |= (byte & 0x7F) << shift
+                shift += 7
+        except IndexError:
+            raise self._ended() from None
+        self.position = position + 1
+        return value
 
     def zigzag(self) -> int:
         value = self.varint()
@@ -103,22 +120,25 @@ class Reader:
 
     def value(self, kind: int, depth: int) -> Any:
         """Decode the value of type ``kind``, ``depth`` structs or lists deep."""
+        if I16 <= kind <= I64:  # the commonest: tested first
+            value = self.varint()
+            return (value >> 1) ^ -(value & 1)
+        if kind == BINARY:
+            return self.take(self.varint())
         if kind in (TRUE, FALSE):
             return kind == TRUE
         if kind == BYTE:
             return self.byte()
-        if kind in (I16, I32, I64):
-            return self.zigzag()
         if kind == DOUBLE:
             return struct.unpack("<d", self.take(8))[0]
-        if kind == BINARY:
-            return self.take(self.varint())
         if depth >= MAX_DEPTH:
             raise ThriftInvalid(f"it nests more than {MAX_DEPTH} deep at byte {self.position}")
         if kind in (LIST, SET):
             element, size = self.list_header()
             if element in (TRUE, FALSE):  # in a list, each boolean is a byte of its own
                 return ThriftList(TRUE, [self.byte() == 1 for _ in range(size)])
+            if I16 <= element <= I64:
+                return ThriftList(element, [self.zigzag() for _ in range(size)])
             return ThriftList(element, [self.value(element, depth + 1) for _ in range(size)])
         if kind == STRUCT:
             return self.struct(depth + 1)
@@ -133,8 +153,13 @@ class Reader:
     def fields(self) -> Iterator[tuple[int, int]]:
         """Yield a struct's field ids and types; read or decode each value before the next."""
         field = 0
+        data = self.data
         while True:
-            header = self.byte()
+            try:
+                header = data[self.position]
+            except IndexError:
+                raise self._ended() from None
+            self.position += 1
             kind = header & 0x0F
             if kind == 0:
                 return
@@ -156,7 +181,14 @@ class Reader:
 
     def struct(self, depth: int) -> Struct:
         """Decode the struct at the position, ``depth`` structs or lists deep."""
-        return {field: (kind, self.value(kind, depth)) for field, kind in self.fields()}
+        decoded: Struct = {}
+        for field, kind in self.fields():
+            if I16 <= kind <= I64:  # most fields: decoded here, one call fewer each
+                value = self.varint()
+                decoded[field] = (kind, (value >> 1) ^ -(value & 1))
+            else:
+                decoded[field] = (kind, self.value(kind, depth))
+        return decoded
 
 
 def _varint(out: bytearray, value: int) -> None:
