@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchspot.sample_data import month_csv, month_parquet
-from batchspot_support.hostile import PARQUET_CASES, parquet_file
+from batchspot_support.hostile import PARQUET_CASES, PARQUET_ROWS, parquet_file
 from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
 from worker.query import (
@@ -276,12 +276,14 @@ def test_a_row_group_past_the_memory_limit_is_refused_naming_it(wide, monkeypatc
 # the process (pyarrow aborts on some footers) fails its own test, naming the signal.
 HOSTILE_CHILD = """
 import json, time
-from batchspot_support.hostile import PARQUET_CASES
+from batchspot_support.hostile import PARQUET_CASES, size_statistics_misfit
 from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
 from worker.query import QueryError, QueryLimitExceeded, QueryRequest, QueryUnsupported, run_query
 
-for name, (make, sql, fields, _) in PARQUET_CASES.items():
+COUNTED = {"COUNT(*) of a file pyarrow aborts on": (size_statistics_misfit,
+           "SELECT COUNT(*) FROM S3Object s", {"kind": "PARQUET"}, "")}
+for name, (make, sql, fields, _) in {**PARQUET_CASES, **COUNTED}.items():
     s3 = BytesS3({"k": make()})
     started = time.monotonic()
     try:
@@ -319,6 +321,15 @@ def test_hostile_parquet_is_refused_for_good_quickly(hostile_outcomes, name) -> 
     assert outcomes[name]["permanent"], outcomes[name]["outcome"]
     assert re.search(expected, outcomes[name]["outcome"]), outcomes[name]["outcome"]
     assert outcomes[name]["seconds"] < 2
+
+
+def test_count_reads_no_chunk_metadata_so_none_can_abort_it(hostile_outcomes) -> None:
+    """COUNT(*) alone is the row groups' counts, as DuckDB answers it: the chunk whose metadata
+    pyarrow aborts on is never asked for (reading its column is refused, above)."""
+    outcomes, ending = hostile_outcomes
+    name = "COUNT(*) of a file pyarrow aborts on"
+    assert name in outcomes, f"the process died on this file, {ending}"
+    assert outcomes[name]["outcome"] == f'{{"_1":{PARQUET_ROWS}}}\n'
 
 
 # --- fuzz: any damage to a file ends in rows or one clear refusal --------------------------
