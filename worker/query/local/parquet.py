@@ -1,7 +1,8 @@
 """Parquet sources: S3 Select's semantics over only the bytes the query needs.
 
-The footer is read and checked first (:mod:`.parquet_ranges`, then each column chunk's
-metadata that pyarrow would abort on, :mod:`.parquet_chunk_check`); the query's columns are
+The footer is read and checked first (:mod:`.parquet_ranges`); ``COUNT(*)`` alone is then the
+row groups' counts. Otherwise each column chunk's metadata that pyarrow would abort on is
+refused (:mod:`.parquet_chunk_check`) before any is asked for; the query's columns are
 resolved against the schema (names as S3 Select matches them, ``_N`` by position); row groups
 whose min/max statistics rule out the WHERE clause are skipped; each remaining row group is
 checked against the limits and fetched alone (only the columns read, neighbours merged), and
