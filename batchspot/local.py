@@ -34,7 +34,7 @@ from batchspot.environment import overridden
 from batchspot.errors import OperatorError
 from batchspot.fleet import Fleet, worker_env
 from batchspot.local_batch import (
-    MOTO_LOG_GROUP,
+    ArrayRun,
     ContainerRunError,
     remove_containers,
     run_array_job,
@@ -43,7 +43,6 @@ from batchspot.progress import Progress
 from batchspot.report import (
     RunLog,
     estimated_costs,
-    from_cloudwatch,
     from_log_dir,
     write_report,
 )
@@ -218,10 +217,12 @@ def run_local(
         run.items = report.sent
         settings = {"IDLE_EXIT_SECONDS": "3", **({"HANDLER": handler} if handler else {})}
         prefix = outputs.get("output_prefix", "results/")
+        array: ArrayRun | None = None
         if image_name:
-            job_id, summaries = _run_containers(
+            array = _run_containers(
                 run, outputs, {**aws_env, **settings}, workers, name, image_name, sqs
             )
+            job_id, summaries = array.job_id, array.summaries
         else:
             env = {**worker_environment(outputs, aws_env), **settings}
             env["AWS_BATCH_JOB_ID"] = job_id = f"local-{uuid.uuid4().hex[:8]}"
@@ -247,10 +248,9 @@ def run_local(
         run.estimate = _estimate(run.worker_seconds)
         run.report = _write_report(
             state_dir,
-            # The containers' logs are in CloudWatch, as on AWS; the processes' in files.
-            partial(from_cloudwatch, client("batch"), client("logs"), job_id, MOTO_LOG_GROUP)
-            if image_name
-            else partial(from_log_dir, logs, job_id),
+            # The containers' logs are in CloudWatch (fetched once, with the summaries), as on
+            # AWS; the processes' in files.
+            array.log if array else partial(from_log_dir, logs, job_id),
         )
     run.seconds = time.monotonic() - started
     return run
@@ -264,8 +264,8 @@ def _run_containers(
     name: str,
     image_name: str,
     sqs: Any,
-) -> tuple[str, list[dict[str, Any]]]:
-    """Run the array job as containers on moto's Batch; return its id and the summaries."""
+) -> ArrayRun:
+    """Run the array job as containers on moto's Batch; return what it did and logged."""
     print(f"submitting an array job of {size} children to moto's Batch, image {image_name}")
     try:
         with _progress(run.items, sqs, outputs["queue_url"]) as progress:
@@ -285,7 +285,7 @@ def _run_containers(
         remove_containers(image_name)
     run.containers = array.describe()
     run.worker_exit_codes = array.exit_codes
-    return array.job_id, array.summaries
+    return array
 
 
 def _written_manifest(s3: Any, run: Run) -> tuple[str, str]:
