@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".batchspot" / "local"
 SAMPLE_PREFIX = "trip data/"
 # The sample is seeded one item a message, so the queues' counts are its items.
-ITEMS_PER_MESSAGE = 1.0
+SAMPLE_ITEMS_PER_MESSAGE = 1.0
 # Storage and queue are what the stack needs from LocalStack's free edition; it has no Batch or ECR.
 LOCALSTACK_TARGETS = ("module.storage", "module.queue")
 # Priced for the estimate: the original write-up's instance type and its Spot price (an
@@ -248,7 +248,7 @@ def run_local(
             manifest, _ = run_final(s3, sqs, run_of_job, settings)
             run.manifest_uri, run.item_counts = (
                 manifest.uri,
-                manifest.counts.render(ITEMS_PER_MESSAGE),
+                manifest.counts.render(SAMPLE_ITEMS_PER_MESSAGE),
             )
         run.estimate = _estimate(run.worker_seconds)
         run.report = _write_report(
@@ -300,7 +300,7 @@ def _written_manifest(s3: Any, run: Run) -> tuple[str, str]:
         document = json.loads(s3.get_object(Bucket=run.bucket, Key=key)["Body"].read())
     except s3.exceptions.NoSuchKey:
         return "none: the final job wrote no manifest", "not run"
-    return f"s3://{run.bucket}/{key}", Counts(**document["Counts"]).render(ITEMS_PER_MESSAGE)
+    return f"s3://{run.bucket}/{key}", Counts(**document["Counts"]).render(SAMPLE_ITEMS_PER_MESSAGE)
 
 
 @contextlib.contextmanager

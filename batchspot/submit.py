@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from batchspot.image import ECR_IMAGE, missing_from_ecr
 from worker.config import JOB_NAME_VARIABLE, ConfigError, load_config
 from worker.keys import Recipe
-from worker.queue_depth import ITEMS_PER_MESSAGE, queue_counts
+from worker.queue_depth import ITEMS_PER_MESSAGE_VARIABLE, queue_counts
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on array children
 DEFAULT_PER_WORKER = 100  # items per child for --size auto
@@ -225,7 +225,7 @@ class FinalStep:
         if self.tolerate_pending:
             env["TOLERATE_PENDING"] = "true"
         if self.items_per_message is not None:
-            env[ITEMS_PER_MESSAGE] = f"{self.items_per_message:g}"
+            env[ITEMS_PER_MESSAGE_VARIABLE] = f"{self.items_per_message:g}"
         return env
 
 

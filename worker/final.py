@@ -35,7 +35,7 @@ from worker.handlers import HandlerError, JsonFile
 from worker.logs import log
 from worker.manifest import Manifest, Run, build_manifest, merge, read_entries
 from worker.messages import MAX_BATCH_ITEMS
-from worker.queue_depth import ITEMS_PER_MESSAGE, held_items
+from worker.queue_depth import ITEMS_PER_MESSAGE_VARIABLE, held_items
 
 EXIT_FAILED = 1
 
@@ -86,7 +86,7 @@ def load_final(env: Mapping[str, str]) -> tuple[Run, FinalSettings]:
         command,
         share,
         tolerate_pending=pending == "true",
-        items_per_message=_items_per_message(env.get(ITEMS_PER_MESSAGE, "").strip()),
+        items_per_message=_items_per_message(env.get(ITEMS_PER_MESSAGE_VARIABLE, "").strip()),
     )
 
 
@@ -100,7 +100,8 @@ def _items_per_message(raw: str) -> float | None:
         ratio = 0.0
     if not 1 <= ratio <= MAX_BATCH_ITEMS:
         raise ConfigError(
-            f"{ITEMS_PER_MESSAGE} must be a number from 1 to {MAX_BATCH_ITEMS}, got {raw!r}"
+            f"{ITEMS_PER_MESSAGE_VARIABLE} must be a number from 1 to {MAX_BATCH_ITEMS}, "
+            f"got {raw!r}"
         )
     return ratio
 

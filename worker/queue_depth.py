@@ -6,7 +6,8 @@ plane, so the one reading lives here and the control plane imports it.
 
 SQS counts messages, and a batch message names up to ``MAX_BATCH_ITEMS`` items: what the
 messages hold in items is said one way too (:func:`held_items`), by ``invoke status`` and by
-the final step, which ``invoke submit`` tells the seeds' ratio (:data:`ITEMS_PER_MESSAGE`).
+the final step, which ``invoke submit`` tells the seeds' ratio
+(:data:`ITEMS_PER_MESSAGE_VARIABLE`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from worker.messages import MAX_BATCH_ITEMS
 
 # The final job's environment: the items a message of the work queue names, as seeded
 # (``batchspot.queued_items``); ``invoke submit`` sets it, since the job cannot see the seeds.
-ITEMS_PER_MESSAGE = "QUEUED_ITEMS_PER_MESSAGE"
+ITEMS_PER_MESSAGE_VARIABLE = "QUEUED_ITEMS_PER_MESSAGE"
 
 # SQS's approximate counts, in the order of QueueCounts' fields.
 DEPTH_ATTRIBUTES = (
