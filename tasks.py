@@ -365,7 +365,10 @@ def submit(
     batch = stack.aws("batch")
     job_queue = stack.value("job_queue", job_queue)
     job_definition = stack.value("job_definition", job_definition)
-    queue_url = stack.value("queue_url", queue_url) if size == "auto" else ""
+    if not queue_url:  # --size auto needs it; the final job is told its messages' items
+        read = stack.value if size == "auto" else stack.optional
+        queue_url = read("queue_url") or ""
+    items_per_message = queued_items.items_per_message(queue_url) if queue_url else None
     count = submitting.resolve_size(
         size,
         sqs=stack.aws("sqs"),
@@ -374,7 +377,7 @@ def submit(
         job_queue=job_queue,
         job_definition=job_definition,
         per_worker=per_worker,
-        items_per_message=queued_items.items_per_message(queue_url) if queue_url else 1.0,
+        items_per_message=items_per_message or 1.0,
     )
     overrides = submitting.parse_env(env or [])
     submitting.require_image_in_ecr(batch, stack.aws("ecr"), job_definition)
@@ -390,6 +393,7 @@ def submit(
             command=then or None,
             tolerate_failures=None if tolerate_failures < 0 else tolerate_failures,
             tolerate_pending=tolerate_pending,
+            items_per_message=items_per_message,
         )
         if then or final or tolerate_failures >= 0 or tolerate_pending
         else None,
@@ -472,8 +476,8 @@ def results(
     import json
     from pathlib import Path
 
+    from batchspot import queued_items, stack
     from batchspot import results as reading
-    from batchspot import stack
     from worker.manifest import build_manifest
 
     run = reading.run_of(
@@ -486,7 +490,7 @@ def results(
     manifest = build_manifest(stack.aws("s3"), stack.aws("sqs"), run)
     print(json.dumps(manifest.document(), indent=2))
     print(f"manifest: {manifest.uri}")
-    print(manifest.counts.render())
+    print(manifest.counts.render(queued_items.items_per_message(run.queue_url)))
     if failed:
         for entry in reading.failures(stack.aws("s3"), manifest):
             print(reading.render_failure(entry))

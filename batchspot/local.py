@@ -34,7 +34,7 @@ from batchspot.environment import overridden
 from batchspot.errors import OperatorError
 from batchspot.fleet import Fleet, worker_env
 from batchspot.local_batch import (
-    MOTO_LOG_GROUP,
+    ArrayRun,
     ContainerRunError,
     remove_containers,
     run_array_job,
@@ -43,7 +43,6 @@ from batchspot.progress import Progress
 from batchspot.report import (
     RunLog,
     estimated_costs,
-    from_cloudwatch,
     from_log_dir,
     write_report,
 )
@@ -56,6 +55,8 @@ from worker.queue_depth import queue_counts
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".batchspot" / "local"
 SAMPLE_PREFIX = "trip data/"
+# The sample is seeded one item a message, so the queues' counts are its items.
+SAMPLE_ITEMS_PER_MESSAGE = 1.0
 # Storage and queue are what the stack needs from LocalStack's free edition; it has no Batch or ECR.
 LOCALSTACK_TARGETS = ("module.storage", "module.queue")
 # Priced for the estimate: the original write-up's instance type and its Spot price (an
@@ -218,10 +219,12 @@ def run_local(
         run.items = report.sent
         settings = {"IDLE_EXIT_SECONDS": "3", **({"HANDLER": handler} if handler else {})}
         prefix = outputs.get("output_prefix", "results/")
+        array: ArrayRun | None = None
         if image_name:
-            job_id, summaries = _run_containers(
+            array = _run_containers(
                 run, outputs, {**aws_env, **settings}, workers, name, image_name, sqs
             )
+            job_id, summaries = array.job_id, array.summaries
         else:
             env = {**worker_environment(outputs, aws_env), **settings}
             env["AWS_BATCH_JOB_ID"] = job_id = f"local-{uuid.uuid4().hex[:8]}"
@@ -243,14 +246,16 @@ def run_local(
             # Items left pending are shown in its counts, not raised: this run is for looking at.
             settings = FinalSettings(tolerate_pending=True)
             manifest, _ = run_final(s3, sqs, run_of_job, settings)
-            run.manifest_uri, run.item_counts = manifest.uri, manifest.counts.render()
+            run.manifest_uri, run.item_counts = (
+                manifest.uri,
+                manifest.counts.render(SAMPLE_ITEMS_PER_MESSAGE),
+            )
         run.estimate = _estimate(run.worker_seconds)
         run.report = _write_report(
             state_dir,
-            # The containers' logs are in CloudWatch, as on AWS; the processes' in files.
-            partial(from_cloudwatch, client("batch"), client("logs"), job_id, MOTO_LOG_GROUP)
-            if image_name
-            else partial(from_log_dir, logs, job_id),
+            # The containers' logs are in CloudWatch (fetched once, with the summaries), as on
+            # AWS; the processes' in files.
+            array.log if array else partial(from_log_dir, logs, job_id),
         )
     run.seconds = time.monotonic() - started
     return run
@@ -264,8 +269,8 @@ def _run_containers(
     name: str,
     image_name: str,
     sqs: Any,
-) -> tuple[str, list[dict[str, Any]]]:
-    """Run the array job as containers on moto's Batch; return its id and the summaries."""
+) -> ArrayRun:
+    """Run the array job as containers on moto's Batch; return what it did and logged."""
     print(f"submitting an array job of {size} children to moto's Batch, image {image_name}")
     try:
         with _progress(run.items, sqs, outputs["queue_url"]) as progress:
@@ -285,7 +290,7 @@ def _run_containers(
         remove_containers(image_name)
     run.containers = array.describe()
     run.worker_exit_codes = array.exit_codes
-    return array.job_id, array.summaries
+    return array
 
 
 def _written_manifest(s3: Any, run: Run) -> tuple[str, str]:
@@ -295,7 +300,7 @@ def _written_manifest(s3: Any, run: Run) -> tuple[str, str]:
         document = json.loads(s3.get_object(Bucket=run.bucket, Key=key)["Body"].read())
     except s3.exceptions.NoSuchKey:
         return "none: the final job wrote no manifest", "not run"
-    return f"s3://{run.bucket}/{key}", Counts(**document["Counts"]).render()
+    return f"s3://{run.bucket}/{key}", Counts(**document["Counts"]).render(SAMPLE_ITEMS_PER_MESSAGE)
 
 
 @contextlib.contextmanager

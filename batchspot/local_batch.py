@@ -4,7 +4,8 @@ The AWS path on one machine: the image is built as ``invoke build`` builds it, t
 definition names it, ``invoke submit``'s own code submits the array job and its final job, and
 moto's Batch runs every child, then the final job, as a container of that image on this
 machine's Docker engine (on the host's network, so the containers reach moto on 127.0.0.1).
-The children's summaries are read back from CloudWatch Logs, as ``invoke logs`` reads them.
+The children's logs are read back from CloudWatch Logs once, as ``invoke logs`` reads them,
+for their summaries and for the run's report alike.
 
 Where moto's Batch (5.2) differs from AWS Batch, and what stands in for it here:
 
@@ -34,7 +35,8 @@ from typing import Any
 
 from batchspot import image
 from batchspot.jobs import describe, with_children
-from batchspot.logs import DEFAULT_LOG_GROUP, fetch_events
+from batchspot.logs import DEFAULT_LOG_GROUP, fetch_events, stream_labels
+from batchspot.report import RunLog, from_events
 from batchspot.status import DONE_STATUSES
 from batchspot.submit import FinalStep, submit, worker_overrides
 from worker.logs import records
@@ -56,7 +58,18 @@ class ArrayRun:
     image: str
     children: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] | None = None
-    summaries: list[dict[str, Any]] = field(default_factory=list)
+    # The children's CloudWatch Logs events, fetched once for the summaries and the report.
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def summaries(self) -> list[dict[str, Any]]:
+        """The ``summary`` lines the children's worker processes logged."""
+        messages = (event["message"] for event in self.events)
+        return [line for line in records(messages) if line.get("event") == "summary"]
+
+    def log(self) -> RunLog:
+        """Return the children's logs as ``invoke report`` reads them, from the events fetched."""
+        return from_events(self.job_id, stream_labels(self.children), self.events)
 
     @property
     def exit_codes(self) -> list[int]:
@@ -92,7 +105,7 @@ def run_array_job(
     progress: Callable[[], None],
     timeout: float,
 ) -> ArrayRun:
-    """Submit ``size`` children plus the final job; wait for them; read the children's logs.
+    """Submit ``size`` children plus the final job; wait for them; fetch the children's logs.
 
     ``container_env`` is added to the job definition's environment, as ``invoke submit --env``
     adds it; ``progress`` is called on every poll.
@@ -112,7 +125,8 @@ def run_array_job(
     run.children = _wait(batch, submitted.job_id, progress, deadline)
     if submitted.final_job_id:
         run.final = _final_job(batch, submitted.final_job_id, run.children, progress)
-    run.summaries = _summaries(logs, run.children)
+    streams = sorted(stream_labels(run.children))
+    run.events = list(fetch_events(logs, MOTO_LOG_GROUP, streams))
     return run
 
 
@@ -146,15 +160,6 @@ def _final_job(
         if time.monotonic() > deadline:
             raise ContainerRunError(f"the final job {final_id} did not end: {job['status']}")
         time.sleep(1)
-
-
-def _summaries(logs: Any, children: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return the ``summary`` events the children's worker processes logged."""
-    streams = [
-        name for child in children if (name := child.get("container", {}).get("logStreamName"))
-    ]
-    messages = (event["message"] for event in fetch_events(logs, MOTO_LOG_GROUP, streams))
-    return [line for line in records(messages) if line.get("event") == "summary"]
 
 
 def remove_containers(image_name: str) -> int:

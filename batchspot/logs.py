@@ -32,6 +32,13 @@ class Streams:
 def job_streams(batch: Any, job_id: str, index: int | None = None) -> Streams:
     """Find the log streams of ``job_id`` (all children) or of its child ``index``."""
     _, children = with_children(batch, f"{job_id}:{index}" if index is not None else job_id)
+    # Every child ended: a parent's own status may lag (moto's server leaves it SUBMITTED).
+    ended = all(child["status"] in DONE_STATUSES for child in children)
+    return Streams(labels=stream_labels(children), finished=ended, children=children)
+
+
+def stream_labels(children: list[dict[str, Any]]) -> dict[str, str]:
+    """Label the log stream of each attempt of each described job: ``child 3``, or its id."""
     labels: dict[str, str] = {}
     for child in children:
         parent, _, child_index = child["jobId"].rpartition(":")  # children are "<job>:<index>"
@@ -39,9 +46,7 @@ def job_streams(batch: Any, job_id: str, index: int | None = None) -> Streams:
         names = [a.get("container", {}).get("logStreamName") for a in child.get("attempts", [])]
         names.append(child.get("container", {}).get("logStreamName"))
         labels.update({name: label for name in names if name})
-    # Every child ended: a parent's own status may lag (moto's server leaves it SUBMITTED).
-    ended = all(child["status"] in DONE_STATUSES for child in children)
-    return Streams(labels=labels, finished=ended, children=children)
+    return labels
 
 
 def fetch_events(

@@ -11,6 +11,7 @@ run time Spot against On-Demand with ``batchspot.cost``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,13 +196,22 @@ def from_log_dir(log_dir: Path, job_id: str | None = None) -> RunLog:
 def from_cloudwatch(batch: Any, logs: Any, job_id: str, log_group: str) -> RunLog:
     """Read a Batch job's worker logs from CloudWatch Logs, each stream labelled by child."""
     streams = job_streams(batch, job_id)
-    run = RunLog(job_id)
     try:
         events = list(fetch_events(logs, log_group, sorted(streams.labels)))
     except LookupError as error:
         raise OperatorError(str(error)) from None
+    return from_events(job_id, streams.labels, events)
+
+
+def from_events(job_id: str, labels: Mapping[str, str], events: Iterable[dict[str, Any]]) -> RunLog:
+    """Read a job's worker logs from CloudWatch events already fetched (``fetch_events``).
+
+    ``labels`` names each event's stream's child. ``invoke local --containers`` fetches the
+    events once, for its summaries and for this report.
+    """
+    run = RunLog(job_id)
     for event in events:
-        label = streams.labels.get(event.get("logStreamName", ""), "?")
+        label = labels.get(event.get("logStreamName", ""), "?")
         for record in log_records([event["message"]]):
             run.add(label, record)
     if not run.children:

@@ -19,7 +19,7 @@ from batchspot.progress import Progress
 from batchspot.results import run_of
 from worker.config import DEFAULT_OUTPUT_PREFIX
 from worker.manifest import Counts, count_run
-from worker.queue_depth import QueueCounts, queue_counts
+from worker.queue_depth import QueueCounts, held_items, queue_counts
 
 DONE_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
 CHILD_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
@@ -71,27 +71,17 @@ class Snapshot:
         queue = self.queue
         lines = [
             f"queue: {queue.visible} visible, {queue.in_flight} in flight"
-            + self._items_in(queue.total)
+            + held_items(queue.total, self.items_per_message)
         ]
         if self.dead_letters is not None:
             lines.append(
                 f"dead-letter queue: {self.dead_letters.total} message(s)"
-                + self._items_in(self.dead_letters.total)
+                + held_items(self.dead_letters.total, self.items_per_message)
             )
         lines.append(self.job.render() if self.job else "job: none found")
         if self.items is not None:
-            lines.append(f"items: {self.items.render()}")
+            lines.append(f"items: {self.items.render(self.items_per_message)}")
         return "\n".join(lines)
-
-    def _items_in(self, messages: int) -> str:
-        """Return the items ``messages`` hold, when messages are batches; else nothing."""
-        ratio = self.items_per_message
-        if ratio == 1:
-            return ""
-        return (
-            f" (about {round(messages * ratio):,} items, "
-            f"{round(ratio, 1):,g} per message as seeded)"
-        )
 
 
 def job_progress(batch: Any, job_id: str) -> JobProgress:

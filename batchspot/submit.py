@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from batchspot.image import ECR_IMAGE, missing_from_ecr
 from worker.config import JOB_NAME_VARIABLE, ConfigError, load_config
 from worker.keys import Recipe
-from worker.queue_depth import queue_counts
+from worker.queue_depth import ITEMS_PER_MESSAGE_VARIABLE, queue_counts
 
 MAX_ARRAY_SIZE = 10_000  # AWS Batch's limit on array children
 DEFAULT_PER_WORKER = 100  # items per child for --size auto
@@ -205,6 +205,8 @@ class FinalStep:
     command: str | None = None
     tolerate_failures: float | None = None
     tolerate_pending: bool = False
+    # Items a message of the work queue names, as seeded: the final job cannot see the seeds.
+    items_per_message: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse a share that is not a percentage, before anything is submitted."""
@@ -222,6 +224,8 @@ class FinalStep:
             env["TOLERATE_FAILURES"] = f"{self.tolerate_failures:g}"
         if self.tolerate_pending:
             env["TOLERATE_PENDING"] = "true"
+        if self.items_per_message is not None:
+            env[ITEMS_PER_MESSAGE_VARIABLE] = f"{self.items_per_message:g}"
         return env
 
 

@@ -5,13 +5,15 @@ starts once every child has ended. It builds the run's manifest (``worker.manife
 command, it runs it once over all the results (a reduce step): the merged JSON lines on its
 stdin, its stdout (one JSON document) stored as ``runs/<job-id>/final.json``. It fails, so a
 job depending on it does not run on a broken or unfinished run, when more than
-TOLERATE_FAILURES percent of the items failed, or when items are still pending in the work
+TOLERATE_FAILURES percent of the items failed, or when messages are still pending in the work
 queue (waiting, in flight or delayed: the array job ended before them, e.g. every child was
 reclaimed), unless TOLERATE_PENDING is true; then the command is not run.
 
 Its environment is the workers' (the job definition's) plus RUN_JOB_ID (the array job),
-RUN_STARTED (when it was submitted, ISO 8601), FINAL_COMMAND, TOLERATE_FAILURES and
-TOLERATE_PENDING.
+RUN_STARTED (when it was submitted, ISO 8601), FINAL_COMMAND, TOLERATE_FAILURES,
+TOLERATE_PENDING and QUEUED_ITEMS_PER_MESSAGE: SQS counts the queues' messages, a batch
+message holds up to 1,000 items, and only the seeds know how many (``invoke submit`` passes
+their ratio, as ``invoke status`` shows it); without it the counts say the bound.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from worker.config import ConfigError, load_config
 from worker.handlers import HandlerError, JsonFile
 from worker.logs import log
 from worker.manifest import Manifest, Run, build_manifest, merge, read_entries
+from worker.messages import MAX_BATCH_ITEMS
+from worker.queue_depth import ITEMS_PER_MESSAGE_VARIABLE, held_items
 
 EXIT_FAILED = 1
 
@@ -47,10 +51,11 @@ class FinalSettings:
     command: str | None = None
     tolerate_failures: float = 100.0
     tolerate_pending: bool = False
+    items_per_message: float | None = None  # of the queues' messages, as seeded; None: unknown
 
 
 def load_final(env: Mapping[str, str]) -> tuple[Run, FinalSettings]:
-    """Read the workers' settings and RUN_JOB_ID, RUN_STARTED, FINAL_COMMAND, TOLERATE_*.
+    """Read the workers' settings and the final step's own variables (the module's docstring).
 
     Raise :class:`ConfigError` with one sentence for a value that cannot be used.
     """
@@ -77,7 +82,28 @@ def load_final(env: Mapping[str, str]) -> tuple[Run, FinalSettings]:
         raise ConfigError(f"TOLERATE_PENDING must be true or false, got {pending!r}")
     run = replace(config.run, run_id=run_id, since=since)
     command = env.get("FINAL_COMMAND", "").strip() or None
-    return run, FinalSettings(command, share, tolerate_pending=pending == "true")
+    return run, FinalSettings(
+        command,
+        share,
+        tolerate_pending=pending == "true",
+        items_per_message=_items_per_message(env.get(ITEMS_PER_MESSAGE_VARIABLE, "").strip()),
+    )
+
+
+def _items_per_message(raw: str) -> float | None:
+    """Parse QUEUED_ITEMS_PER_MESSAGE: None when unset, else an average of at least one."""
+    if not raw:
+        return None
+    try:
+        ratio = float(raw)
+    except ValueError:
+        ratio = 0.0
+    if not 1 <= ratio <= MAX_BATCH_ITEMS:
+        raise ConfigError(
+            f"{ITEMS_PER_MESSAGE_VARIABLE} must be a number from 1 to {MAX_BATCH_ITEMS}, "
+            f"got {raw!r}"
+        )
+    return ratio
 
 
 def reduce_results(s3: Any, manifest: Manifest, command: str) -> str:
@@ -114,7 +140,7 @@ def run_final(
 ) -> tuple[Manifest, str | None]:
     """Build the manifest, run the command if any; raise FinalError for a broken run.
 
-    Broken: items still pending in the work queue (not tolerated), checked before the command
+    Broken: messages still pending in the work queue (not tolerated), checked before the command
     runs, since it would reduce a part of the run; or more than the tolerated share failed.
     Return the manifest and the key of the command's stored output (None without a command).
     """
@@ -122,9 +148,10 @@ def run_final(
     pending = manifest.counts.pending
     if pending and not settings.tolerate_pending:
         raise FinalError(
-            f"{pending} item(s) are still pending in the work queue (waiting, in flight or "
-            f"delayed), so the run is not finished; see {manifest.uri}, or set "
-            "TOLERATE_PENDING=true (invoke submit --tolerate-pending) to go on"
+            f"the work queue still holds {pending} message(s) waiting, in flight or delayed"
+            f"{held_items(pending, settings.items_per_message)}, so the run is not finished; "
+            f"see {manifest.uri}, or set TOLERATE_PENDING=true (invoke submit "
+            "--tolerate-pending) to go on"
         )
     final_key = reduce_results(s3, manifest, settings.command) if settings.command else None
     share = manifest.counts.failed_share
@@ -154,7 +181,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         job_id=run.run_id,
         manifest=manifest.uri,
         final=f"s3://{manifest.bucket}/{final_key}" if final_key else None,
-        counts=manifest.counts.render(),
+        counts=manifest.counts.render(settings.items_per_message),
     )
     return 0
 

@@ -49,7 +49,7 @@ from worker.inflight import InFlight
 from worker.limits import MAX_BATCH_ENTRIES
 from worker.logs import log
 from worker.manifest import Entry, record_failure
-from worker.messages import MAX_BATCH_ITEMS
+from worker.messages import MAX_BATCH_ITEMS, Message, read_message
 from worker.metrics import ITEM_UNITS, SUMMARY_UNITS, CallCounter, MetricSet
 from worker.process import Outcome, Services, message_items, process_message
 from worker.processes import peak_rss_mib
@@ -283,13 +283,15 @@ class Worker:
             return
         try:
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-            items = message_items(message["Body"])
+            # Parsed once (up to 1 MiB of JSON): for the deadline, then for every run of it.
+            parsed = read_message(message["Body"])
+            items = message_items(parsed)
             deadline = time.monotonic() + message_seconds(self._config, items)
             with self._tally_lock:
                 self._running[message_id] = (deadline, attempt, items)
             self._inflight.limit(message_id, deadline)
             work_until = deadline - self._config.settle_margin
-            outcome = self._process(message, attempt, work_until)
+            outcome = self._process(parsed, attempt, work_until)
             for rerun in range(THROTTLED_RERUNS):
                 pause = THROTTLED_BACKOFF * 2**rerun * random.uniform(0.5, 1.0)
                 if not outcome.throttled or time.monotonic() + pause >= work_until:
@@ -298,7 +300,7 @@ class Worker:
                 if self._stop.wait(pause):
                     self._give_back([message_id], "stopping")
                     return
-                outcome = self._process(message, attempt, work_until)
+                outcome = self._process(parsed, attempt, work_until)
             self._settle(message_id, attempt, outcome)
         except Exception as error:
             log("item-error", message_id=message_id, reason=f"{type(error).__name__}: {error}")
@@ -307,9 +309,9 @@ class Worker:
             if self._inflight.release([message_id], self._retry_delay):
                 self._note_delay(self._retry_delay)
 
-    def _process(self, message: dict[str, Any], attempt: int, work_until: float) -> Outcome:
+    def _process(self, message: Message, attempt: int, work_until: float) -> Outcome:
         return process_message(
-            message["Body"],
+            message,
             attempt,
             self._config,
             self._services,

@@ -42,7 +42,7 @@ from worker.batches import (
     read_lines,
 )
 from worker.keys import BATCH_RESULTS, RUN_RECORDS
-from worker.queue_depth import queue_counts
+from worker.queue_depth import held_items, queue_counts
 
 RUNS_PREFIX = "runs/"
 # Results written up to this long before the run began still count, for clocks that differ.
@@ -104,7 +104,10 @@ class Run:
 
 @dataclass(frozen=True)
 class Counts:
-    """Where a run's items stand; ``pending`` and ``dead_lettered`` are SQS's estimates."""
+    """Where a run's items stand; ``pending`` and ``dead_lettered`` are SQS's estimates.
+
+    Those two count messages, as SQS does: with batch messages, not items.
+    """
 
     succeeded: int
     failed: int
@@ -117,14 +120,26 @@ class Counts:
         settled = self.succeeded + self.failed
         return 100.0 * self.failed / settled if settled else 0.0
 
-    def render(self) -> str:
-        """Return the counts as one line for the operator."""
-        unknown = "unknown"
+    def render(self, items_per_message: float | None = None) -> str:
+        """Return the counts as one line for the operator.
+
+        The queues' messages are told apart from items where they may differ: what they hold
+        is said at ``items_per_message`` (the seeds' ratio; None where it is not known).
+        """
         return (
             f"succeeded {self.succeeded}, failed {self.failed}, "
-            f"pending in the queue {unknown if self.pending is None else self.pending}, "
-            f"dead-lettered {unknown if self.dead_lettered is None else self.dead_lettered}"
+            f"pending in the queue {_messages(self.pending, items_per_message)}, "
+            f"dead-lettered {_messages(self.dead_lettered, items_per_message)}"
         )
+
+
+def _messages(count: int | None, items_per_message: float | None) -> str:
+    """Return a count of messages: bare where it is also the items' (none, or one item each)."""
+    if count is None:
+        return "unknown"
+    if count == 0 or items_per_message == 1:
+        return str(count)
+    return f"{count} message(s){held_items(count, items_per_message)}"
 
 
 @dataclass(frozen=True)

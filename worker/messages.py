@@ -109,6 +109,17 @@ class Ignorable:
 
 
 @dataclass(frozen=True)
+class Malformed:
+    """A body that breaks the contract, kept with the reason so the worker fails it for good."""
+
+    reason: str
+
+
+# A body as the worker reads it: parsed once, and a malformed one kept rather than raised.
+Message = WorkItem | WorkBatch | Ignorable | Malformed
+
+
+@dataclass(frozen=True)
 class _Field:
     types: tuple[type, ...]
     required: bool = False
@@ -176,6 +187,18 @@ def parse_message(body: str) -> WorkItem | WorkBatch | Ignorable:
     if "items" in document:
         return _parse_batch(document)
     return _parse_batchspot(document)
+
+
+def read_message(body: str) -> Message:
+    """Parse one SQS message body as :func:`parse_message` does, but never raise.
+
+    The worker reads each body once, before sizing its deadline, and hands the result on; a
+    malformed body becomes :class:`Malformed` with the reason it is dead-lettered with.
+    """
+    try:
+        return parse_message(body)
+    except MessageError as error:
+        return Malformed(str(error))
 
 
 def _check_fields(document: dict[str, Any], spec: dict[str, _Field], where: str) -> None:

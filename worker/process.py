@@ -1,4 +1,7 @@
-"""One message's life: parse, check, query, run the custom code, store, decide its fate.
+"""One message's life once read: check, query, run the custom code, store, decide its fate.
+
+The loop reads a body once (:func:`worker.messages.read_message`: up to 1 MiB of JSON) to
+size its deadline, and hands what it read here, however many times the message runs.
 
 :func:`process_message` never raises: every failure becomes an :class:`Outcome` with a reason,
 so one bad input cannot stop the worker. What happens to the message (delete, give back now,
@@ -27,29 +30,25 @@ from worker.item_steps import (
 )
 from worker.keys import Recipe, check_output_key, derive_output_key
 from worker.limits import fit_metadata
-from worker.messages import Ignorable, MessageError, WorkBatch, WorkItem, parse_message
+from worker.messages import Ignorable, Malformed, Message, WorkBatch, WorkItem
 
 __all__ = ["Outcome", "Services", "message_items", "process_message"]
 
 
-def message_items(body: str) -> int:
+def message_items(message: Message) -> int:
     """How many items a message names: a batch's sources, else one (a malformed one too)."""
-    try:
-        parsed = parse_message(body)
-    except MessageError:
-        return 1
-    return len(parsed.items) if isinstance(parsed, WorkBatch) else 1
+    return len(message.items) if isinstance(message, WorkBatch) else 1
 
 
 def process_message(
-    body: str,
+    message: Message,
     attempt: int,
     config: Config,
     services: Services,
     deadline: float | None = None,
     last_receive: bool = False,
 ) -> Outcome:
-    """Process one message body; never raise.
+    """Process one message, as :func:`worker.messages.read_message` read it; never raise.
 
     ``deadline`` (a ``time.monotonic()`` value) is when the message's work must have stopped;
     the query engine checks it between records and the custom code is cut off at it.
@@ -57,18 +56,16 @@ def process_message(
     transient failures rather than dead-letter its healthy items with them).
     """
     started = time.monotonic()
-    try:
-        parsed = parse_message(body)
-    except MessageError as error:
-        return Outcome("failed", f"malformed message: {error}", permanent=True)
-    if isinstance(parsed, Ignorable):
-        return Outcome("ignored", parsed.reason)
-    if isinstance(parsed, WorkBatch):
-        outcome = process_batch(parsed, attempt, config, services, deadline, last_receive)
+    if isinstance(message, Malformed):
+        return Outcome("failed", f"malformed message: {message.reason}", permanent=True)
+    if isinstance(message, Ignorable):
+        return Outcome("ignored", message.reason)
+    if isinstance(message, WorkBatch):
+        outcome = process_batch(message, attempt, config, services, deadline, last_receive)
     else:
-        fields: dict[str, Any] = {"source": parsed.source}
+        fields: dict[str, Any] = {"source": message.source}
         try:
-            outcome = _process_item(parsed, attempt, config, services, fields, deadline)
+            outcome = _process_item(message, attempt, config, services, fields, deadline)
         except Exception as error:
             outcome = failure(error)
         outcome.fields = {**fields, **outcome.fields}

@@ -24,6 +24,7 @@ from batchspot_support.hostile import peak_rss_budget_kib, ran_fast_path
 from worker.batches import read_lines
 from worker.keys import BATCH_RESULTS
 from worker.manifest import is_run_record
+from worker.messages import read_message
 from worker.process import message_items
 from worker.queue_depth import QueueCounts, queue_counts
 
@@ -240,7 +241,7 @@ def verify(
     report.dead_lettered = dead.total()
     hostile_bodies = Counter(item.body for item in hostile)
     healthy_dead = (dead - Counter(poison) - hostile_bodies).elements()
-    report.healthy_dead_lettered = sum(message_items(body) for body in healthy_dead)
+    report.healthy_dead_lettered = sum(message_items(read_message(body)) for body in healthy_dead)
     report.poison_not_dead_lettered = (Counter(poison) - dead).total()
     report.hostile_dead_lettered = (dead & hostile_bodies).total()
     report.hostile_unsettled = sum(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from batchspot import results as operator_results
-from tests.integration.harness import Stack, make_stack
+from tests.integration.harness import Stack, make_stack, send_all
 from worker.batches import failure_line, result_line
 from worker.final import FinalError, FinalSettings, run_final
 from worker.manifest import (
@@ -190,6 +190,37 @@ def test_the_final_step_reduces_batch_items_and_judges_the_share_of_failed_items
 
     manifest, _ = run_final(s3, sqs, batch_run.run, FinalSettings(tolerate_failures=25))
     assert isinstance(manifest, Manifest) and manifest.counts.failed_share == 25.0
+
+
+def test_the_final_step_says_pending_batch_messages_are_messages_and_what_they_hold(
+    batch_run: BatchRun, s3: Any, sqs: Any
+) -> None:
+    """SQS counts messages (GetQueueAttributes' ApproximateNumberOfMessages*, Amazon SQS API
+    Reference), and a batch message names up to 1,000 items: the final step says messages, and
+    their items at the ratio ``invoke submit`` passes it, else the bound."""
+    queue = make_stack(sqs, s3).queue_url  # this run's queue, still holding two batches
+    run = replace(batch_run.run, queue_url=queue)
+    batch = [{"bucket": "in", "key": f"late-{n}.csv"} for n in range(3)]
+    send_all(sqs, queue, [json.dumps({"items": batch})] * 2)
+    told = FinalSettings(items_per_message=3)
+
+    with pytest.raises(FinalError) as unfinished:
+        run_final(s3, sqs, run, told)
+    assert str(unfinished.value).startswith(
+        "the work queue still holds 2 message(s) waiting, in flight or delayed "
+        "(about 6 items, 3 per message as seeded), so the run is not finished"
+    )
+    with pytest.raises(
+        FinalError,
+        match=r"2 message\(s\) waiting, in flight or delayed "
+        r"\(each holds 1 to 1,000 items\)",
+    ):
+        run_final(s3, sqs, run, FinalSettings())
+    manifest, _ = run_final(s3, sqs, run, replace(told, tolerate_pending=True))
+    assert manifest.counts.render(told.items_per_message) == (
+        "succeeded 6, failed 2, pending in the queue 2 message(s) "
+        "(about 6 items, 3 per message as seeded), dead-lettered 0"
+    )
 
 
 def test_a_batch_without_item_counts_in_its_metadata_is_read_line_by_line(

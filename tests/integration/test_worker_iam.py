@@ -294,7 +294,11 @@ def test_a_failure_record_and_the_final_step_stay_within_their_rendered_policies
     assert done.returncode == 0, output[-3000:]
     assert not DENIAL.search(output), output[-3000:]
     (final,) = log_events(done.stdout, "final")
-    assert final["counts"] == ("succeeded 2, failed 1, pending in the queue 0, dead-lettered 1")
+    # Not told the seeds' items per message (invoke submit tells it), it says the bound.
+    assert final["counts"] == (
+        "succeeded 2, failed 1, pending in the queue 0, "
+        "dead-lettered 1 message(s) (each holds 1 to 1,000 items)"
+    )
     reduced = s3.get_object(Bucket=stack.output_bucket, Key=f"runs/{RUN_ID}/final.json")
     assert json.loads(reduced["Body"].read()) == 2
 
@@ -303,7 +307,7 @@ def test_a_failure_record_and_the_final_step_stay_within_their_rendered_policies
         unfinished = final_step(setup)
         assert unfinished.returncode == 1, unfinished.stdout + unfinished.stderr
         (failed,) = log_events(unfinished.stdout, "final-failed")
-        assert failed["reason"].startswith("1 item(s) are still pending in the work queue")
+        assert failed["reason"].startswith("the work queue still holds 1 message(s) waiting")
         tolerated = final_step(setup, TOLERATE_PENDING="true")
         assert tolerated.returncode == 0, tolerated.stdout + tolerated.stderr
         assert "pending in the queue 1" in log_events(tolerated.stdout, "final")[0]["counts"]

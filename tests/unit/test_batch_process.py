@@ -13,6 +13,7 @@ from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.batches import read_lines
 from worker.config import load_config
 from worker.handlers import RowsToJson
+from worker.messages import read_message
 from worker.output import ResultStore
 from worker.process import Services, process_message
 from worker.query.local.caps import OVER_MAX_RECORD_SIZE
@@ -28,7 +29,7 @@ def test_an_item_failing_midway_leaves_no_part_of_its_line() -> None:
     config = load_config({"SQS_QUEUE_URL": "q", "OUTPUT_BUCKET": BUCKET, "QUERY_ENGINE": "local"})
     with in_memory_bucket(BUCKET, sources) as s3:
         services = Services(s3=s3, store=ResultStore(s3, 64 << 20), handler=RowsToJson("json"))
-        outcome = process_message(body, 1, config, services)
+        outcome = process_message(read_message(body), 1, config, services)
         key = outcome.fields["output"].split("/", 3)[3]
         stored = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
@@ -44,6 +45,7 @@ def test_a_malformed_batch_is_a_permanent_failure_saying_why() -> None:
     twice = {"bucket": BUCKET, "key": "a.csv"}
     with in_memory_bucket(BUCKET) as s3:
         services = Services(s3=s3, store=ResultStore(s3, 1024), handler=RowsToJson("json"))
-        outcome = process_message(json.dumps({"items": [twice, twice]}), 1, config, services)
+        body = json.dumps({"items": [twice, twice]})
+        outcome = process_message(read_message(body), 1, config, services)
     assert (outcome.kind, outcome.permanent) == ("failed", True)
     assert outcome.reason == "malformed message: field 'items' names a source more than once"

@@ -82,3 +82,12 @@ def test_the_final_step_reads_whether_to_tolerate_pending_items(raw: str, tolera
 def test_the_final_step_refuses_a_tolerate_pending_that_is_not_a_boolean() -> None:
     with pytest.raises(ConfigError, match=r"^TOLERATE_PENDING must be true or false, got 'yes'$"):
         load_final({**BASE, "RUN_JOB_ID": "j-1", "TOLERATE_PENDING": "yes"})
+
+
+@pytest.mark.parametrize("raw", ["0", "many", "1001"])
+def test_the_final_step_refuses_items_per_message_that_no_message_can_hold(raw: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_final({**BASE, "RUN_JOB_ID": "j-1", "QUEUED_ITEMS_PER_MESSAGE": raw})
+    assert str(refused.value) == (
+        f"QUEUED_ITEMS_PER_MESSAGE must be a number from 1 to 1000, got {raw!r}"
+    )

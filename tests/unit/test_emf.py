@@ -27,6 +27,7 @@ from worker.config import ConfigError, load_config
 from worker.handlers import RowsToJson
 from worker.logs import MAX_LINE_BYTES, log
 from worker.loop import Worker
+from worker.messages import read_message
 from worker.metrics import ITEM_UNITS, CallCounter, MetricSet
 from worker.output import ResultStore
 from worker.process import Outcome, Services, process_message
@@ -110,12 +111,18 @@ def worker_lines(capsys: pytest.CaptureFixture[str]) -> list[bytes]:
             ("not json", 1),  # malformed: failed for good
         ]
         for number, (text, attempt) in enumerate(items):
-            worker._settle(f"m{number}", attempt, process_message(text, attempt, config, services))
+            worker._settle(
+                f"m{number}",
+                attempt,
+                process_message(read_message(text), attempt, config, services),
+            )
         # A reason of any length (custom code's error text) must not cut the metrics away.
         huge = Outcome("failed", "é" * 200_000, fields={"source": "s3://b/k", "duration_ms": 7})
         worker._settle("m-huge", 1, huge)
         worker._inflight = Settles(acks=False)  # given back by a stop before it was deleted
-        worker._settle("m-late", 1, process_message(body("in.csv"), 1, config, services))
+        worker._settle(
+            "m-late", 1, process_message(read_message(body("in.csv")), 1, config, services)
+        )
         worker.tally.released = 3
         worker._summary(1.5, 0)
     return capsys.readouterr().out.encode("utf-8").splitlines()
@@ -240,7 +247,7 @@ def test_a_batch_line_counts_its_items_and_the_summary_divides_calls_by_items(
             s3=counter.attach(s3), store=ResultStore(s3, 1024**2), handler=RowsToJson("json")
         )
         worker = Worker(config, None, services, Settles(), StopSignal(), counter, 2, 30)  # type: ignore[arg-type]
-        worker._settle("m0", 1, process_message(batch, 1, config, services))
+        worker._settle("m0", 1, process_message(read_message(batch), 1, config, services))
         worker._summary(1.0, 0)
     item, summary = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     check_emf(item)

@@ -17,6 +17,7 @@ import pytest
 from tests.unit.in_memory_s3 import in_memory_bucket
 from worker.config import load_config
 from worker.handlers import RowsToJson
+from worker.messages import read_message
 from worker.output import ResultStore
 from worker.process import Services, process_message
 
@@ -40,7 +41,7 @@ def refuse(s3: Any, operation: str, status: int, code: str) -> None:
 def run_item(s3: Any, body: str = BODY) -> Any:
     config = load_config({"SQS_QUEUE_URL": "q", "OUTPUT_BUCKET": BUCKET, "QUERY_ENGINE": "local"})
     services = Services(s3=s3, store=ResultStore(s3, 1024**2), handler=RowsToJson("json"))
-    return process_message(body, 1, config, services)
+    return process_message(read_message(body), 1, config, services)
 
 
 @pytest.mark.parametrize("code", ["AccessDenied", "KeyTooLongError", "MetadataTooLarge"])

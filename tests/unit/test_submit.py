@@ -14,6 +14,7 @@ from batchspot.submit import (
     parse_env,
     resolve_size,
 )
+from worker.final import FinalSettings, load_final
 
 
 def test_auto_size_is_one_child_per_target_messages():
@@ -105,6 +106,21 @@ def test_the_final_job_is_told_to_tolerate_pending_items_only_when_asked():
     assert "TOLERATE_PENDING" not in FinalStep("batchspot-final").environment("job-1", started)
     told = FinalStep("batchspot-final", tolerate_pending=True).environment("job-1", started)
     assert told["TOLERATE_PENDING"] == "true"
+
+
+def test_the_final_job_is_told_the_seeds_items_per_message_when_they_are_known(tmp_path):
+    """It counts the queues' messages and cannot see the seeds (seeded.json) to say their items."""
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/work"
+    record(queue, messages=15, items=1005, fresh=True, state_dir=tmp_path)
+    ratio = items_per_message(queue, tmp_path)
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    told = FinalStep("batchspot-final", items_per_message=ratio).environment("job-1", started)
+    _, settings = load_final({"SQS_QUEUE_URL": queue, "OUTPUT_BUCKET": "out", **told})
+    assert settings.items_per_message == 67
+    unknown = FinalStep("batchspot-final").environment("job-1", started)
+    assert load_final({"SQS_QUEUE_URL": queue, "OUTPUT_BUCKET": "out", **unknown})[1] == (
+        FinalSettings()
+    ), "not told: the final step says only the bound"
 
 
 def test_the_seeds_record_how_many_items_a_queues_message_names(tmp_path):
