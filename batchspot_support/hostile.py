@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import math
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -256,6 +257,27 @@ def size_statistics_misfit() -> bytes:
     return footer_changed(healthy_parquet(), misfit)
 
 
+def geometry_contradictions() -> bytes:
+    """Return a file whose text column ``s`` is a GEOMETRY with impossible geospatial statistics.
+
+    A NaN bounding box corner and geometry type codes no spec defines (parquet.thrift
+    ``ColumnMetaData.geospatial_statistics``, field 17): pyarrow (26) keeps them as they are
+    rather than aborting; the column itself is binary, which S3 Select does not read.
+    """
+    from worker.query.local.thrift_compact import DOUBLE, I32, LIST, STRUCT, ThriftList
+
+    def contradict(footer: dict) -> None:
+        column = next(e for e in footer[2][1].items if e.get(4, (0, b""))[1] == b"s")
+        column.pop(6, None)  # the converted type UTF8
+        column[10] = (STRUCT, {17: (STRUCT, {})})  # LogicalType GEOMETRY
+        meta = footer[4][1].items[0][1][1].items[1][3][1]  # row group 0, chunk 1, meta_data
+        meta.pop(16, None)  # size statistics: a geometry's are not text's
+        box = {1: (DOUBLE, math.nan), 2: (DOUBLE, 1.0), 3: (DOUBLE, 2.0), 4: (DOUBLE, -1.0)}
+        meta[17] = (STRUCT, {1: (STRUCT, box), 2: (LIST, ThriftList(I32, [-5, 99_999_999]))})
+
+    return footer_changed(healthy_parquet(), contradict)
+
+
 def page_bomb() -> bytes:
     """2 Mi zeros in GZIP pages (PLAIN, no dictionary): 8 MiB from 14 KiB, ~600x.
 
@@ -304,6 +326,12 @@ PARQUET_CASES: dict[str, tuple[Callable[[], bytes], str, dict[str, str], str]] =
         "SELECT * FROM S3Object s",
         PARQUET,
         "not a readable Parquet file",
+    ),
+    "Parquet geometry with impossible geospatial statistics": (
+        geometry_contradictions,
+        "SELECT * FROM S3Object s",
+        PARQUET,
+        "column 's' holds binary values",
     ),
     "GZIP Parquet pages inflating 600x": (
         page_bomb,
