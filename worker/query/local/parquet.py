@@ -93,9 +93,6 @@ def chunks(
         names = [p.name for p in plan.projections or ()]
         yield from serialise([(names, [rows] * len(names))], request.rows_format)
         return
-    footer = file.decoded_footer() or file.footer()  # decoded where small, else walked
-    check_chunks(footer, reader.metadata.schema, deadline)  # before pyarrow reads one
-    _check_column_counts(reader.metadata)
     yield ""
     schema = reader.schema_arrow
     plan, read = _resolved(plan, schema)
@@ -103,6 +100,11 @@ def chunks(
         _refuse_nested_csv(plan, schema, read)
     _check_types(read, schema, reader.metadata.schema)
     terms = _terms(plan.where, schema)
+    # Before any chunk's metadata is asked for. The page index (terms only) reads the footer
+    # decoded; otherwise walking it is cheaper (0.06 s, not 0.1 s, for 286 KiB).
+    footer = (file.decoded_footer() if terms else None) or file.footer()
+    check_chunks(footer, reader.metadata.schema, deadline)
+    _check_column_counts(reader.metadata)
     groups = [
         i
         for i in range(reader.metadata.num_row_groups)
