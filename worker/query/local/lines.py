@@ -136,8 +136,8 @@ def _float_parts(values: pa.Array, finite_only: bool) -> list[Any] | None:
     return [text, pc.if_else(whole, ".0", "")]
 
 
-def _any_empty(text: Any) -> bool:
-    return isinstance(text, pa.Array) and pc.any(pc.equal(pc.binary_length(text), 0)).as_py()
+def _any_empty(text: pa.Array) -> bool:
+    return bool(pc.any(pc.equal(pc.binary_length(text), 0)).as_py())
 
 
 def _constants_merged(parts: list[Any]) -> list[Any]:
