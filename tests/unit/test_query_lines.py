@@ -9,6 +9,7 @@ on only for some magnitudes.
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
-from worker.query import QueryError, QueryRequest, run_query
+from worker.query import QueryError, QueryLimitExceeded, QueryRequest, local, run_query
 from worker.query.local.caps import MAX_RECORD_CHARS
 from worker.query.local.lines import LineWriter, LongLine
 from worker.query.local.serialise import serialise
@@ -139,6 +140,35 @@ def test_a_line_that_may_pass_1_mib_is_left_to_the_caller():
     long_text = pa.array(["x" * (MAX_RECORD_CHARS - 10)])
     with pytest.raises(LongLine):
         LineWriter(["long"], "json").text([long_text], 1)
+
+
+def test_the_csv_fast_path_declines_an_output_line_that_may_pass_1_mib(monkeypatch, capsys):
+    """The input record is under 1 MiB, its JSON line (names and quotes added) is not: the
+    evaluator reruns the query and refuses the record in S3 Select's words.
+
+    Arrow reads the record only if it ends within its second block of 512 KiB: the 46 bytes
+    before it and its 2 x 524 263 + 2 end 2 bytes short of 1 MiB; its line is 53 longer.
+    """
+    monkeypatch.setattr(local, "FAST_PATH", True)
+    half = "x" * (MAX_RECORD_CHARS // 2 - 25)
+    body = f"{'n' * 20},{'m' * 20}\n1,2\n{half},{half}\n".encode()
+    request = QueryRequest("b", "k", "SELECT * FROM S3Object s", InputFormat())
+    with pytest.raises(QueryLimitExceeded, match=r"OverMaxRecordSize.*output record 2"):
+        run_query(BytesS3({"k": body}), request, "local").text  # noqa: B018 - read as joined
+    paths = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    reasons = [entry["reason"] for entry in paths if entry.get("event") == "query-path"]
+    assert reasons == ["vectorised", "declined on the data: an output record may pass 1 MiB"]
+
+
+def test_parquet_hands_an_output_line_that_may_pass_1_mib_to_the_serialiser():
+    """The row's text is under 1 MiB (the input check), its JSON line is not."""
+    half = "x" * (MAX_RECORD_CHARS // 2 - 2)
+    body = io.BytesIO()
+    pq.write_table(pa.table({"a": ["1", half], "b": ["2", half]}), body)
+    request = QueryRequest("b", "k", "SELECT * FROM S3Object s", InputFormat(kind="PARQUET"))
+    result = run_query(BytesS3({"k": body.getvalue()}), request, "local")
+    with pytest.raises(QueryLimitExceeded, match=r"OverMaxRecordSize.*output record 2"):
+        result.text  # noqa: B018 - read as joined
 
 
 def test_parquet_text_read_as_large_string_is_selected_in_both_formats():
