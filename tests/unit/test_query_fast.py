@@ -394,7 +394,7 @@ def test_text_needing_escapes_is_found_anywhere_in_a_batch_and_only_there(large)
     """Batches with such text go to the Python serialiser: a miss would write broken JSON."""
     import pyarrow as pa
 
-    from worker.query.local.fast import JSON_SPECIAL, holds_any
+    from worker.query.local.lines import JSON_SPECIAL, holds_any
 
     def texts(*values: str) -> pa.Array:
         return pa.array(values, pa.large_string() if large else pa.string())

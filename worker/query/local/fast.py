@@ -4,9 +4,9 @@ pyarrow's streaming CSV reader parses the same ranged GETs the Python evaluator 
 (:class:`.reader.RangedObject`), GZIP inflated on the way under the evaluator's caps (data that
 breaks them, or does not inflate, is handed back), a block of 512 KiB at a time, every field as
 text as S3 Select has it; WHERE, projections and aggregates run as Arrow compute kernels over
-each batch, and rows are serialised a batch at a time. Memory holds Arrow's readahead (~32
-blocks) and one batch, and the item's deadline is checked between batches. Queries with
-``LIMIT`` stay with the Python evaluator, which stops reading at the rows needed.
+each batch, and rows are written a batch at a time (:mod:`.lines`). Memory holds Arrow's
+readahead (~32 blocks) and one batch, and the item's deadline is checked between batches.
+Queries with ``LIMIT`` stay with the Python evaluator, which stops reading at the rows needed.
 
 The output must be the Python evaluator's byte for byte, so this path runs only what it can
 run exactly (:mod:`.fastplan` decides from the SQL) and hands the query back
@@ -22,7 +22,6 @@ import atexit
 import contextlib
 import csv
 import io
-import json
 import threading
 import weakref
 import zlib
@@ -36,9 +35,10 @@ from pyarrow import csv as arrow_csv
 from worker.messages import InputFormat
 from worker.query import Deadline, QueryError, QueryLimitExceeded
 from worker.query.local import sql
-from worker.query.local.caps import MAX_NUMBER_CHARS, MAX_RECORD_CHARS
+from worker.query.local.caps import MAX_NUMBER_CHARS
 from worker.query.local.evaluator import Accumulator, CsvLayout
 from worker.query.local.fastplan import MAX_EXACT_INT, Declined, kind_of, literal_value
+from worker.query.local.lines import LineWriter, LongLine
 from worker.query.local.reader import COMMENT, RangedObject, decompressed
 from worker.query.local.serialise import serialise
 
@@ -55,9 +55,6 @@ _FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # Summed per batch in int64: |value| under 10**12 times the ~260 000 rows a 512 KiB block can
 # hold cannot overflow it. Python's integers (the evaluator's) do not overflow at all.
 MAX_SUMMED_INT = 10**12
-# Text that JSON escapes, or that a CSV writer quotes: such batches go to the Python serialiser.
-JSON_SPECIAL = bytes(range(0x20)) + b'"\\'
-CSV_SPECIAL = b',"\r\n'
 COMPARISON_KERNELS: dict[str, Callable[[Any, Any], Any]] = {
     "=": pc.equal,
     "!=": pc.not_equal,
@@ -482,113 +479,21 @@ def _rows(
     else:
         names = [p.name for p in plan.projections]
         values = [_compile(p.expr, layout) for p in plan.projections]
-    render = _JsonRows(names) if rows_format == "json" else _CsvRows(len(names))
+    writer = LineWriter(names, rows_format)
     emitted = 0
     for batch in batches:
         selected = _mask(where, batch)
         if not selected.num_rows:
             continue
-        fields = [value(selected) for value in values]
-        text = render.fast(fields)
-        if text is None:  # text needing escapes or quotes: the Python serialiser writes it
-            records = zip(*(field.to_pylist() for field in fields), strict=True)
-            text = "".join(serialise(((names, list(r)) for r in records), rows_format, emitted + 1))
-        yield text
+        try:
+            yield writer.text([value(selected) for value in values], emitted + 1)
+        except LongLine as error:  # the evaluator refuses it in S3 Select's words
+            raise Declined(str(error)) from None
         emitted += selected.num_rows
 
 
 def _column(name: str) -> Value:
     return lambda batch: batch.column(name)
-
-
-def json_prefixes(names: list[str]) -> list[str]:
-    """Return what comes before each field's value in a JSON line: ``{"a":``, ``,"b":``..."""
-    return [
-        ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
-        for i, name in enumerate(names)
-    ]
-
-
-class _JsonRows:
-    """Writes ``{"name":"text",...,"name":123}`` lines with Arrow's string kernels."""
-
-    def __init__(self, names: list[str]) -> None:
-        self._prefixes = json_prefixes(names)
-
-    def fast(self, fields: list[pa.Array]) -> str | None:
-        """Return the batch's lines, or None if a text value needs JSON escaping."""
-        parts: list[Any] = []
-        for prefix, field in zip(self._prefixes, fields, strict=True):
-            if pa.types.is_string(field.type):
-                if holds_any(field, JSON_SPECIAL):
-                    return None
-                parts += [prefix + '"', field, '"']
-            else:
-                parts += [prefix, pc.cast(field, pa.string())]
-        return joined_lines(pc.binary_join_element_wise(*parts, "}\n", ""))
-
-
-class _CsvRows:
-    """Writes ``text,123`` lines; a record needing quotes sends its batch to Python's writer."""
-
-    def __init__(self, width: int) -> None:
-        self._width = width
-
-    def fast(self, fields: list[pa.Array]) -> str | None:
-        """Return the batch's lines, or None if a value needs quoting."""
-        texts = []
-        for field in fields:
-            if pa.types.is_string(field.type):
-                if holds_any(field, CSV_SPECIAL):
-                    return None
-                # csv.writer quotes the one empty field of a one-field record.
-                if self._width == 1 and pc.any(pc.equal(pc.utf8_length(field), 0)).as_py():
-                    return None
-                texts.append(field)
-            else:
-                texts.append(pc.cast(field, pa.string()))
-        return joined_lines(pc.binary_join_element_wise(*interleave(texts, ","), "\n", ""))
-
-
-def holds_any(text: pa.Array, characters: bytes) -> bool:
-    """Whether a value of a string array holds one of the ASCII ``characters``.
-
-    One pass of ``bytes.translate`` over the bytes of the array's values: Arrow's regex kernel
-    took ~4x as long (2 ms against 0.5 ms for 26 000 short texts), on every text column of
-    every batch.
-    """
-    data = text.buffers()[2]
-    if data is None or not len(text):
-        return False
-    large = pa.types.is_large_string(text.type)
-    offsets = pa.Array.from_buffers(
-        pa.int64() if large else pa.int32(),
-        len(text) + 1,
-        [None, text.buffers()[1]],
-        offset=text.offset,
-    )
-    values = memoryview(data)[offsets[0].as_py() : offsets[-1].as_py()]
-    return len(bytes(values).translate(None, characters)) != len(values)
-
-
-def interleave(texts: list[Any], separator: str) -> list[Any]:
-    parts: list[Any] = []
-    for i, text in enumerate(texts):
-        parts += [separator, text] if i else [text]
-    return parts
-
-
-def joined_lines(lines: pa.Array) -> str:
-    """Return a string array's lines as one str; Declined for a line that may pass 1 MiB.
-
-    The lines lie end to end in the array's data buffer: one slice of it, decoded once.
-    """
-    if pc.max(pc.binary_length(lines)).as_py() > MAX_RECORD_CHARS:
-        raise Declined("an output record may pass 1 MiB")
-    offsets, data = lines.buffers()[1], lines.buffers()[2]
-    bounds = pa.Array.from_buffers(pa.int32(), len(lines) + 1, [None, offsets], offset=lines.offset)
-    start, end = bounds[0].as_py(), bounds[-1].as_py()
-    return data[start:end].to_pybytes().decode("utf-8")
 
 
 # --- aggregates ---------------------------------------------------------------------------

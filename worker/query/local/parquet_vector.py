@@ -5,10 +5,10 @@ Two shapes, both decided from the plan and the schema before any data is read:
 * aggregates (COUNT, SUM, AVG, MIN, MAX) of columns of integers, floats (and text for COUNT,
   MIN, MAX), with no WHERE or one :mod:`.parquet` applies as a mask: folded with the CSV fast
   path's :class:`.fast.Fold`, NULLs dropped first, as the evaluator skips them;
-* ``SELECT *`` or plain columns of integers, floats, booleans and text: written with Arrow's
-  string kernels. A batch whose text needs JSON escaping or CSV quoting, or whose floats Arrow
-  would print otherwise than Python's ``repr`` (outside 1e-4..1e10), is written by the
-  evaluator's serialiser instead.
+* ``SELECT *`` or plain columns of integers, floats, booleans and text: written by
+  :mod:`.lines` with Arrow's string kernels, or by the evaluator's serialiser where Arrow
+  cannot write a batch as it does (text needing JSON escaping or CSV quoting, a line that may
+  pass 1 MiB: the serialiser refuses it in S3 Select's words).
 
 An aggregate the fold declines (an integer sum past 64 bits, MIN of -0.0 and 0.0) is rerun on
 the evaluator; nothing has been output by then.
@@ -23,20 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from worker.query.local import sql
-from worker.query.local.fast import (
-    CSV_SPECIAL,
-    JSON_SPECIAL,
-    Fold,
-    holds_any,
-    interleave,
-    joined_lines,
-    json_prefixes,
-)
-from worker.query.local.fastplan import Declined
+from worker.query.local.fast import Fold
+from worker.query.local.lines import LineWriter, LongLine
 from worker.query.local.serialise import serialise
 
-# Within these bounds (and at zero) Arrow's float-to-text is Python's repr less a final ".0".
-_FIXED_FLOATS = (1e-4, 1e10)
 _FOLDED_KINDS = {
     "COUNT": ("int", "float", "text"),
     "SUM": ("int", "float"),
@@ -139,8 +129,7 @@ def rows(
     rows_format: str,
 ) -> Iterator[str]:
     """Yield the output text a batch at a time, stopping at the plan's LIMIT."""
-    names = _names(plan, columns)
-    render = _JsonLines(names) if rows_format == "json" else _CsvLines(len(names))
+    writer = LineWriter(_names(plan, columns), rows_format)
     emitted = 0
     if plan.limit == 0:
         return  # before the first batch: nothing is fetched
@@ -149,94 +138,10 @@ def rows(
             batch = batch.slice(0, plan.limit - emitted)
         if batch.num_rows:
             fields = [batch.column(c) for c in columns]
-            text = render.lines(fields)
-            if text is None:
-                values = zip(*(field.to_pylist() for field in fields), strict=True)
-                records = ((names, list(record)) for record in values)
-                text = "".join(serialise(records, rows_format, emitted + 1))
-            yield text
+            try:
+                yield writer.text(fields, emitted + 1)
+            except LongLine:  # the serialiser refuses a record over 1 MiB in S3 Select's words
+                yield writer.serialised(fields, emitted + 1)
             emitted += batch.num_rows
         if plan.limit is not None and emitted >= plan.limit:
             return  # the next batch, and row group, is never fetched
-
-
-def _float_text(field: pa.Array) -> pa.Array | None:
-    """Floats as Python's repr writes them, or None where Arrow would write otherwise."""
-    values = field.cast(pa.float64())
-    magnitude = pc.abs(values)
-    low, high = _FIXED_FLOATS
-    if not pc.all(pc.is_finite(values)).as_py():
-        return None
-    extremes = pc.min_max(magnitude)  # NULLs skipped; None where every value is NULL
-    smallest, largest = extremes["min"].as_py(), extremes["max"].as_py()
-    if largest is not None and largest >= high:
-        return None
-    if smallest is not None and smallest < low:  # zero is written alike; other tiny values not
-        tiny = pc.and_(pc.less(magnitude, low), pc.not_equal(magnitude, 0))
-        if pc.any(tiny).as_py():
-            return None
-    text = values.cast(pa.string())
-    whole = pc.binary_join_element_wise(text, ".0", "")
-    return pc.if_else(pc.match_substring(text, "."), text, whole)
-
-
-def _value_text(field: pa.Array) -> pa.Array | None:
-    """Return a number's or a boolean's text as Python writes it; None: hand the batch back."""
-    if pa.types.is_floating(field.type):
-        return _float_text(field)
-    return field.cast(pa.string())
-
-
-class _JsonLines:
-    """``{"name":value,...}`` lines; NULL as ``null``."""
-
-    def __init__(self, names: list[str]) -> None:
-        self._prefixes = json_prefixes(names)
-
-    def lines(self, fields: list[pa.Array]) -> str | None:
-        """Return the batch's lines, or None if Python must write them."""
-        parts: list[Any] = []
-        for prefix, field in zip(self._prefixes, fields, strict=True):
-            if kind(field.type) == "text":
-                if holds_any(field, JSON_SPECIAL):
-                    return None
-                if not field.null_count:  # quoted in the one join of the line
-                    parts += [prefix + '"', field, '"']
-                    continue
-                text = pc.binary_join_element_wise('"', field, '"', "")
-            else:
-                text = _value_text(field)
-                if text is None:
-                    return None
-            parts += [prefix, pc.fill_null(text, "null")]
-        return _joined(pc.binary_join_element_wise(*parts, "}\n", ""))
-
-
-class _CsvLines:
-    """``text,123`` lines; NULL as an empty field; a field needing quotes hands back."""
-
-    def __init__(self, width: int) -> None:
-        self._width = width
-
-    def lines(self, fields: list[pa.Array]) -> str | None:
-        """Return the batch's lines, or None if Python must write them."""
-        texts = []
-        for field in fields:
-            text = field if kind(field.type) == "text" else _value_text(field)
-            if text is None:
-                return None
-            text = pc.fill_null(text, "")
-            if holds_any(text, CSV_SPECIAL):
-                return None
-            # csv.writer quotes the one empty field of a one-field record.
-            if self._width == 1 and pc.any(pc.equal(pc.utf8_length(text), 0)).as_py():
-                return None
-            texts.append(text)
-        return _joined(pc.binary_join_element_wise(*interleave(texts, ","), "\n", ""))
-
-
-def _joined(lines: pa.Array) -> str | None:
-    try:
-        return joined_lines(lines)
-    except Declined:  # a line that may pass 1 MiB: the serialiser refuses it in S3 Select's words
-        return None
