@@ -753,12 +753,18 @@ def local(
         raise Exit("some items failed: see the worker logs above", code=1)
 
 
-@task(help={"size_mib": "size of the generated CSV source in MiB (1024 = the 1 GiB case)"})
-def bench_query(c: Context, size_mib: int = 1024) -> None:
+@task(
+    help={
+        "size_mib": "size of the generated CSV source in MiB (1024 = the 1 GiB case)",
+        "warm": "time each query's second run in its process (a worker's items after its first)",
+    }
+)
+def bench_query(c: Context, size_mib: int = 1024, warm: bool = False) -> None:
     """Compare the local engine's evaluator, fast path and 1-thread DuckDB: MB/s per vCPU, RSS."""
     import sys
 
-    c.run(f"{sys.executable} bench/query_engine.py --size-mib {int(size_mib)}", pty=False)
+    flags = " --warm" if warm else ""
+    c.run(f"{sys.executable} bench/query_engine.py --size-mib {int(size_mib)}{flags}", pty=False)
 
 
 @task(
