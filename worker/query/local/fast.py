@@ -80,10 +80,7 @@ def chunks(
     """
     if plan.limit == 0:  # an aggregate's LIMIT 0 (fastplan sends other LIMITs to the evaluator)
         return
-    stream = io.BufferedReader(source, buffer_size=PEEK_BYTES)
-    if fmt.compression != "NONE":
-        inflated = _Filled(decompressed(stream, fmt.compression, source), fmt.compression)
-        stream = io.BufferedReader(inflated, buffer_size=PEEK_BYTES)
+    stream = opened(source, fmt)
     first_record = _first_record(stream, fmt)
     layout = _FastLayout(first_record if fmt.csv_header == "USE" else None, len(first_record))
     where = _compile(plan.where, layout) if plan.where is not None else None
@@ -92,6 +89,15 @@ def chunks(
         yield from _aggregate(plan, layout, where, batches, rows_format)
     else:
         yield from _rows(plan, layout, where, batches, rows_format)
+
+
+def opened(source: RangedObject, fmt: InputFormat) -> io.BufferedReader:
+    """Return the object's bytes as a stream, inflated under the caps where compressed."""
+    stream = io.BufferedReader(source, buffer_size=PEEK_BYTES)
+    if fmt.compression == "NONE":
+        return stream
+    inflated = _Filled(decompressed(stream, fmt.compression, source), fmt.compression)
+    return io.BufferedReader(inflated, buffer_size=PEEK_BYTES)
 
 
 class _Filled(io.RawIOBase):
@@ -409,7 +415,8 @@ def _compile(expr: sql.Expr, layout: _FastLayout) -> Value:
         return _compile(sql.Logical("OR", equals), layout)
     if isinstance(expr, sql.Logical):
         operands = [_compile(item, layout) for item in expr.operands]
-        join = pc.and_ if expr.op == "AND" else pc.or_
+        # SQL's three-valued logic: NULL (a JSON field null or missing) AND FALSE is FALSE.
+        join = pc.and_kleene if expr.op == "AND" else pc.or_kleene
         return lambda batch: _fold(join, [operand(batch) for operand in operands])
     if isinstance(expr, sql.Not):
         operand = _compile(expr.operand, layout)
