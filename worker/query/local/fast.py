@@ -38,7 +38,7 @@ from worker.query import Deadline, QueryError, QueryLimitExceeded
 from worker.query.local import sql
 from worker.query.local.caps import MAX_NUMBER_CHARS, MAX_RECORD_CHARS
 from worker.query.local.evaluator import Accumulator, CsvLayout
-from worker.query.local.fastplan import MAX_EXACT_INT, Declined, kind_of, literal_value
+from worker.query.local.fastplan import MAX_EXACT_INT, Declined, literal_value
 from worker.query.local.reader import COMMENT, RangedObject, decompressed
 from worker.query.local.serialise import serialise
 
@@ -613,8 +613,7 @@ def _aggregate(
         node = projection.expr
         assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
         operand = _compile(node.operand, layout) if node.operand is not None else None
-        kind = kind_of(node.operand) if node.operand is not None else "int"
-        folds.append(Fold(node, operand, kind))
+        folds.append(Fold(node, operand))
     for batch in batches:
         selected = _mask(where, batch)
         for fold in folds:
@@ -628,12 +627,13 @@ class Fold:
 
     The accumulator's ``result`` then types the answer as the Python evaluator does (AVG of
     INT as DECIMAL, SUM of nothing as NULL). FLOAT sums add value by value, in order, as the
-    evaluator does, so rounding matches to the last bit.
+    evaluator does, so rounding matches to the last bit. Integers and floats are told apart by
+    the values' type, batch by batch: a JSON field's integers may turn to floats part way.
     """
 
-    def __init__(self, node: sql.Aggregate, operand: Value | None, kind: str) -> None:
+    def __init__(self, node: sql.Aggregate, operand: Value | None) -> None:
         self._state = Accumulator(node, None)
-        self._function, self._operand, self._kind = node.function, operand, kind
+        self._function, self._operand = node.function, operand
 
     def add(self, batch: pa.RecordBatch) -> None:
         state = self._state
@@ -648,7 +648,7 @@ class Fold:
             state.total = self._sum(values, state.total)
         elif self._function in ("MIN", "MAX"):
             best = pc.min_max(values)["min" if self._function == "MIN" else "max"].as_py()
-            if best == 0 and self._kind == "float":
+            if best == 0 and pa.types.is_floating(values.type):
                 raise Declined("MIN / MAX of FLOAT at zero: 0.0 and -0.0 tie")
             better = state.best is None or (
                 best < state.best if self._function == "MIN" else best > state.best
@@ -656,7 +656,7 @@ class Fold:
             state.best = best if better else state.best
 
     def _sum(self, values: pa.Array, total: Any) -> Any:
-        if self._kind == "int":
+        if pa.types.is_integer(values.type):
             extremes = pc.min_max(values)
             if max(-extremes["min"].as_py(), extremes["max"].as_py()) >= MAX_SUMMED_INT:
                 raise Declined("an INT too large to sum in 64 bits")

@@ -30,10 +30,11 @@ Duplicate keys in a read field, which ``json.loads`` resolves to the last, fail 
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,11 +44,11 @@ from worker.messages import InputFormat
 from worker.query import Deadline
 from worker.query.local import sql
 from worker.query.local.caps import MAX_JSON_DEPTH, MAX_RECORD_CHARS
-from worker.query.local.fast import Fold, Value, _compile, _mask, opened
+from worker.query.local.evaluator import JsonLayout
+from worker.query.local.fast import Fold, _compile, _mask, opened
 from worker.query.local.fastplan import (
     MAX_EXACT_INT,
     Declined,
-    Kind,
     json_field,
     literal_kind,
     literal_value,
@@ -66,7 +67,22 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 # str.lower() makes "k"; and the Kelvin sign itself in UTF-8.
 _ESCAPED_LETTER = re.compile(rb"\\u00[4-7]|\\u212[aA]")
 _KELVIN = "\u212a".encode()
-_TYPES: dict[Kind, pa.DataType] = {"int": pa.int64(), "text": pa.string()}
+# A field's kind so far: "null" while every value read was null or missing.
+FieldKind = Literal["null", "int", "float", "text"]
+_TYPES: dict[FieldKind, pa.DataType] = {
+    "null": pa.null(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "text": pa.string(),
+}
+# The kinds a field of one kind may show in a later block: integers that meet a float in the
+# field are read as floats from then on (json.loads reads 1 and 2.5 as an int and a float).
+_LATER: dict[FieldKind, tuple[FieldKind, ...]] = {
+    "null": ("null", "int", "float", "text"),
+    "int": ("int", "float"),
+    "float": ("float",),
+    "text": ("text",),
+}
 
 
 def chunks(
@@ -80,20 +96,17 @@ def chunks(
     if plan.limit == 0:
         return
     fields = _Fields(plan)
-    scan: _Scan | None = None
+    scan = _Scan(plan, fields)
     for block in _blocks(opened(source, fmt)):
         deadline.check()
         lines = _checked_lines(block, fields)
-        if scan is None:
-            scan = _Scan(plan, fields, _field_kinds(block, fields))
-        batch = scan.parsed(block)
-        if batch.num_rows != lines:
+        table = scan.parsed(block)
+        if table.num_rows != lines:
             raise Declined("a line holds other than one JSON object")
-        deadline.records += batch.num_rows
-        scan.fold(batch)
-    folds = scan.folds if scan else _Scan(plan, fields, {}).folds
+        deadline.records += table.num_rows
+        scan.fold(table, block)
     names = [p.name for p in plan.projections or ()]
-    yield from serialise([(names, [fold.result() for fold in folds])], rows_format)
+    yield from serialise([(names, [fold.result() for fold in scan.folds])], rows_format)
 
 
 class _Fields:
@@ -130,11 +143,13 @@ def _blocks(stream: io.BufferedReader) -> Iterator[bytes]:
     carry = b""
     first = True
     while True:
-        data = stream.read(BLOCK_BYTES - len(carry))
+        wanted = BLOCK_BYTES - len(carry)
+        data = stream.read(wanted)
+        ended = len(data) < wanted  # a buffered read is short only at the end
         if first:
             data, first = data.removeprefix(_BOM), False
         buffer = carry + data
-        if not data:
+        if ended:
             if buffer:
                 yield buffer
             return
@@ -190,24 +205,23 @@ def _check_spellings(block: bytes, names: set[str]) -> None:
             raise Declined(f"the field {name!r} may be written in another case")
 
 
-def _field_kinds(block: bytes, fields: _Fields) -> dict[str, Kind]:
-    """Return each field's kind from the first block: the first type that reads it whole.
+def _field_kinds(block: bytes, names: list[str], kinds: list[FieldKind]) -> list[FieldKind]:
+    """Return each field's kind in ``block``: the first of its possible kinds that reads it.
 
-    A field null or missing throughout reads as integers; should it hold text later, that
-    block's read fails and declines.
+    Declined for a field no kind reads (a boolean, an object, text after numbers).
     """
-    kinds: dict[str, Kind] = {}
-    for name in fields.names:
-        for kind, data_type in _TYPES.items():
+    found: list[FieldKind] = []
+    for name, kind in zip(names, kinds, strict=True):
+        for candidate in _LATER[kind]:
             try:
-                _read(block, pa.schema([(name, data_type)]))
+                _read(block, pa.schema([(name, _TYPES[candidate])]))
             except pa.ArrowInvalid:
                 continue
-            kinds[name] = kind
+            found.append(candidate)
             break
         else:
-            raise Declined(f"the field {name!r} holds values other than integers or text")
-    return kinds
+            raise Declined(f"the field {name!r} holds a value json.loads reads otherwise")
+    return found
 
 
 def _read(block: bytes, schema: pa.Schema) -> pa.Table:
@@ -221,76 +235,196 @@ def _read(block: bytes, schema: pa.Schema) -> pa.Table:
 
 
 class _Scan:
-    """The query's WHERE and folds, for fields of the kinds the first block showed."""
+    """The query's WHERE and aggregates over blocks, with each field's kind so far."""
 
-    def __init__(self, plan: sql.Plan, fields: _Fields, kinds: dict[str, Kind]) -> None:
-        self._kinds = [kinds.get(name, "int") for name in fields.names]
+    def __init__(self, plan: sql.Plan, fields: _Fields) -> None:
         self._names = fields.names
-        self._read_schema = pa.schema(
-            [(name, _TYPES[kind]) for name, kind in zip(fields.names, self._kinds, strict=True)]
+        self._kinds: list[FieldKind] = ["null"] * len(fields.names)
+        self._where = _compile(plan.where, fields) if plan.where is not None else None
+        self._where_node = plan.where
+        self._fields = fields
+        self._compared = sorted(
+            {fields.position(c) for c in _columns(plan.where)} if plan.where else set()
         )
-        self._compared: list[int] = []  # the integer fields WHERE compares
-        self._where: Value | None = None
-        if plan.where is not None:
-            self._check_kinds(plan.where, fields)
-            self._where = _compile(plan.where, fields)
-        self.folds = [self._fold(p.expr, fields) for p in plan.projections or ()]
-
-    def _fold(self, node: sql.Expr, fields: _Fields) -> Fold:
-        assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
-        if node.operand is None:
-            return Fold(node, None, "int")
-        position = fields.position(node.operand)  # type: ignore[arg-type]  # fastplan: a column
-        kind = self._kinds[position]
-        if kind == "text" and node.function in ("SUM", "AVG"):
-            raise Declined(f"{node.function} of text")  # the evaluator's error
-        return Fold(node, lambda batch: pc.drop_null(batch.column(position)), kind)
-
-    def _check_kinds(self, node: Any, fields: _Fields) -> None:
-        """Decline a comparison of text with a number: the evaluator's error, not ours."""
-        if isinstance(node, (sql.Logical, sql.Not)):
-            for operand in node.operands if isinstance(node, sql.Logical) else (node.operand,):
-                self._check_kinds(operand, fields)
-            return
-        operands = (
-            (node.left, node.right)
-            if isinstance(node, sql.Compare)
-            else (node.operand, node.low, node.high)
-            if isinstance(node, sql.Between)
-            else (node.operand, *node.items)
-        )
-        kinds = set()
-        for operand in operands:
-            if isinstance(operand, sql.Column):
-                position = fields.position(operand)
-                kinds.add(self._kinds[position])
-                if self._kinds[position] == "int":
-                    self._compared.append(position)
-            else:
-                kinds.add(literal_kind(literal_value(operand)))
-        if len(kinds) > 1 and "text" in kinds:
-            raise Declined(f"{sql.describe(node)} compares text with a number")
+        self.folds = [_JsonFold(p.expr, fields) for p in plan.projections or ()]
 
     def parsed(self, block: bytes) -> pa.Table:
         """Return the block's rows, their fields named by position (``f0``, ``f1``...)."""
         try:
-            table = _read(block, self._read_schema)
+            table = _read(block, self._schema())
         except pa.ArrowInvalid:  # its messages quote the data: logs name only the kind
-            raise Declined(
-                "Arrow cannot read a block as json.loads does (a value of another type, "
-                "or not JSON)"
-            ) from None
+            kinds = _field_kinds(block, self._names, self._kinds)
+            if kinds == self._kinds:
+                raise Declined("Arrow cannot read a block as json.loads does") from None
+            self._kinds = kinds
+            self._check_kinds()
+            try:
+                table = _read(block, self._schema())
+            except pa.ArrowInvalid:
+                raise Declined("Arrow cannot read a block as json.loads does") from None
         # A table, not a batch: with no field read (COUNT(*)) it still counts the rows.
-        batch = table.rename_columns([f"f{i}" for i in range(len(self._names))])
+        table = table.rename_columns([f"f{i}" for i in range(len(self._names))])
         for position in self._compared:
-            extremes = pc.min_max(batch.column(position))
-            low, high = extremes["min"].as_py(), extremes["max"].as_py()
-            if low is not None and max(-low, high) >= MAX_EXACT_INT:
-                raise Declined("an INT too large to compare exactly with a FLOAT")
-        return batch
+            _check_compared(table.column(position))
+        return table
 
-    def fold(self, batch: pa.Table) -> None:
-        """Add the rows WHERE keeps (TRUE, not NULL) to every aggregate."""
-        selected = _mask(self._where, batch)
+    def _schema(self) -> pa.Schema:
+        return pa.schema(
+            [(name, _TYPES[kind]) for name, kind in zip(self._names, self._kinds, strict=True)]
+        )
+
+    def _check_kinds(self) -> None:
+        """Decline text compared with a number, or summed: the evaluator's error, not ours."""
+        for node in _comparisons(self._where_node):
+            kinds = set()
+            for operand in _operands(node):
+                if isinstance(operand, sql.Column):
+                    kinds.add(self._kinds[self._fields.position(operand)])
+                else:
+                    kinds.add(literal_kind(literal_value(operand)))
+            kinds.discard("null")  # NULL compares with anything (as NULL)
+            if len(kinds) > 1 and "text" in kinds:
+                raise Declined(f"{sql.describe(node)} compares text with a number")
         for fold in self.folds:
-            fold.add(selected)
+            fold.check_kind(self._kinds)
+
+    def fold(self, table: pa.Table, block: bytes) -> None:
+        """Add the rows WHERE keeps (TRUE, not NULL) to every aggregate."""
+        selected = _mask(self._where, table)
+
+        def line(row: int) -> bytes:
+            """Return the text of ``selected``'s ``row``: the block's line that holds it."""
+            if selected.num_rows != table.num_rows:
+                kept = pc.fill_null(self._where(table), False)  # type: ignore[misc]
+                row = pc.indices_nonzero(kept)[row].as_py()
+            return [text for text in block.split(b"\n") if text.strip(_JSON_SPACE)][row]
+
+        for fold in self.folds:
+            fold.add(selected, line)
+
+
+def _comparisons(node: sql.Expr | None) -> Iterator[Any]:
+    """Yield the comparisons (=, BETWEEN, IN...) of a WHERE fastplan admitted."""
+    if isinstance(node, sql.Logical):
+        for operand in node.operands:
+            yield from _comparisons(operand)
+    elif isinstance(node, sql.Not):
+        yield from _comparisons(node.operand)
+    elif node is not None:
+        yield node
+
+
+def _operands(node: Any) -> tuple[sql.Expr, ...]:
+    if isinstance(node, sql.Compare):
+        return (node.left, node.right)
+    if isinstance(node, sql.Between):
+        return (node.operand, node.low, node.high)
+    return (node.operand, *node.items)
+
+
+def _columns(node: sql.Expr | None) -> list[sql.Column]:
+    return [o for c in _comparisons(node) for o in _operands(c) if isinstance(o, sql.Column)]
+
+
+def _check_compared(values: pa.ChunkedArray) -> None:
+    """Decline numbers that do not compare exactly in float64 as in Python.
+
+    Integers past 2**53 (an integer field compared with a FLOAT; or one read as a float, whose
+    exact value json.loads keeps), NaN and infinities (Python's comparisons of them).
+    """
+    if not pa.types.is_integer(values.type) and not pa.types.is_floating(values.type):
+        return
+    extremes = pc.min_max(values)
+    low, high = extremes["min"].as_py(), extremes["max"].as_py()
+    if low is not None and max(-low, high) >= MAX_EXACT_INT:
+        raise Declined("a number too large to compare exactly")
+    if pa.types.is_floating(values.type) and not pc.all(pc.is_finite(values)).as_py():
+        raise Declined("a number compared is not finite")
+
+
+class _JsonFold:
+    """One aggregate of a JSON field, whose numbers json.loads types by how each is written.
+
+    ``1`` is an INT and ``1.0`` or ``1e0`` a FLOAT to the evaluator; Arrow reads a field that
+    holds both as float64, so a whole number there may have been either. COUNT, SUM and AVG
+    fold with :class:`.fast.Fold`, exact where that cannot show: a SUM or AVG is a FLOAT once
+    a value with a fraction is added (before it, whole numbers add exactly in both while their
+    magnitudes sum under 2**53); a SUM of only whole numbers read as floats could be either
+    type, and declines. MIN and MAX keep the value itself: a whole number read as a float (or
+    a zero, whose sign the evaluator keeps from the first of equal values) is taken from its
+    line as json.loads reads it.
+    """
+
+    def __init__(self, node: sql.Expr, fields: _Fields) -> None:
+        assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
+        self._function = node.function
+        self._position = None if node.operand is None else fields.position(node.operand)
+        self._get = JsonLayout().column(node.operand.path) if node.operand else None
+        self._fold = Fold(node, None if self._position is None else self._values)
+        self._best: Any = None  # MIN or MAX so far, as the evaluator has it
+        self._floats_added = False  # a value read as a float was added: maybe a FLOAT
+        self._fraction_added = False  # a value with a fraction was added: surely a FLOAT
+        self._whole_magnitudes = 0.0  # of the values added before the first fraction
+
+    def _values(self, table: pa.Table) -> pa.ChunkedArray:
+        return pc.drop_null(table.column(self._position))
+
+    def check_kind(self, kinds: list[FieldKind]) -> None:
+        """Decline SUM or AVG of text: the evaluator's error."""
+        position, summed = self._position, self._function in ("SUM", "AVG")
+        if position is not None and summed and kinds[position] == "text":
+            raise Declined(f"{self._function} of text")
+
+    def add(self, table: pa.Table, line: Callable[[int], bytes]) -> None:
+        """Fold the rows WHERE kept; Declined where the evaluator's answer could differ.
+
+        ``line`` returns the text of one of ``table``'s rows.
+        """
+        values = self._values(table) if self._position is not None else None
+        if values is not None and len(values):
+            floats = pa.types.is_floating(values.type)
+            if floats and not pc.all(pc.is_finite(values)).as_py():
+                raise Declined(f"{self._function} of a value that is not finite")
+            if self._function in ("MIN", "MAX"):
+                self._add_best(values, table, line)
+                return
+            if self._function in ("SUM", "AVG"):
+                self._check_sum(values, floats)
+        self._fold.add(table)
+
+    def _check_sum(self, values: pa.ChunkedArray, floats: bool) -> None:
+        self._floats_added = self._floats_added or floats
+        if self._fraction_added:
+            return
+        whole = values
+        if floats:
+            first = pc.index(pc.not_equal(values, pc.trunc(values)), True).as_py()
+            if first >= 0:
+                whole, self._fraction_added = values.slice(0, first), True
+        self._whole_magnitudes += (
+            pc.sum(pc.abs(whole.cast(pa.float64(), safe=False))).as_py() or 0.0
+        )
+        if self._floats_added and self._whole_magnitudes >= MAX_EXACT_INT:
+            raise Declined(f"{self._function} of whole numbers past 2**53 read as floats")
+
+    def _add_best(
+        self, values: pa.ChunkedArray, table: pa.Table, line: Callable[[int], bytes]
+    ) -> None:
+        """Keep the batch's MIN or MAX if it beats the one so far (ties keep the first)."""
+        best = pc.min_max(values)["min" if self._function == "MIN" else "max"].as_py()
+        if self._best is not None and not (
+            best < self._best if self._function == "MIN" else best > self._best
+        ):
+            return
+        if isinstance(best, float) and best.is_integer():
+            first = pc.index(table.column(self._position), best).as_py()
+            best = self._get(json.loads(line(first)))  # type: ignore[misc]
+        self._best = best
+
+    def result(self) -> Any:
+        """Return the aggregate's value, typed as the evaluator types it."""
+        if self._function in ("MIN", "MAX") and self._position is not None:
+            return self._best
+        if self._floats_added and not self._fraction_added:
+            raise Declined(f"{self._function} of whole numbers read as floats")
+        return self._fold.result()
