@@ -103,6 +103,7 @@ def chunks(
         table = scan.parsed(block)
         if table.num_rows != lines:
             raise Declined("a line holds other than one JSON object")
+        _check_spellings(block, fields, table)
         deadline.records += table.num_rows
         scan.fold(table, block)
     names = [p.name for p in plan.projections or ()]
@@ -165,7 +166,7 @@ def _checked_lines(block: bytes, fields: _Fields) -> int:
 
     Declined where Arrow could read the block otherwise than the evaluator does: bytes that
     are not UTF-8, a line not shaped as one object, nesting or digits past Python's caps, a
-    field's name spelled another way.
+    field's name spelled another way (:func:`_check_spellings`, once parsed).
     """
     try:
         block.decode("utf-8")  # as the evaluator decodes: Arrow passes bytes that are not
@@ -177,8 +178,6 @@ def _checked_lines(block: bytes, fields: _Fields) -> int:
     digits = sys.get_int_max_str_digits()
     if digits and b"0" * (digits + 1) in block.translate(_DIGITS_AS_ZERO):
         raise Declined(f"a line holds a number longer than {digits} digits")
-    if fields.unquoted:
-        _check_spellings(block, fields.unquoted)
     squeezed = pa.array([block.translate(None, _JSON_SPACE)], pa.binary())
     lines = pc.list_flatten(pc.split_pattern(squeezed, b"\n"))
     filled = pc.not_equal(pc.binary_length(lines), 0)
@@ -188,14 +187,23 @@ def _checked_lines(block: bytes, fields: _Fields) -> int:
     return pc.sum(filled).as_py() or 0
 
 
-def _check_spellings(block: bytes, names: set[str]) -> None:
+def _check_spellings(block: bytes, fields: _Fields, table: pa.Table) -> None:
     """Decline if an unquoted field's name may be written in another case in ``block``.
 
     The evaluator reads ``s.name`` from a key in any case when ``name`` itself is absent;
-    Arrow reads the exact key only. Counting ``"name"`` against its case-folded spellings
-    finds any other case of it (as a key or a value: declining is then merely cautious);
-    escapes and the Kelvin sign could spell a letter without showing in the count.
+    Arrow reads the exact key only. Where Arrow has a value, the exact key is there and both
+    read it: only a field with nulls in the block is looked for. Counting ``"name"`` against
+    its case-folded spellings finds any other case of it (as a key or a value: declining is
+    then merely cautious); escapes and the Kelvin sign could spell a letter without showing
+    in the count.
     """
+    names = [
+        name
+        for position, name in enumerate(fields.names)
+        if name in fields.unquoted and table.column(position).null_count
+    ]
+    if not names:
+        return
     if _ESCAPED_LETTER.search(block) or _KELVIN in block:
         raise Declined("a field's name may be spelled with escapes")
     folded = block.lower()
