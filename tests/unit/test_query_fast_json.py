@@ -127,6 +127,11 @@ DIVERGING = {
     "nested 70 deep in another field": b'{"a":1,"b":' + b"[" * 70 + b"]" * 70 + b"}\n",
     "an integer of 4400 digits in another field": b'{"a":1,"b":' + b"9" * 4400 + b"}\n",
     "NaN": b'{"a":1}\n{"a":NaN}\n',
+    "NaN first (MIN and MAX keep it)": b'{"a":NaN}\n{"a":1}\n',
+    "whole numbers past 2**53 before a fraction": (
+        b'{"a":9007199254740992}\n{"a":1}\n{"a":1}\n{"a":0.5}\n'
+    ),
+    "INTs beside a FLOAT that WHERE leaves out": b'{"a":1,"k":0}\n{"a":0.5,"k":1}\n',
     "Infinity in another field": b'{"a":1,"b":-Infinity}\n',
     "1e400 (infinite to json.loads)": b'{"a":1e400}\n',
     "a byte order mark first": b'\xef\xbb\xbf{"a":1}\n',
@@ -150,6 +155,7 @@ DIVERGING_SQL = [
     "SELECT MIN(s.a), MAX(s.a) FROM S3Object s",
     "SELECT COUNT(*) FROM S3Object s WHERE s.a > 1 OR s.a < 9007199254740992.0",
     "SELECT COUNT(s.k) FROM S3Object s WHERE NOT s.a = 'x' OR s.k = 0",
+    "SELECT SUM(s.a), MAX(s.a) FROM S3Object s WHERE s.k = 0",
 ]
 
 
@@ -213,7 +219,7 @@ NUMBERS = st.one_of(
     st.integers(-20, 20).map(str),
     st.integers(-(2**60), 2**60).map(str),
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
-    st.sampled_from(["null", "1.0", "-0.0", "0", "0.5", "2e0", "1E+2", "-1e-400"]),
+    st.sampled_from(["null", "1.0", "-0.0", "0", "0.5", "2e0", "1E+2", "-1e-400", "-2.5"]),
 )
 TEXTS = st.one_of(
     st.just("null"), st.text(alphabet='ab\\"é \x7f', max_size=4).map(lambda text: json.dumps(text))
@@ -255,6 +261,7 @@ FUZZ_SQL = [
     *DIVERGING_SQL,
     "SELECT MIN(s.b), MAX(s.b), COUNT(s.b) FROM S3Object s WHERE s.b >= 'a'",
     'SELECT SUM(s."a"), COUNT(*) FROM S3Object s WHERE s."a" BETWEEN -5 AND 5',
+    "SELECT COUNT(*), MIN(s.k) FROM S3Object s WHERE s.a > 0 OR NOT s.k < 5",
 ]
 
 
@@ -271,3 +278,18 @@ def test_the_paths_agree_on_any_json_lines(monkeypatch, body, sql, rows_format, 
     data, fmt = (gzip.compress(body), JSON_GZIP) if compressed else (body, JSON_LINES)
     fast = answer(data, sql, True, monkeypatch, fmt, rows_format)
     assert fast == answer(data, sql, False, monkeypatch, fmt, rows_format)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        TAXI.rstrip(b"\n"),
+        b"\xef\xbb\xbf" + TAXI,  # a byte order mark, which utf-8-sig drops
+        TAXI.replace(b"\n", b" \r\n\t\n", 500),  # CRLF, spaces, blank lines
+    ],
+    ids=["no final newline", "a byte order mark", "CRLF and blank lines"],
+)
+def test_lines_json_loads_reads_alike_run_vectorised(body, monkeypatch, capsys) -> None:
+    fast = answer(body, QUERIES[2], True, monkeypatch)
+    assert reasons(capsys) == ["vectorised"]
+    assert fast == answer(body, QUERIES[2], False, monkeypatch)
