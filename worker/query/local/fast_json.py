@@ -175,13 +175,14 @@ def _checked_lines(block: bytes, fields: _Fields) -> int:
     openings = block.translate(None, _OPENINGS_AND_NEWLINES)  # a line's brackets, { and [
     if re.search(rb"(?m)^[^\n]{%d}" % (MAX_JSON_DEPTH + 1), openings):
         raise Declined(f"a line may nest JSON deeper than {MAX_JSON_DEPTH} levels")
-    digits = sys.get_int_max_str_digits()
-    if digits and b"0" * (digits + 1) in block.translate(_DIGITS_AS_ZERO):
+    lines = pc.list_flatten(pc.split_pattern(pa.array([block], pa.binary()), b"\n"))
+    digits = sys.get_int_max_str_digits()  # only a line longer than that can hold them
+    longest = pc.max(pc.binary_length(lines)).as_py()
+    if digits and longest > digits and b"0" * (digits + 1) in block.translate(_DIGITS_AS_ZERO):
         raise Declined(f"a line holds a number longer than {digits} digits")
-    squeezed = pa.array([block.translate(None, _JSON_SPACE)], pa.binary())
-    lines = pc.list_flatten(pc.split_pattern(squeezed, b"\n"))
-    filled = pc.not_equal(pc.binary_length(lines), 0)
-    shaped = pc.and_(pc.starts_with(lines, "{"), pc.ends_with(lines, "}"))
+    trimmed = pc.utf8_trim(lines.cast(pa.string()), _JSON_SPACE.decode())
+    filled = pc.not_equal(pc.binary_length(trimmed), 0)
+    shaped = pc.and_(pc.starts_with(trimmed, "{"), pc.ends_with(trimmed, "}"))
     if not pc.all(pc.or_(pc.invert(filled), shaped)).as_py():
         raise Declined("a line is not one JSON object")
     return pc.sum(filled).as_py() or 0
