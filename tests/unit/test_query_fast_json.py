@@ -156,6 +156,7 @@ DIVERGING_SQL = [
     "SELECT COUNT(*) FROM S3Object s WHERE s.a > 1 OR s.a < 9007199254740992.0",
     "SELECT COUNT(s.k) FROM S3Object s WHERE NOT s.a = 'x' OR s.k = 0",
     "SELECT SUM(s.a), MAX(s.a) FROM S3Object s WHERE s.k = 0",
+    "SELECT COUNT(*), MAX(s.k) FROM S3Object s WHERE s.a < s.k OR s.b = s.c",
 ]
 
 

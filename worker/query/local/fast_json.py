@@ -15,12 +15,16 @@ measured against pyarrow 26 (docs/query-engine.md, "JSON lines"):
   objects (which Arrow reads as two rows) shows in the count;
 * the bytes are UTF-8 (Arrow does not check), and no line nests past the evaluator's depth
   cap or holds a digit run Python's ``int`` refuses (Arrow reads both in an ignored field);
-* each field read has one type in the whole object, fixed by the first block: integers
-  (int64: Arrow refuses ``2.5``, ``1e3`` and integers past 64 bits, all of which the evaluator
-  reads as floats or exact integers), or text (Arrow refuses lone surrogates); any other
-  value (a boolean, an object, a float) fails the read and declines;
+* each field read is of one kind at a time: null (every value so far null or missing), then
+  integers (int64: Arrow refuses ``2.5``, ``1e3`` and integers past 64 bits, which the
+  evaluator reads as floats or exact integers), then floats (float64, where a whole number
+  may have been written ``1`` or ``1.0``: :class:`_JsonFold` keeps the evaluator's types);
+  or text (Arrow refuses lone surrogates). A block a field's kind cannot read is read with the
+  kinds it may still turn to; any other value (a boolean, an object, text after numbers)
+  declines;
 * the evaluator finds an unquoted field in any case when the exact name is absent: a block
-  that may spell a field's name another way (another case, a ``\u`` escape) declines.
+  where such a field has nulls and may spell its name another way (another case, a ``\u``
+  escape) declines.
 
 A null and a missing field are both Arrow's null: aggregates and comparisons skip both, as
 the evaluator does, and rows (where MISSING would be left out) stay with the evaluator.
@@ -99,13 +103,16 @@ def chunks(
     scan = _Scan(plan, fields)
     for block in _blocks(opened(source, fmt)):
         deadline.check()
-        lines = _checked_lines(block, fields)
+        lines = _checked_lines(block)
         table = scan.parsed(block)
         if table.num_rows != lines:
             raise Declined("a line holds other than one JSON object")
         _check_spellings(block, fields, table)
         deadline.records += table.num_rows
-        scan.fold(table, block)
+        try:
+            scan.fold(table, block)
+        except pa.ArrowException as error:  # e.g. two fields compared, null so far in both
+            raise Declined(f"Arrow cannot compute this ({type(error).__name__})") from None
     names = [p.name for p in plan.projections or ()]
     yield from serialise([(names, [fold.result() for fold in scan.folds])], rows_format)
 
@@ -161,7 +168,7 @@ def _blocks(stream: io.BufferedReader) -> Iterator[bytes]:
         carry = buffer[end:]
 
 
-def _checked_lines(block: bytes, fields: _Fields) -> int:
+def _checked_lines(block: bytes) -> int:
     """Return the block's lines that hold an object, once it is known to be read alike.
 
     Declined where Arrow could read the block otherwise than the evaluator does: bytes that
