@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
-from worker.query import QueryLimitExceeded, QueryRequest, local, run_query
+from worker.query import QueryLimitExceeded, QueryRequest, QueryTimeout, local, run_query
 
 JSON_LINES = InputFormat(kind="JSON", json_type="LINES")
 JSON_GZIP = InputFormat(kind="JSON", json_type="LINES", compression="GZIP")
@@ -294,3 +295,11 @@ def test_lines_json_loads_reads_alike_run_vectorised(body, monkeypatch, capsys) 
     fast = answer(body, QUERIES[2], True, monkeypatch)
     assert reasons(capsys) == ["vectorised"]
     assert fast == answer(body, QUERIES[2], False, monkeypatch)
+
+
+def test_the_deadline_stops_json_lines_between_blocks(monkeypatch) -> None:
+    monkeypatch.setattr(local, "FAST_PATH", True)
+    request = QueryRequest("b", "k", QUERIES[1], JSON_LINES, deadline=time.monotonic())
+    result = run_query(BytesS3({"k": TAXI}), request, "local")
+    with pytest.raises(QueryTimeout):
+        result.text  # noqa: B018

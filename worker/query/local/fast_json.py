@@ -310,8 +310,8 @@ class _Scan:
 
         def line(row: int) -> bytes:
             """Return the text of ``selected``'s ``row``: the block's line that holds it."""
-            if selected.num_rows != table.num_rows:
-                kept = pc.fill_null(self._where(table), False)  # type: ignore[misc]
+            if self._where is not None and selected.num_rows != table.num_rows:
+                kept = pc.fill_null(self._where(table), False)
                 row = pc.indices_nonzero(kept)[row].as_py()
             return [text for text in block.split(b"\n") if text.strip(_JSON_SPACE)][row]
 
@@ -432,9 +432,9 @@ class _JsonFold:
             best < self._best if self._function == "MIN" else best > self._best
         ):
             return
-        if isinstance(best, float) and best.is_integer():
+        if isinstance(best, float) and best.is_integer() and self._get is not None:
             first = pc.index(table.column(self._position), best).as_py()
-            best = self._get(json.loads(line(first)))  # type: ignore[misc]
+            best = self._get(json.loads(line(first)))
         self._best = best
 
     def result(self) -> Any:
