@@ -68,7 +68,8 @@ _JSON_SPACE = b" \t\r"  # with the newline, all the whitespace JSON allows betwe
 _OPENINGS_AND_NEWLINES = bytes(b for b in range(256) if b not in b"{[\n")
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 # The escapes that could spell an ASCII letter (\u0041-\u007a) or a Kelvin sign, which
-# str.lower() makes "k"; and the Kelvin sign itself in UTF-8.
+# str.lower() makes "k"; and the Kelvin sign itself in UTF-8. It is the one character beyond
+# ASCII that lowers to an ASCII letter alone (U+0130 lowers to "i" and a combining dot).
 _ESCAPED_LETTER = re.compile(rb"\\u00[4-7]|\\u212[aA]")
 _KELVIN = "\u212a".encode()
 # A field's kind so far: "null" while every value read was null or missing.
