@@ -8,10 +8,12 @@ own:
 * ``fast path``: the local engine as the worker runs it (pyarrow where the query allows);
 * ``duckdb``: DuckDB on one thread reading the file itself, the yardstick of issue 14.
 
-Then (issue 22) the same CSV gzipped, on the fast path and in DuckDB; and Parquet: a generated
-file of 20 columns (``c0`` sorted) of about the same size uncompressed, row groups of ~64 MiB,
-Snappy, read by the local engine (``parquet``) and by DuckDB's ``read_parquet`` on one thread;
-for the local engine the GETs and the bytes fetched are printed too, against the object's size.
+Then (issue 22) the same CSV gzipped, on the fast path and in DuckDB; with ``--inputs json``,
+the same trips as JSON lines, plain and gzipped, against DuckDB's ``read_json``; and Parquet: a
+generated file of 20 columns (``c0`` sorted) of about the same size uncompressed, row groups of
+~64 MiB, Snappy, read by the local engine (``parquet``) and by DuckDB's ``read_parquet`` on one
+thread; for the local engine the GETs and the bytes fetched are printed too, against the
+object's size.
 
 The local engine reads through the same ranged GETs it makes on S3, answered from the file
 (no emulator between: its CPU would be counted against the engine), and its output streams
@@ -58,6 +60,14 @@ PARQUET_COLUMNS = 20
 PARQUET_GROUP_BYTES = 64 << 20
 PARQUET_CONTENDERS = ("parquet", "duckdb parquet")
 GZIP_CONTENDERS = ("gzip fast path", "duckdb gzip")
+# JSON lines: aggregates (the fast path runs no JSON rows), over integer, float and text fields.
+JSON_QUERIES = {
+    "COUNT(*)": "SELECT COUNT(*) FROM S3Object s",
+    "WHERE + SUM": "SELECT SUM(s.tip_amount) FROM S3Object s WHERE s.passenger_count > 3",
+    "MIN, MAX, AVG": (
+        "SELECT MIN(s.fare_amount), MAX(s.zone), AVG(s.trip_distance) FROM S3Object s"
+    ),
+}
 
 
 def parquet_queries(rows: int) -> dict[str, str]:
@@ -118,6 +128,25 @@ def generate(path: Path, size: int) -> int:
             block = "".join(
                 f"{i % 2 + 1},{i % 6 + 1},{i % 97 / 10:.2f},{5 + i % 450 / 10:.2f},"
                 f'{i % 31 / 4:.2f},{i % 4 + 1},"Zone {i % 263}, borough {i % 5}"\n'
+                for i in range(rows, rows + 10_000)
+            )
+            out.write(block)
+            written += len(block)
+            rows += 10_000
+    return rows
+
+
+def generate_json(path: Path, size: int) -> int:
+    """Write the CSV's trips as JSON lines of about ``size`` bytes; return the rows written."""
+    rows = 0
+    with path.open("w", encoding="utf-8") as out:
+        written = 0
+        while written < size:
+            block = "".join(
+                f'{{"vendor_id":{i % 2 + 1},"passenger_count":{i % 6 + 1},'
+                f'"trip_distance":{i % 97 / 10:.2f},"fare_amount":{5 + i % 450 / 10:.2f},'
+                f'"tip_amount":{i % 31 / 4:.2f},"payment_type":{i % 4 + 1},'
+                f'"zone":"Zone {i % 263}, borough {i % 5}"}}\n'
                 for i in range(rows, rows + 10_000)
             )
             out.write(block)
@@ -202,11 +231,13 @@ def _local_run(contender: str, sql: str, path: Path) -> dict[str, Any]:
 
     fmt = InputFormat(compression="GZIP") if path.suffix == ".gz" else InputFormat()
     fmt = InputFormat(kind="PARQUET") if path.suffix == ".parquet" else fmt
+    if ".jsonl" in path.suffixes:
+        fmt = InputFormat(kind="JSON", compression=fmt.compression)
     local.FAST_PATH = contender != "evaluator"
     if fmt.kind == "PARQUET":
         import worker.query.local.parquet  # once per worker process, not per query
     elif local.FAST_PATH and refusal(compile_query(sql), fmt) is None:
-        import worker.query.local.fast  # noqa: F401 - once per worker process, not per query
+        import worker.query.local.fast_json  # noqa: F401 - once per process (with .fast)
     deadlines: list[Deadline] = []
 
     class CountingDeadline(Deadline):  # the records read, as the engine counts them
@@ -240,6 +271,8 @@ def _duckdb_run(duckdb: Any, sql: str, path: Path) -> dict[str, Any]:
     table = (
         f"read_parquet('{path}')"
         if path.suffix == ".parquet"
+        else f"read_json('{path}', format = 'newline_delimited')"
+        if ".jsonl" in path.suffixes
         else f"read_csv('{path}', header = true, all_varchar = true)"
     )
     duck_sql = (
@@ -279,7 +312,8 @@ def main() -> None:
     parser.add_argument(
         "--inputs",
         default="csv,gzip,parquet",
-        help="which tables to run, comma-separated (default: all three)",
+        help="which tables to run, comma-separated: csv, gzip, parquet, json (default: the "
+        "first three)",
     )
     parser.add_argument(
         "--queries", default="", help="Parquet: run only the queries whose name holds this"
@@ -309,6 +343,8 @@ def main() -> None:
             bench_csv(Path(tmp), args.size_mib, inputs)
         if "parquet" in inputs:
             bench_parquet(Path(tmp), args.size_mib, args.queries)
+        if "json" in inputs:
+            bench_json(Path(tmp), args.size_mib)
 
 
 def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
@@ -336,6 +372,29 @@ def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
         packed = gzipped.stat().st_size / 2**20
         title = f"{size / 2**20:.0f} MiB CSV as {packed:.0f} MiB of GZIP; MB/s of the CSV"
         report_table(title, results, size, object_size=gzipped.stat().st_size)
+
+
+def bench_json(tmp: Path, size_mib: int) -> None:
+    """JSON lines, plain (evaluator, fast path, DuckDB) and gzipped (fast path, DuckDB)."""
+    data = tmp / "taxi.jsonl"
+    rows = generate_json(data, size_mib << 20)
+    size = data.stat().st_size
+    gzipped = tmp / "taxi.jsonl.gz"
+    with data.open("rb") as plain, gzip.open(gzipped, "wb", compresslevel=6) as packed:
+        shutil.copyfileobj(plain, packed, 1 << 20)
+    for path, contenders, title in [
+        (data, CONTENDERS, f"{size / 2**20:.0f} MiB of JSON lines, {rows} rows"),
+        (
+            gzipped,
+            GZIP_CONTENDERS,
+            f"the JSON lines as {gzipped.stat().st_size / 2**20:.0f} MiB of GZIP; MB/s of the JSON",
+        ),
+    ]:
+        results = {
+            name: {contender: run_child(contender, sql, path) for contender in contenders}
+            for name, sql in JSON_QUERIES.items()
+        }
+        report_table(title, results, size, object_size=path.stat().st_size)
 
 
 def bench_parquet(tmp: Path, size_mib: int, only: str = "") -> None:

@@ -131,16 +131,25 @@ class Part(io.RawIOBase):
 """,
 )
 TAXI_ROW = b"2,5,3.10,17.50,2.25,1,Zone 7\n"
+TAXI_LINE = b'{"v":2,"passengers":5,"d":3.1,"fare":17.5,"tip":2.25,"p":1,"zone":"Zone 7"}\n'
 FAST_PATH_CASES = {
     "128 MiB CSV, WHERE + SUM": (
         lambda: b"v,passengers,d,fare,tip,p,zone\n" + TAXI_ROW * ((128 << 20) // len(TAXI_ROW)),
         "SELECT SUM(CAST(s.tip AS FLOAT)) FROM S3Object s WHERE CAST(s.passengers AS INT) > 3",
+        {},
         '{"_1":',
     ),
     "64 MiB CSV line, uncompressed": (
         lambda: b"a\n" + b"1\n" * 10 + b"x" * (64 << 20) + b"\n",
         "SELECT COUNT(*) FROM S3Object s",
+        {},
         "OverMaxRecordSize",
+    ),
+    "128 MiB of JSON lines, WHERE + SUM": (
+        lambda: TAXI_LINE * ((128 << 20) // len(TAXI_LINE)),
+        "SELECT SUM(s.tip), MAX(s.zone) FROM S3Object s WHERE s.passengers > 3",
+        {"kind": "JSON"},
+        '{"_1":',
     ),
 }
 
@@ -148,8 +157,8 @@ FAST_PATH_CASES = {
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", list(FAST_PATH_CASES))
 def test_queries_the_fast_path_runs_stay_within_its_budget(tmp_path, name) -> None:
-    make, sql, expected = FAST_PATH_CASES[name]
-    report, logs = run_child(FAST_PATH_CHILD, tmp_path, make(), sql, {})
+    make, sql, fmt, expected = FAST_PATH_CASES[name]
+    report, logs = run_child(FAST_PATH_CHILD, tmp_path, make(), sql, fmt)
     print(f"{name}: {report}")  # the figures, with pytest -s
     assert '"path": "fast"' in logs  # the fast path ran (and, for the line, declined)
     assert expected in report["outcome"]

@@ -99,11 +99,13 @@ def _chunks(
         return
     passed_on = 0
     try:
-        from worker.query.local import fast  # pyarrow: ~80 MiB, loaded only by a query using it
+        # pyarrow: ~80 MiB, loaded only by a query using it
+        from worker.query.local import fast, fast_json
 
+        scan = fast_json.chunks if request.input.kind == "JSON" else fast.chunks
         source.fetch_first()
         yield ""
-        produced = fast.chunks(source, request.input, plan, request.rows_format, deadline)
+        produced = scan(source, request.input, plan, request.rows_format, deadline)
         for chunk in _made_in_the_slot(produced, request.deadline):
             passed_on += len(chunk)
             yield chunk

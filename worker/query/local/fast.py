@@ -37,7 +37,7 @@ from worker.query import Deadline, QueryError, QueryLimitExceeded
 from worker.query.local import sql
 from worker.query.local.caps import MAX_NUMBER_CHARS
 from worker.query.local.evaluator import Accumulator, CsvLayout
-from worker.query.local.fastplan import MAX_EXACT_INT, Declined, kind_of, literal_value
+from worker.query.local.fastplan import MAX_EXACT_INT, Declined, literal_value
 from worker.query.local.lines import LineWriter, LongLine
 from worker.query.local.reader import COMMENT, RangedObject, decompressed
 from worker.query.local.serialise import serialise
@@ -77,10 +77,7 @@ def chunks(
     """
     if plan.limit == 0:  # an aggregate's LIMIT 0 (fastplan sends other LIMITs to the evaluator)
         return
-    stream = io.BufferedReader(source, buffer_size=PEEK_BYTES)
-    if fmt.compression != "NONE":
-        inflated = _Filled(decompressed(stream, fmt.compression, source), fmt.compression)
-        stream = io.BufferedReader(inflated, buffer_size=PEEK_BYTES)
+    stream = opened(source, fmt)
     first_record = _first_record(stream, fmt)
     layout = _FastLayout(first_record if fmt.csv_header == "USE" else None, len(first_record))
     where = _compile(plan.where, layout) if plan.where is not None else None
@@ -89,6 +86,15 @@ def chunks(
         yield from _aggregate(plan, layout, where, batches, rows_format)
     else:
         yield from _rows(plan, layout, where, batches, rows_format)
+
+
+def opened(source: RangedObject, fmt: InputFormat) -> io.BufferedReader:
+    """Return the object's bytes as a stream, inflated under the caps where compressed."""
+    stream = io.BufferedReader(source, buffer_size=PEEK_BYTES)
+    if fmt.compression == "NONE":
+        return stream
+    inflated = _Filled(decompressed(stream, fmt.compression, source), fmt.compression)
+    return io.BufferedReader(inflated, buffer_size=PEEK_BYTES)
 
 
 class _Filled(io.RawIOBase):
@@ -406,7 +412,8 @@ def _compile(expr: sql.Expr, layout: _FastLayout) -> Value:
         return _compile(sql.Logical("OR", equals), layout)
     if isinstance(expr, sql.Logical):
         operands = [_compile(item, layout) for item in expr.operands]
-        join = pc.and_ if expr.op == "AND" else pc.or_
+        # SQL's three-valued logic: NULL (a JSON field null or missing) AND FALSE is FALSE.
+        join = pc.and_kleene if expr.op == "AND" else pc.or_kleene
         return lambda batch: _fold(join, [operand(batch) for operand in operands])
     if isinstance(expr, sql.Not):
         operand = _compile(expr.operand, layout)
@@ -511,8 +518,7 @@ def _aggregate(
         node = projection.expr
         assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
         operand = _compile(node.operand, layout) if node.operand is not None else None
-        kind = kind_of(node.operand) if node.operand is not None else "int"
-        folds.append(Fold(node, operand, kind))
+        folds.append(Fold(node, operand))
     for batch in batches:
         selected = _mask(where, batch)
         for fold in folds:
@@ -526,12 +532,13 @@ class Fold:
 
     The accumulator's ``result`` then types the answer as the Python evaluator does (AVG of
     INT as DECIMAL, SUM of nothing as NULL). FLOAT sums add value by value, in order, as the
-    evaluator does, so rounding matches to the last bit.
+    evaluator does, so rounding matches to the last bit. Integers and floats are told apart by
+    the values' type, batch by batch: a JSON field's integers may turn to floats part way.
     """
 
-    def __init__(self, node: sql.Aggregate, operand: Value | None, kind: str) -> None:
+    def __init__(self, node: sql.Aggregate, operand: Value | None) -> None:
         self._state = Accumulator(node, None)
-        self._function, self._operand, self._kind = node.function, operand, kind
+        self._function, self._operand = node.function, operand
 
     def add(self, batch: pa.RecordBatch) -> None:
         state = self._state
@@ -546,7 +553,7 @@ class Fold:
             state.total = self._sum(values, state.total)
         elif self._function in ("MIN", "MAX"):
             best = pc.min_max(values)["min" if self._function == "MIN" else "max"].as_py()
-            if best == 0 and self._kind == "float":
+            if best == 0 and pa.types.is_floating(values.type):
                 raise Declined("MIN / MAX of FLOAT at zero: 0.0 and -0.0 tie")
             better = state.best is None or (
                 best < state.best if self._function == "MIN" else best > state.best
@@ -554,7 +561,7 @@ class Fold:
             state.best = best if better else state.best
 
     def _sum(self, values: pa.Array, total: Any) -> Any:
-        if self._kind == "int":
+        if pa.types.is_integer(values.type):
             extremes = pc.min_max(values)
             if max(-extremes["min"].as_py(), extremes["max"].as_py()) >= MAX_SUMMED_INT:
                 raise Declined("an INT too large to sum in 64 bits")

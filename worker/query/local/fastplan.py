@@ -2,7 +2,7 @@
 
 The fast path costs ~80 MiB of pyarrow the first time it is imported, so the choice is made
 here, from the plan and the input format alone: a process whose queries never qualify (rows
-with ``LIMIT``, JSON, BZIP2 input) never loads pyarrow and keeps to the original 128 MiB.
+with ``LIMIT``, JSON rows, BZIP2 input) never loads pyarrow and keeps to the original 128 MiB.
 ``LIMIT`` stays with the evaluator because it stops reading at the rows needed, where Arrow's
 reader fetches about 32 blocks ahead.
 
@@ -10,7 +10,8 @@ The fast path runs only what it can run exactly as the Python evaluator does. He
 decided statically: uncompressed or GZIP CSV; projections of ``*``, columns,
 ``CAST(column AS INT)``
 and aggregates of columns or their INT / FLOAT casts; a WHERE of comparisons, BETWEEN and IN
-between columns, their casts and literals of the same kind, joined by AND, OR and NOT. What
+between columns, their casts and literals of the same kind, joined by AND, OR and NOT; and on
+JSON lines (:mod:`.fast_json`), aggregates and comparisons of top-level fields. What
 only the data can decide (a value that does not CAST, a ragged row, a comment line, bytes that
 are not UTF-8) is checked batch by batch, and the query is handed back to the Python
 evaluator (:class:`Declined`) rather than guessed at.
@@ -43,10 +44,10 @@ class Declined(Exception):
 
 def refusal(plan: sql.Plan, fmt: InputFormat) -> str | None:
     """Return why the fast path cannot run ``plan`` on ``fmt`` input, or None if it can."""
-    if fmt.kind != "CSV":
-        return "JSON input"
     if fmt.compression not in ("NONE", "GZIP"):  # bzip2's own decoding costs the most
         return f"{fmt.compression} input"
+    if fmt.kind != "CSV":
+        return _json_lines_refusal(plan, fmt)
     if plan.limit is not None and not plan.aggregate:
         # Arrow's reader fetches ~32 blocks ahead; the evaluator stops at the rows needed.
         return "LIMIT reads only the rows needed"
@@ -61,6 +62,76 @@ def refusal(plan: sql.Plan, fmt: InputFormat) -> str | None:
     except Declined as why:
         return str(why)
     return None
+
+
+def _json_lines_refusal(plan: sql.Plan, fmt: InputFormat) -> str | None:
+    """Why JSON input stays with the evaluator; None for what :mod:`.fast_json` runs.
+
+    Aggregates only: Arrow reads a null and a missing field alike, and they print alike only
+    inside an aggregate (both skipped). Fields by top-level name, compared with literals, and
+    no CAST: a field's kind (INT or text) is known only from the data, checked there.
+    """
+    if fmt.json_type != "LINES":
+        return "JSON DOCUMENT input"
+    if not plan.aggregate:
+        return "JSON rows (only aggregates of JSON lines run vectorised)"
+    try:
+        if plan.where is not None:
+            _json_condition(plan.where)
+        for projection in plan.projections or ():
+            assert isinstance(projection.expr, sql.Aggregate)  # Plan.aggregate guarantees it
+            if projection.expr.operand is not None:
+                json_field(projection.expr.operand)
+    except Declined as why:
+        return str(why)
+    return None
+
+
+def _json_condition(expr: sql.Expr) -> None:
+    """Accept comparisons of JSON fields and literals, joined by AND, OR and NOT.
+
+    The literals of one comparison must be of one kind: otherwise the evaluator's error.
+    """
+    if isinstance(expr, sql.Logical):
+        for operand in expr.operands:
+            _json_condition(operand)
+        return
+    if isinstance(expr, sql.Not):
+        _json_condition(expr.operand)
+        return
+    if isinstance(expr, sql.Compare):
+        operands: tuple[sql.Expr, ...] = (expr.left, expr.right)
+    elif isinstance(expr, sql.Between):
+        operands = (expr.operand, expr.low, expr.high)
+    elif isinstance(expr, sql.In):
+        operands = (expr.operand, *expr.items)
+    else:
+        raise Declined(sql.describe(expr))
+    kinds = set()
+    for operand in operands:
+        if isinstance(operand, sql.Column):
+            json_field(operand)
+        else:
+            kinds.add(literal_kind(literal_value(operand)))
+    if not (kinds <= {"text"} or kinds <= {"int", "float"}):
+        raise Declined(f"{sql.describe(expr)} compares values of different kinds")
+
+
+def json_field(expr: sql.Expr) -> str:
+    """Return the top-level field a column names in JSON; Declined for anything else.
+
+    The name must be printable ASCII without quote or backslash, so that it is written alike
+    in every record's bytes (:mod:`.fast_json` checks them for other spellings of it).
+    """
+    if not isinstance(expr, sql.Column) or len(expr.path) != 1:
+        raise Declined(f"the JSON path {sql.describe(expr)}")
+    step = expr.path[0]
+    if not isinstance(step, tuple):
+        raise Declined(f"the JSON path {sql.describe(expr)}")
+    name = step[0]
+    if not name.isascii() or not name.isprintable() or '"' in name or "\\" in name:
+        raise Declined(f"the JSON field name in {sql.describe(expr)}")
+    return name
 
 
 def _check_projection(expr: sql.Expr) -> None:

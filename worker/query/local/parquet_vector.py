@@ -59,13 +59,13 @@ def folds(plan: sql.Plan, schema: pa.Schema) -> list[Fold] | None:
         node = projection.expr
         assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
         if node.operand is None:
-            made.append(Fold(node, None, "int"))
+            made.append(Fold(node, None))
             continue
         column = _plain_column(node.operand)
         column_kind = kind(schema.field(column).type) if column else None
         if column_kind not in _FOLDED_KINDS[node.function]:
             return None
-        made.append(Fold(node, _non_null(column), column_kind))
+        made.append(Fold(node, _non_null(column)))
     return made
 
 
