@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,35 +121,39 @@ BUDGETS_MIB = {"evaluator": 128, "fast path": 256}  # issue 14's peak RSS per wo
 
 def generate(path: Path, size: int) -> int:
     """Write a taxi-shaped CSV of about ``size`` bytes (a quoted zone name); return its rows."""
-    rows = 0
-    with path.open("w", encoding="utf-8", newline="") as out:
-        out.write(HEADER)
-        written = len(HEADER)
-        while written < size:
-            block = "".join(
-                f"{i % 2 + 1},{i % 6 + 1},{i % 97 / 10:.2f},{5 + i % 450 / 10:.2f},"
-                f'{i % 31 / 4:.2f},{i % 4 + 1},"Zone {i % 263}, borough {i % 5}"\n'
-                for i in range(rows, rows + 10_000)
-            )
-            out.write(block)
-            written += len(block)
-            rows += 10_000
-    return rows
+    return _write_trips(
+        path,
+        size,
+        lambda i: (
+            f"{i % 2 + 1},{i % 6 + 1},{i % 97 / 10:.2f},{5 + i % 450 / 10:.2f},"
+            f'{i % 31 / 4:.2f},{i % 4 + 1},"Zone {i % 263}, borough {i % 5}"\n'
+        ),
+        HEADER,
+    )
 
 
 def generate_json(path: Path, size: int) -> int:
     """Write the CSV's trips as JSON lines of about ``size`` bytes; return the rows written."""
+    return _write_trips(
+        path,
+        size,
+        lambda i: (
+            f'{{"vendor_id":{i % 2 + 1},"passenger_count":{i % 6 + 1},'
+            f'"trip_distance":{i % 97 / 10:.2f},"fare_amount":{5 + i % 450 / 10:.2f},'
+            f'"tip_amount":{i % 31 / 4:.2f},"payment_type":{i % 4 + 1},'
+            f'"zone":"Zone {i % 263}, borough {i % 5}"}}\n'
+        ),
+    )
+
+
+def _write_trips(path: Path, size: int, line: Callable[[int], str], header: str = "") -> int:
+    """Write ``header`` then ``line(i)`` for i = 0, 1, ... until ``size`` bytes; return the rows."""
     rows = 0
-    with path.open("w", encoding="utf-8") as out:
-        written = 0
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(header)
+        written = len(header)
         while written < size:
-            block = "".join(
-                f'{{"vendor_id":{i % 2 + 1},"passenger_count":{i % 6 + 1},'
-                f'"trip_distance":{i % 97 / 10:.2f},"fare_amount":{5 + i % 450 / 10:.2f},'
-                f'"tip_amount":{i % 31 / 4:.2f},"payment_type":{i % 4 + 1},'
-                f'"zone":"Zone {i % 263}, borough {i % 5}"}}\n'
-                for i in range(rows, rows + 10_000)
-            )
+            block = "".join(line(i) for i in range(rows, rows + 10_000))
             out.write(block)
             written += len(block)
             rows += 10_000
