@@ -757,13 +757,14 @@ def local(
     help={
         "size_mib": "size of the generated CSV source in MiB (1024 = the 1 GiB case)",
         "warm": "time each query's second run in its process (a worker's items after its first)",
+        "repeat": "runs of each query per contender, in turns: medians, and the shares' spread",
     }
 )
-def bench_query(c: Context, size_mib: int = 1024, warm: bool = False) -> None:
+def bench_query(c: Context, size_mib: int = 1024, warm: bool = False, repeat: int = 1) -> None:
     """Compare the local engine's evaluator, fast path and 1-thread DuckDB: MB/s per vCPU, RSS."""
     import sys
 
-    flags = " --warm" if warm else ""
+    flags = (" --warm" if warm else "") + f" --repeat {int(repeat)}"
     c.run(f"{sys.executable} bench/query_engine.py --size-mib {int(size_mib)}{flags}", pty=False)
 
 

@@ -22,7 +22,7 @@ over the child's CPU seconds (user + system, all its threads) for the query, so 
 depend on how busy the machine is; wall seconds are printed too. Imports (pyarrow, DuckDB) are
 done before the clock starts: a worker process pays them once. Prints a table, then one JSON line.
 
-    python bench/query_engine.py [--size-mib 1024] [--warm]     (or: invoke bench-query)
+    python bench/query_engine.py [--size-mib 1024] [--warm] [--repeat N]   (or: invoke bench-query)
 """
 
 from __future__ import annotations
@@ -302,6 +302,28 @@ def _duckdb_run(duckdb: Any, sql: str, path: Path) -> dict[str, Any]:
     }
 
 
+# Set by --repeat: how many times each contender runs each query, in turns (A B A B ...).
+REPEAT = 1
+
+
+def contest(contenders: tuple[str, ...], sql: str, path: Path) -> dict[str, dict[str, Any]]:
+    """Run ``sql`` with each contender REPEAT times in turns; keep each one's median run.
+
+    Each run is a fresh process, and the same process's speed moves by up to a third from one
+    start to the next on a shared machine: the turns put each pair under the same conditions,
+    and ``cpu_seconds_runs`` keeps every run for the ratios' spread.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {contender: [] for contender in contenders}
+    for _ in range(REPEAT):
+        for contender in contenders:
+            runs[contender].append(run_child(contender, sql, path))
+    kept = {}
+    for contender, made in runs.items():
+        median = sorted(made, key=lambda run: run["cpu_seconds"])[len(made) // 2]
+        kept[contender] = {**median, "cpu_seconds_runs": [run["cpu_seconds"] for run in made]}
+    return kept
+
+
 def run_child(contender: str, sql: str, path: Path) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter so that its peak RSS is its own."""
     command = [sys.executable, __file__, "--child", contender, sql, str(path)]
@@ -329,6 +351,13 @@ def main() -> None:
         help="time each query's second run in its process (every item after a worker's first)",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each query per contender, in turns; the median is shown, and the spread "
+        "of the local engine's share of DuckDB over the pairs",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("CONTENDER", "SQL", "PATH"), help=argparse.SUPPRESS
     )
     parser.add_argument("--parquet-to", nargs=2, metavar=("PATH", "MIB"), help=argparse.SUPPRESS)
@@ -342,6 +371,8 @@ def main() -> None:
         return
     if args.warm:
         os.environ[WARM_VARIABLE] = "1"  # the children inherit it
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     inputs = set(args.inputs.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
         if inputs & {"csv", "gzip"}:
@@ -360,17 +391,14 @@ def bench_csv(tmp: Path, size_mib: int, inputs: set[str]) -> None:
     size = data.stat().st_size
     print(f"generated {size / 2**20:.0f} MiB, {rows} rows in {time.monotonic() - started:.0f} s")
     if "csv" in inputs:
-        results = {
-            name: {contender: run_child(contender, sql, data) for contender in CONTENDERS}
-            for name, sql in QUERIES.items()
-        }
+        results = {name: contest(CONTENDERS, sql, data) for name, sql in QUERIES.items()}
         report(results, size, rows)
     if "gzip" in inputs:
         gzipped = tmp / "taxi.csv.gz"
         with data.open("rb") as plain, gzip.open(gzipped, "wb", compresslevel=6) as packed:
             shutil.copyfileobj(plain, packed, 1 << 20)
         results = {
-            name: {contender: run_child(contender, sql, gzipped) for contender in GZIP_CONTENDERS}
+            name: contest(GZIP_CONTENDERS, sql, gzipped)
             for name, sql in QUERIES.items()
             if "LIMIT" not in name
         }
@@ -395,10 +423,7 @@ def bench_json(tmp: Path, size_mib: int) -> None:
             f"the JSON lines as {gzipped.stat().st_size / 2**20:.0f} MiB of GZIP; MB/s of the JSON",
         ),
     ]:
-        results = {
-            name: {contender: run_child(contender, sql, path) for contender in contenders}
-            for name, sql in JSON_QUERIES.items()
-        }
+        results = {name: contest(contenders, sql, path) for name, sql in JSON_QUERIES.items()}
         report_table(title, results, size, object_size=path.stat().st_size)
 
 
@@ -411,7 +436,7 @@ def bench_parquet(tmp: Path, size_mib: int, only: str = "") -> None:
     size = data.stat().st_size
     queries = parquet_queries(rows)
     results = {
-        name: {contender: run_child(contender, sql, data) for contender in PARQUET_CONTENDERS}
+        name: contest(PARQUET_CONTENDERS, sql, data)
         for name, sql in queries.items()
         if only in name
     }
@@ -439,13 +464,20 @@ def report_table(
         duckdb = next(run for contender, run in runs.items() if contender.startswith("duckdb"))
         for contender, run in runs.items():
             rate = run["mb_per_cpu_second"]
-            share = rate / duckdb["mb_per_cpu_second"] if run is not duckdb else None
+            shares = sorted(  # pair by pair: DuckDB's CPU seconds over the local engine's
+                theirs / max(ours, 1e-3)
+                for ours, theirs in zip(
+                    run["cpu_seconds_runs"], duckdb["cpu_seconds_runs"], strict=True
+                )
+            )
+            share = shares[len(shares) // 2] if run is not duckdb else None
+            spread = f" {shares[0]:.0%}-{shares[-1]:.0%}" if share and len(shares) > 1 else ""
             fetched = run.get("bytes_fetched")
             print(
                 f"{name:<21}{contender:<16}{rate:>10.1f}"
                 f"{f'{share:.0%}' if share else '-':>10}{run['peak_rss_mib']:>9.1f}"
                 f"{run.get('gets', '-')!s:>6}"
-                f"{f'{fetched / (object_size or size):.1%}' if fetched else '-':>8}"
+                f"{f'{fetched / (object_size or size):.1%}' if fetched else '-':>8}{spread}"
             )
     print(json.dumps({"title": title, "bytes": size, "results": results}))
 
