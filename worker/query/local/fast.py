@@ -80,7 +80,7 @@ def chunks(
     stream = opened(source, fmt)
     first_record = _first_record(stream, fmt)
     layout = _FastLayout(first_record if fmt.csv_header == "USE" else None, len(first_record))
-    where = _compile(plan.where, layout) if plan.where is not None else None
+    where = compile_value(plan.where, layout) if plan.where is not None else None
     batches = _batches(stream, fmt, _columns_read(plan, layout), deadline)
     if plan.aggregate:
         yield from _aggregate(plan, layout, where, batches, rows_format)
@@ -387,7 +387,7 @@ class _FastLayout:
 # --- expressions ------------------------------------------------------------------------------
 
 
-def _compile(expr: sql.Expr, layout: _FastLayout) -> Value:
+def compile_value(expr: sql.Expr, layout: _FastLayout) -> Value:
     """Compile a plan expression :func:`.fastplan.kind_of` admitted into a batch function."""
     if isinstance(expr, (sql.Literal, sql.Negate)):
         constant = pa.scalar(literal_value(expr))
@@ -396,27 +396,31 @@ def _compile(expr: sql.Expr, layout: _FastLayout) -> Value:
         name = f"f{layout.position(expr)}"
         return lambda batch: batch.column(name)
     if isinstance(expr, sql.Cast):
-        operand = _compile(expr.operand, layout)
+        operand = compile_value(expr.operand, layout)
         convert = {"INT": _to_int, "FLOAT": _to_float, "STRING": lambda text: text}[expr.type]
         return lambda batch: convert(operand(batch))
     if isinstance(expr, sql.Compare):
-        left, right, kernel = _compile(expr.left, layout), _compile(expr.right, layout), expr.op
+        left, right, kernel = (
+            compile_value(expr.left, layout),
+            compile_value(expr.right, layout),
+            expr.op,
+        )
         return lambda batch: COMPARISON_KERNELS[kernel](left(batch), right(batch))
     if isinstance(expr, sql.Between):
         low = sql.Compare(">=", expr.operand, expr.low)
-        return _compile(
+        return compile_value(
             sql.Logical("AND", (low, sql.Compare("<=", expr.operand, expr.high))), layout
         )
     if isinstance(expr, sql.In):
         equals = tuple(sql.Compare("=", expr.operand, item) for item in expr.items)
-        return _compile(sql.Logical("OR", equals), layout)
+        return compile_value(sql.Logical("OR", equals), layout)
     if isinstance(expr, sql.Logical):
-        operands = [_compile(item, layout) for item in expr.operands]
+        operands = [compile_value(item, layout) for item in expr.operands]
         # SQL's three-valued logic: NULL (a JSON field null or missing) AND FALSE is FALSE.
         join = pc.and_kleene if expr.op == "AND" else pc.or_kleene
         return lambda batch: _fold(join, [operand(batch) for operand in operands])
     if isinstance(expr, sql.Not):
-        operand = _compile(expr.operand, layout)
+        operand = compile_value(expr.operand, layout)
         return lambda batch: pc.invert(operand(batch))
     raise Declined(sql.describe(expr))  # kind_of admits nothing else
 
@@ -460,7 +464,7 @@ def _to_float(text: pa.Array) -> pa.Array:
     return values
 
 
-def _mask(where: Value | None, batch: pa.RecordBatch) -> pa.RecordBatch:
+def masked(where: Value | None, batch: pa.RecordBatch) -> pa.RecordBatch:
     """Return the batch's records whose condition is TRUE (CSV fields are never NULL here)."""
     if where is None:
         return batch
@@ -485,11 +489,11 @@ def _rows(
         values = [_column(f"f{position}") for position in range(layout.width)]
     else:
         names = [p.name for p in plan.projections]
-        values = [_compile(p.expr, layout) for p in plan.projections]
+        values = [compile_value(p.expr, layout) for p in plan.projections]
     writer = LineWriter(names, rows_format)
     emitted = 0
     for batch in batches:
-        selected = _mask(where, batch)
+        selected = masked(where, batch)
         if not selected.num_rows:
             continue
         try:
@@ -517,10 +521,10 @@ def _aggregate(
     for projection in plan.projections or ():
         node = projection.expr
         assert isinstance(node, sql.Aggregate)  # Plan.aggregate guarantees it
-        operand = _compile(node.operand, layout) if node.operand is not None else None
+        operand = compile_value(node.operand, layout) if node.operand is not None else None
         folds.append(Fold(node, operand))
     for batch in batches:
-        selected = _mask(where, batch)
+        selected = masked(where, batch)
         for fold in folds:
             fold.add(selected)
     names = [p.name for p in plan.projections or ()]

@@ -3,7 +3,7 @@ r"""JSON lines on the vectorised fast path: aggregates, and WHERE, over top-leve
 The object is read a block of whole lines at a time (at most 1 MiB, so every line in a block
 is within S3 Select's record cap), each block parsed by ``pyarrow.json.read_json`` with an
 explicit schema of only the fields the query reads (other fields are parsed and ignored), and
-folded with the CSV fast path's machinery (:class:`.fast.Fold`, :func:`.fast._compile`).
+folded with the CSV fast path's machinery (:class:`.fast.Fold`, :func:`.fast.compile_value`).
 
 pyarrow reads data the evaluator's ``json.loads`` per line reads otherwise, so a block is used
 only once these hold, else the query is handed back (:class:`.fastplan.Declined`); each was
@@ -49,7 +49,7 @@ from worker.query import Deadline
 from worker.query.local import sql
 from worker.query.local.caps import MAX_JSON_DEPTH, MAX_RECORD_CHARS
 from worker.query.local.evaluator import JsonLayout
-from worker.query.local.fast import Fold, _compile, _mask, opened
+from worker.query.local.fast import Fold, compile_value, masked, opened
 from worker.query.local.fastplan import (
     MAX_EXACT_INT,
     Declined,
@@ -121,7 +121,7 @@ def chunks(
 class _Fields:
     """The top-level fields the query reads, each a position in the batch (``f0``, ``f1``...).
 
-    Also the layout :func:`.fast._compile` resolves columns with.
+    Also the layout :func:`.fast.compile_value` resolves columns with.
     """
 
     def __init__(self, plan: sql.Plan) -> None:
@@ -257,7 +257,7 @@ class _Scan:
     def __init__(self, plan: sql.Plan, fields: _Fields) -> None:
         self._names = fields.names
         self._kinds: list[FieldKind] = ["null"] * len(fields.names)
-        self._where = _compile(plan.where, fields) if plan.where is not None else None
+        self._where = compile_value(plan.where, fields) if plan.where is not None else None
         self._where_node = plan.where
         self._fields = fields
         self._compared = sorted(
@@ -307,7 +307,7 @@ class _Scan:
 
     def fold(self, table: pa.Table, block: bytes) -> None:
         """Add the rows WHERE keeps (TRUE, not NULL) to every aggregate."""
-        selected = _mask(self._where, table)
+        selected = masked(self._where, table)
 
         def line(row: int) -> bytes:
             """Return the text of ``selected``'s ``row``: the block's line that holds it."""
