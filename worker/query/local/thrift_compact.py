@@ -16,6 +16,7 @@ struct a field at a time, so that a large footer is checked without holding it d
 from __future__ import annotations
 
 import dataclasses
+import gc
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -42,9 +43,20 @@ class ThriftList:
 
 
 def read_struct(data: bytes | memoryview, start: int = 0) -> tuple[Struct, int]:
-    """Decode the struct at ``start``; return it and the offset just past it."""
+    """Decode the struct at ``start``; return it and the offset just past it.
+
+    The cyclic garbage collector is paused meanwhile: a footer decodes to ~40 containers per
+    KiB, none of them in a cycle, and the collections their number set off found nothing but
+    took a third of a 286 KiB footer's decoding (0.097 s, 0.064 s without them).
+    """
     reader = Reader(data, start)
-    return reader.struct(0), reader.position
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return reader.struct(0), reader.position
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def write_struct(fields: Struct) -> bytes:
