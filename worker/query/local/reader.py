@@ -57,6 +57,8 @@ _OPENING = frozenset({"start_map", "start_array"})
 _CLOSING = frozenset({"end_map", "end_array"})
 # UTF-8 continuation bytes: every other byte starts a character.
 _CONTINUATION = bytes(range(0x80, 0xC0))
+# A JSON escape of half a surrogate pair: \ud800-\udfff, in either case.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 # The csv module's default field cap is 128 KiB; a field may be as long as a record.
 csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_CHARS))
@@ -417,7 +419,23 @@ def _json_line(line: str, number: int) -> Any:
     # Depth never exceeds the number of brackets: only bracket-heavy lines need walking.
     if line.count("[") + line.count("{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
         raise too_deep(f"line {number}")
+    # JSON can escape half of a surrogate pair alone ("\ud800"), which json.loads keeps but no
+    # UTF-8 output can hold: refused here, naming the line, not as an encoding error later.
+    # Only a line with such an escape can hold one (the object was decoded as UTF-8).
+    if "\\u" in line and _SURROGATE_ESCAPE.search(line) and _not_unicode(value):
+        raise QueryError(
+            f"line {number} holds a lone surrogate escape (\\ud800-\\udfff without its pair): "
+            f"JSON, but not Unicode text"
+        )
     return value
+
+
+def _not_unicode(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
