@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 
 from tests.unit.bare_s3 import BytesS3
 from worker.messages import InputFormat
-from worker.query import QueryLimitExceeded, QueryRequest, QueryTimeout, local, run_query
+from worker.query import (
+    QueryError,
+    QueryLimitExceeded,
+    QueryRequest,
+    QueryTimeout,
+    local,
+    run_query,
+)
 
 JSON_LINES = InputFormat(kind="JSON", json_type="LINES")
 JSON_GZIP = InputFormat(kind="JSON", json_type="LINES", compression="GZIP")
@@ -65,16 +72,12 @@ def reasons(capsys) -> list[str]:
 
 
 def answer(body: bytes, sql: str, fast: bool, monkeypatch, fmt=JSON_LINES, rows_format="json"):
-    """The query's text on one path, or its error as ``Type: message``.
-
-    Any error: the evaluator's MIN of a lone surrogate fails as the text is encoded, not with
-    a QueryError, and the fast path must fail alike.
-    """
+    """The query's text on one path, or its QueryError as ``Type: message``."""
     monkeypatch.setattr(local, "FAST_PATH", fast)
     request = QueryRequest("b", "k", sql, fmt, rows_format)
     try:
         return run_query(BytesS3({"k": body}), request, "local").text
-    except Exception as error:
+    except QueryError as error:
         return f"{type(error).__name__}: {error}"
 
 

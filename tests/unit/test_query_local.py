@@ -275,6 +275,31 @@ def test_malformed_inputs_fail_with_a_reason(s3) -> None:
         query(s3, '{"a":1}\n{"a":\n', "SELECT * FROM S3Object", kind="JSON")
 
 
+@pytest.mark.parametrize(
+    "line",
+    ['{"a":"x\\ud800y"}', '{"\\uDC00":1}', '{"a":["\\ud83d"]}'],
+    ids=["a value", "a key", "in an array"],
+)
+def test_a_lone_surrogate_escape_is_refused_naming_the_line(s3, line) -> None:
+    """RFC 8259 section 8.2: such strings are JSON, but no UTF-8 output can hold them; a pair
+    (an emoji) is text, as is a line that only looks like one (an escaped backslash)."""
+    text = '{"a":"\\ud83d\\ude00"}\n{"a":"\\\\ud800"}\n'
+    assert query(s3, text, "SELECT * FROM S3Object", kind="JSON") == (
+        '{"a":"\U0001f600"}\n{"a":"\\\\ud800"}\n'
+    )
+    with pytest.raises(QueryError, match="line 2 holds a lone surrogate escape"):
+        query(s3, '{"a":1}\n' + line + "\n", "SELECT * FROM S3Object", kind="JSON")
+
+
+def test_a_nan_compares_unordered_against_every_literal(s3) -> None:
+    """IEEE 754 (and Python's floats): NaN is neither less, equal nor greater; only != holds.
+    A DECIMAL literal (2.5) once raised decimal.InvalidOperation instead of answering."""
+    body = '{"a":NaN}\n{"a":1.5}\n'
+    for condition, count in [("< 2.5", 1), ("> 2.5", 0), ("= 2.5", 0), ("!= 2.5", 2), ("< 2", 1)]:
+        sql = f"SELECT COUNT(*) FROM S3Object s WHERE s.a {condition}"
+        assert query(s3, body, sql, kind="JSON") == f'{{"_1":{count}}}\n', condition
+
+
 def test_a_missing_object_names_the_source(s3) -> None:
     request = QueryRequest(BUCKET, "nope.csv", "SELECT * FROM S3Object", InputFormat())
     with pytest.raises(QueryError, match=f"s3://{BUCKET}/nope.csv does not exist"):

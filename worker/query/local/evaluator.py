@@ -17,7 +17,7 @@ import json
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from worker.query import Deadline, QueryError, QueryLimitExceeded
@@ -315,7 +315,10 @@ def compare(op: str, left: Any, right: Any, node: sql.Expr) -> bool | None:
             f"cannot compare {_kind(left)} with {_kind(right)}; CAST one side, "
             f"e.g. CAST(s.col AS INT)",
         )
-    return COMPARE_OPS[op](left, right)
+    try:
+        return COMPARE_OPS[op](left, right)
+    except InvalidOperation:  # a NaN ordered against a DECIMAL (a literal such as 2.5)
+        return False  # unordered: false, as a NaN ordered against a FLOAT is
 
 
 def arithmetic(op: str, left: Any, right: Any, node: sql.Expr) -> Any:
