@@ -52,12 +52,6 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fresh_path_log(monkeypatch) -> None:
-    """Each test sees the path logged anew: it is logged once per query per process."""
-    monkeypatch.setattr(local, "_logged", set())
-
-
 def paths_log(capsys) -> list[dict]:
     lines = capsys.readouterr().out.splitlines()
     return [json.loads(line) for line in lines if '"query-path"' in line]

@@ -60,12 +60,6 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fresh_path_log(monkeypatch) -> None:
-    """Each test sees the path logged anew: it is logged once per query per process."""
-    monkeypatch.setattr(local, "_logged", set())
-
-
 def reasons(capsys) -> list[str]:
     lines = capsys.readouterr().out.splitlines()
     return [json.loads(line)["reason"] for line in lines if '"query-path"' in line]

@@ -150,7 +150,6 @@ def test_the_csv_fast_path_declines_an_output_line_that_may_pass_1_mib(monkeypat
     before it and its 2 x 524 263 + 2 end 2 bytes short of 1 MiB; its line is 53 longer.
     """
     monkeypatch.setattr(local, "FAST_PATH", True)
-    monkeypatch.setattr(local, "_logged", set())  # each path is logged once a process
     half = "x" * (MAX_RECORD_CHARS // 2 - 25)
     body = f"{'n' * 20},{'m' * 20}\n1,2\n{half},{half}\n".encode()
     request = QueryRequest("b", "k", "SELECT * FROM S3Object s", InputFormat())
