@@ -465,7 +465,7 @@ def _to_float(text: pa.Array) -> pa.Array:
 
 
 def masked(where: Value | None, batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Return the batch's records whose condition is TRUE (CSV fields are never NULL here)."""
+    """Return the batch's records whose condition is TRUE; NULL (a JSON field) drops as FALSE."""
     if where is None:
         return batch
     keep = where(batch)
