@@ -91,11 +91,11 @@ def storm(
     the rest of the suite). On an idle machine the clock is the tighter bound.
     """
     rng = random.Random(settings.seed)
+    seeded = queue_counts(sqs, stack.queue_url).total  # before any worker can delete one
     for slot in range(settings.workers):
         batch.start(fleet, slot)
     deadline = time.monotonic() + settings.timeout
     next_blow: float | None = None  # set once workers are first seen mid-item
-    seeded: int | None = None  # messages not yet deleted when the storm began
     blows = 0
     while time.monotonic() < deadline:
         time.sleep(0.25)
@@ -107,7 +107,6 @@ def storm(
         if next_blow is None and counts.in_flight:
             next_blow = time.monotonic()
         targets = [c for c in running if batch.may_strike(c)]
-        seeded = counts.total if seeded is None else seeded
         within_work = blows <= seeded - counts.total  # one blow per message deleted, and one
         if next_blow is not None and time.monotonic() >= next_blow and targets and within_work:
             blows += 1
