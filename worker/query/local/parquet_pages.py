@@ -26,6 +26,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from worker.query.local.parquet_one_group import (
+    CHUNK_META,
+    FILE_ROW_GROUPS,
+    GROUP_COLUMNS,
+    META_COMPRESSED,
+    META_DATA_PAGE,
+    META_DICTIONARY_PAGE,
+    META_VALUES,
+    kept,
+    one_group_footer,
+)
 from worker.query.local.parquet_ranges import MAGIC, ParquetInvalid, ParquetRanges, merged
 from worker.query.local.thrift_compact import (
     BINARY,
@@ -36,9 +47,7 @@ from worker.query.local.thrift_compact import (
     TRUE,
     Struct,
     ThriftInvalid,
-    ThriftList,
     read_struct,
-    write_struct,
 )
 
 # Decoded into Python values, a compact-protocol byte takes up to ~70 bytes of memory (a page's
@@ -50,19 +59,9 @@ MAX_INDEX_BYTES = 4 << 20
 # A span past this share of a row group's rows is read whole (streamed a batch at a time); a
 # span within it is fetched and decoded at once (half of 128 MiB uncompressed at most).
 MAX_SPAN_SHARE = 0.5
-# parquet.thrift's field ids.
-_FILE_ROW_GROUPS, _FILE_NUM_ROWS = 4, 3
-_GROUP_COLUMNS, _GROUP_BYTES, _GROUP_ROWS = 1, 2, 3
-_CHUNK_FILE_OFFSET, _CHUNK_META = 2, 3
+# parquet.thrift's field ids (more in :mod:`.parquet_one_group`).
 _CHUNK_OFFSET_INDEX, _CHUNK_COLUMN_INDEX = 4, 6
-_META_TYPE, _META_VALUES, _META_COMPRESSED = 1, 5, 7
-_META_DATA_PAGE, _META_DICTIONARY_PAGE = 9, 11
-# What a one-span file's ColumnMetaData keeps: type, encodings, path, codec, sizes, key-value
-# metadata, encoding stats (statistics, page index and bloom filter describe the whole chunk).
-_META_KEPT = (1, 2, 3, 4, 6, 8, 13)
-_FILE_KEPT = (1, 2, 5, 6, 7)  # version, schema, key-value metadata, created_by, column orders
-# The columns not read keep only their chunks' required fields: a footer a tenth the size.
-_META_SHAPE = (1, 2, 3, 4, 5, 6, 7, 9)
+_META_TYPE = 1
 _INT32, _INT64, _FLOAT, _DOUBLE, _BYTE_ARRAY = 1, 2, 4, 5, 6
 # PageHeader: its type (DATA_PAGE 0, DATA_PAGE_V2 3) and each type's header field.
 _DATA_PAGE, _DATA_PAGE_V2, _HEADER_V1, _HEADER_V2 = 0, 3, 5, 8
@@ -241,7 +240,7 @@ class PageIndex:
         lows, highs = (_list(column_index, i, BINARY, where) for i in (2, 3))
         if not len(nulls) == len(lows) == len(highs) == count:
             raise ParquetInvalid(f"{where} describes {len(lows)} pages, its offset index {count}")
-        physical = _field(_field(chunk, _CHUNK_META, STRUCT, where), _META_TYPE, I32, where)
+        physical = _field(_field(chunk, CHUNK_META, STRUCT, where), _META_TYPE, I32, where)
         decode = _decoder(physical, self._types[leaf])
         return [
             (null, decode(low), decode(high))
@@ -267,42 +266,20 @@ class PageIndex:
         metadata (pyarrow reads only the column asked for).
         """
         body = bytearray(MAGIC)
-        meta = _only(_chunk(self._footer, index, leaf)[_CHUNK_META][1], _META_KEPT)
+        meta = kept(_chunk(self._footer, index, leaf)[CHUNK_META][1])
         if prefix is not None:
-            meta[_META_DICTIONARY_PAGE] = (I64, len(body))
-            body += self._bytes_at(*prefix)
-        meta[_META_DATA_PAGE] = (I64, len(body))
+            meta[META_DICTIONARY_PAGE] = (I64, len(body))
+            body += self._file.view(*prefix)
+        meta[META_DATA_PAGE] = (I64, len(body))
         for first, end, offset, size in pages:
-            page = self._bytes_at(offset, size)
+            page = self._file.view(offset, size)
             _check_page(page, end - first, f"the page at byte {offset} of column {leaf}")
             body += page
         rows = pages[-1][1] - pages[0][0]
-        meta[_META_VALUES] = (I64, rows)  # a flat column holds one value a row, NULL or not
-        meta[_META_COMPRESSED] = (I64, len(body) - len(MAGIC))
-        group = _field(self._footer, _FILE_ROW_GROUPS, LIST, "the footer").items[index]
-        columns = [
-            {
-                _CHUNK_FILE_OFFSET: chunk.get(_CHUNK_FILE_OFFSET, (I64, 0)),
-                _CHUNK_META: (STRUCT, _only(chunk.get(_CHUNK_META, (STRUCT, {}))[1], _META_SHAPE)),
-            }
-            for chunk in _field(group, _GROUP_COLUMNS, LIST, "the footer").items
-        ]
-        columns[leaf] = {_CHUNK_FILE_OFFSET: (I64, len(MAGIC)), _CHUNK_META: (STRUCT, meta)}
-        one_group = {
-            _GROUP_COLUMNS: (LIST, ThriftList(STRUCT, columns)),
-            _GROUP_BYTES: (I64, len(body)),
-            _GROUP_ROWS: (I64, rows),
-        }
-        footer = {field: self._footer[field] for field in _FILE_KEPT if field in self._footer}
-        footer[_FILE_NUM_ROWS] = (I64, rows)
-        footer[_FILE_ROW_GROUPS] = (LIST, ThriftList(STRUCT, [one_group]))
-        encoded = write_struct(footer)
-        body += encoded + len(encoded).to_bytes(4, "little") + MAGIC
+        meta[META_VALUES] = (I64, rows)  # a flat column holds one value a row, NULL or not
+        meta[META_COMPRESSED] = (I64, len(body) - len(MAGIC))
+        body += one_group_footer(self._footer, index, {leaf: meta}, rows, len(body))
         return body
-
-    def _bytes_at(self, offset: int, size: int) -> Any:
-        self._file.seek(offset)
-        return self._file.read(size)
 
 
 def _check_page(page: Any, rows: int, where: str) -> None:
@@ -325,10 +302,6 @@ def _check_page(page: Any, rows: int, where: str) -> None:
             f"{where} is not a data page of {rows} rows filling its {len(page)} bytes, as the "
             f"offset index says"
         )
-
-
-def _only(fields: Struct, kept: tuple[int, ...]) -> Struct:
-    return {field: fields[field] for field in kept if field in fields}
 
 
 def _decoded(data: bytes | memoryview, what: str) -> Struct:
@@ -354,8 +327,8 @@ def _list(fields: Struct, field: int, element: int, where: str) -> list[Any]:
 
 def _chunk(footer: Struct, index: int, leaf: int) -> Struct:
     where = f"the footer's row group {index}"
-    groups = _field(footer, _FILE_ROW_GROUPS, LIST, "the footer").items
-    columns = _field(groups[index], _GROUP_COLUMNS, LIST, where).items
+    groups = _field(footer, FILE_ROW_GROUPS, LIST, "the footer").items
+    columns = _field(groups[index], GROUP_COLUMNS, LIST, where).items
     if leaf >= len(columns) or not isinstance(columns[leaf], dict):
         raise ParquetInvalid(f"{where} lacks column {leaf}")
     return columns[leaf]
@@ -377,12 +350,12 @@ def _span(chunk: Struct, field: int, data_end: int, index: int, leaf: int) -> tu
 def _extent(chunk: Struct, index: int, leaf: int, data_end: int) -> tuple[int, int]:
     """Return the chunk's bytes ``[start, end)`` as its metadata gives them, checked."""
     where = f"column {leaf} of row group {index}"
-    meta = _field(chunk, _CHUNK_META, STRUCT, where)
-    start = _field(meta, _META_DATA_PAGE, I64, where)
-    dictionary = meta.get(_META_DICTIONARY_PAGE, (I64, 0))[1]
+    meta = _field(chunk, CHUNK_META, STRUCT, where)
+    start = _field(meta, META_DATA_PAGE, I64, where)
+    dictionary = meta.get(META_DICTIONARY_PAGE, (I64, 0))[1]
     if 0 < dictionary < start:
         start = dictionary
-    end = start + _field(meta, _META_COMPRESSED, I64, where)
+    end = start + _field(meta, META_COMPRESSED, I64, where)
     if not len(MAGIC) <= start < end <= data_end:
         raise ParquetInvalid(
             f"{where} claims bytes {start}-{end}, outside the object's data (0-{data_end})"

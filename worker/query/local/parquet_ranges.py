@@ -122,6 +122,11 @@ class ParquetRanges(io.RawIOBase):
         self._held = []
         self._held = self.fetch(spans)
 
+    def view(self, offset: int, size: int) -> Any:
+        """Return ``size`` bytes at ``offset``: a view of fetched bytes where they are held."""
+        self.seek(offset)
+        return self.read(size)
+
     def release(self) -> None:
         """Drop the held ranges (the footer stays)."""
         self._held = []

@@ -9,8 +9,10 @@ fault is one :class:`ThriftInvalid` naming it.
 
 A struct decodes to ``{field id: (type, value)}``; a list to :class:`ThriftList`; integers,
 doubles, binaries and booleans to ``int``, ``float``, ``bytes`` and ``bool``. The writer takes
-the same shapes back, so a decoded struct, edited, encodes again. :class:`Reader` also walks a
-struct a field at a time, so that a large footer is checked without holding it decoded whole.
+the same shapes back, so a decoded struct, edited, encodes again; a struct given as bytes is
+taken as encoded already (a part that many structs share is encoded once). :class:`Reader`
+also walks a struct a field at a time, so that a large footer is checked without holding it
+decoded whole.
 """
 
 from __future__ import annotations
@@ -234,6 +236,8 @@ def _write_value(out: bytearray, kind: int, value: Any) -> None:
                 out.append(1 if item else 2)
             else:
                 _write_value(out, value.element_type, item)
+    elif kind == STRUCT and isinstance(value, bytes):
+        out += value  # encoded already
     elif kind == STRUCT:
         _write_struct(out, value)
     elif kind not in (TRUE, FALSE):
