@@ -754,17 +754,19 @@ def local(
 
 
 @task(
+    optional=["warm"],
     help={
         "size_mib": "size of the generated CSV source in MiB (1024 = the 1 GiB case)",
-        "warm": "time each query's second run in its process (a worker's items after its first)",
+        "warm": "untimed runs of each query first in its process (alone: 1, a worker's second "
+        "item)",
         "repeat": "runs of each query per contender, in turns: medians, and the shares' spread",
-    }
+    },
 )
-def bench_query(c: Context, size_mib: int = 1024, warm: bool = False, repeat: int = 1) -> None:
+def bench_query(c: Context, size_mib: int = 1024, warm: int = 0, repeat: int = 1) -> None:
     """Compare the local engine's evaluator, fast path and 1-thread DuckDB: MB/s per vCPU, RSS."""
     import sys
 
-    flags = (" --warm" if warm else "") + f" --repeat {int(repeat)}"
+    flags = (f" --warm {int(warm)}" if warm else "") + f" --repeat {int(repeat)}"  # True: 1
     c.run(f"{sys.executable} bench/query_engine.py --size-mib {int(size_mib)}{flags}", pty=False)
 
 

@@ -22,7 +22,7 @@ over the child's CPU seconds (user + system, all its threads) for the query, so 
 depend on how busy the machine is; wall seconds are printed too. Imports (pyarrow, DuckDB) are
 done before the clock starts: a worker process pays them once. Prints a table, then one JSON line.
 
-    python bench/query_engine.py [--size-mib 1024] [--warm] [--repeat N]   (or: invoke bench-query)
+    python bench/query_engine.py [--size-mib 1024] [--warm [N]] [--repeat N]  (invoke bench-query)
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class _Sent:
         return data
 
 
-# Set by --warm for the children: each query runs once untimed first, in the same process.
+# Set by --warm for the children: how many times each query runs untimed first, in the process.
 WARM_VARIABLE = "BENCH_QUERY_WARM"
 
 
@@ -209,9 +209,11 @@ def child(contender: str, sql: str, path: Path) -> None:
 
     With ``--warm`` the timed run is the second: what a worker pays for every item after its
     first (the first run pays one-off costs too: the C allocator's mmap threshold growing, a
-    kernel's first use).
+    kernel's first use). With ``--warm 2`` it is the third: the second may still pay the
+    process's first full collection of Python's cyclic garbage collector (~14 ms walking every
+    object the imports made), which later items share only every few items.
     """
-    for _ in range(2 if os.environ.get(WARM_VARIABLE) else 1):
+    for _ in range(1 + int(os.environ.get(WARM_VARIABLE, "0"))):
         if contender.startswith("duckdb"):
             import duckdb
 
@@ -350,8 +352,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--warm",
-        action="store_true",
-        help="time each query's second run in its process (every item after a worker's first)",
+        nargs="?",
+        type=int,
+        const=1,
+        default=0,
+        metavar="N",
+        help="run each query N times (1 if not given) untimed first in its process, then time "
+        "it: every item after a worker's first",
     )
     parser.add_argument(
         "--repeat",
@@ -373,7 +380,7 @@ def main() -> None:
         child(contender, sql, Path(path))
         return
     if args.warm:
-        os.environ[WARM_VARIABLE] = "1"  # the children inherit it
+        os.environ[WARM_VARIABLE] = str(args.warm)  # the children inherit it
     global REPEAT
     REPEAT = max(1, args.repeat)
     inputs = set(args.inputs.split(","))
