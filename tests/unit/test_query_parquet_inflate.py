@@ -169,11 +169,12 @@ def test_a_page_that_does_not_inflate_to_its_declared_size_is_left_to_pyarrow(ch
 
 # --- the engine: the same output, inflated or not ----------------------------------------
 
+# Aggregates are what the engine inflates for (they read every row of their columns).
 QUERIES = [
-    "SELECT * FROM S3Object s",
     "SELECT SUM(s.f), COUNT(s.i), MAX(s.s) FROM S3Object s WHERE s.i > 1000",
-    "SELECT s.s, s.l, s.st FROM S3Object s WHERE s.f < 100 LIMIT 50",
-    "SELECT s.big FROM S3Object s WHERE s.s = 'text 4'",
+    "SELECT MIN(s.big), AVG(s.i), COUNT(s.f) FROM S3Object s",
+    "SELECT COUNT(*), MAX(s.f) FROM S3Object s WHERE s.s = 'text 4'",
+    "SELECT SUM(s.i) FROM S3Object s WHERE s.f < 100.0 AND s.i >= 7",
 ]
 
 
@@ -194,7 +195,7 @@ def engine(body: bytes, sql: str) -> str:
     options=st.sampled_from(list(WRITERS.values())),
     sql=st.sampled_from(QUERIES),
 )
-@example(rows=2500, group=1000, options={}, sql=QUERIES[0])
+@example(rows=2500, group=1000, options={}, sql=QUERIES[1])  # every row group read
 def test_a_querys_output_is_the_same_inflated_or_read_by_pyarrow(
     monkeypatch, rows, group, options, sql
 ) -> None:
@@ -211,6 +212,7 @@ def test_a_querys_output_is_the_same_inflated_or_read_by_pyarrow(
         patched.setattr(parquet, "_group_reader", spied)
         answer = engine(body, sql)
     assert all(read == {"UNCOMPRESSED"} for read in codecs), "pyarrow decoded inflated chunks"
+    assert codecs or "WHERE" in sql, "the row groups were read"
     with monkeypatch.context() as patched:
         patched.setattr(parquet, "inflated", lambda *args: None)
         assert engine(body, sql) == answer
