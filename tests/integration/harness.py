@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ResponseStreamingError
+
 from batchspot.aws import create_queue_with_dlq
 from batchspot.fleet import worker_env as job_env
 from worker.config import DEFAULT_OUTPUT_PREFIX
@@ -128,8 +130,25 @@ def output_objects(s3: Any, bucket: str) -> dict[str, bytes]:
         for entry in page.get("Contents", []):
             if is_run_record(entry["Key"], DEFAULT_OUTPUT_PREFIX):
                 continue
-            objects[entry["Key"]] = s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
+            objects[entry["Key"]] = read_object(s3, bucket, entry["Key"])
     return objects
+
+
+def read_object(s3: Any, bucket: str, key: str, attempts: int = 3) -> bytes:
+    """Return an object's bytes, read again where the emulator broke off its body.
+
+    LocalStack's S3 now and then closes a GET's connection before the body under the suite's
+    load (a CI run: ``IncompleteRead(0 bytes read, 25 more expected)`` on a stored result,
+    after the worker had exited 0). botocore's retries end with the response's headers; the
+    worker's own reads fail such an item for a retry, and the checks read again likewise.
+    """
+    for attempt in range(attempts):
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ResponseStreamingError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def queue_depths(sqs: Any, queue_url: str) -> tuple[int, int]:
