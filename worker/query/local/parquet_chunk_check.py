@@ -32,7 +32,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from worker.query import Deadline
-from worker.query.local.parquet_ranges import ParquetInvalid
+from worker.query.local.parquet_one_group import CHUNK_META, FILE_ROW_GROUPS, GROUP_COLUMNS
+from worker.query.local.parquet_ranges import ParquetInvalid, undecodable_footer
 from worker.query.local.thrift_compact import (
     LIST,
     STRUCT,
@@ -42,9 +43,9 @@ from worker.query.local.thrift_compact import (
     ThriftList,
 )
 
-# parquet.thrift's field ids: FileMetaData.row_groups, RowGroup.columns, ColumnChunk.meta_data
-# and .crypto_metadata, ColumnMetaData.size_statistics and SizeStatistics' three fields.
-_FILE_ROW_GROUPS, _GROUP_COLUMNS, _CHUNK_META, _CHUNK_CRYPTO = 4, 1, 3, 8
+# parquet.thrift's field ids (the common ones in :mod:`.parquet_one_group`): ColumnChunk's
+# crypto_metadata, ColumnMetaData.size_statistics and SizeStatistics' three fields.
+_CHUNK_CRYPTO = 8
 _META_SIZES = 16
 _SIZES_UNENCODED, _SIZES_REPETITION, _SIZES_DEFINITION = 1, 2, 3
 
@@ -75,7 +76,7 @@ def check_chunks(
                 if isinstance(chunk, dict):
                     _check_chunk(chunk, index, leaf)
     except ThriftInvalid as error:
-        raise ParquetInvalid(f"its footer does not decode: {error}") from None
+        raise undecodable_footer(error) from None
 
 
 # Each row group as an iterator: its count of column chunks, then each chunk (a Struct, or
@@ -84,17 +85,17 @@ Chunks = Iterator[Any]
 
 
 def _held_groups(footer: Struct) -> Iterator[Chunks]:
-    kind, groups = footer.get(_FILE_ROW_GROUPS, (None, None))
+    kind, groups = footer.get(FILE_ROW_GROUPS, (None, None))
     for group in groups.items if kind == LIST else ():
         if isinstance(group, dict):  # not a row group: pyarrow refused the footer already
-            kind, columns = group.get(_GROUP_COLUMNS, (None, None))
+            kind, columns = group.get(GROUP_COLUMNS, (None, None))
             chunks = columns.items if kind == LIST else []
             yield iter([len(chunks), *chunks])
 
 
 def _walked_groups(reader: Reader) -> Iterator[Chunks]:
     for field, kind in reader.fields():
-        if field != _FILE_ROW_GROUPS or kind != LIST:
+        if field != FILE_ROW_GROUPS or kind != LIST:
             reader.skip(kind, 0)
             continue
         element, groups = reader.list_header()
@@ -103,7 +104,7 @@ def _walked_groups(reader: Reader) -> Iterator[Chunks]:
                 reader.skip(element, 1)
                 continue
             for field, kind in reader.fields():
-                if field == _GROUP_COLUMNS and kind == LIST:
+                if field == GROUP_COLUMNS and kind == LIST:
                     yield _walked_chunks(reader)
                 else:
                     reader.skip(kind, 2)
@@ -122,7 +123,7 @@ def _check_chunk(chunk: Struct, index: int, leaf: pq.ColumnSchema) -> None:
         raise ParquetInvalid(
             f"{where} has encrypted metadata, which the local engine cannot decrypt"
         )
-    meta = chunk.get(_CHUNK_META, (None, None))[1]
+    meta = chunk.get(CHUNK_META, (None, None))[1]
     sizes = meta.get(_META_SIZES, (None, None))[1] if isinstance(meta, dict) else None
     if not isinstance(sizes, dict):
         return

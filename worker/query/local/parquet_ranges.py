@@ -36,6 +36,11 @@ class ParquetInvalid(QueryUnsupported):
     """The object is not a valid Parquet file; the same version fails every retry."""
 
 
+def undecodable_footer(error: ThriftInvalid) -> ParquetInvalid:
+    """Return the refusal of a footer whose Thrift does not decode, decoded whole or walked."""
+    return ParquetInvalid(f"its footer does not decode: {error}")
+
+
 def merged(spans: list[tuple[int, int]], gap: int | None = None) -> list[tuple[int, int]]:
     """Return ``[start, end)`` spans sorted, those closer than ``gap`` (MERGE_GAP) joined."""
     gap = MERGE_GAP if gap is None else gap
@@ -103,7 +108,7 @@ class ParquetRanges(io.RawIOBase):
             try:
                 self._decoded = read_struct(footer)[0]
             except ThriftInvalid as error:
-                raise ParquetInvalid(f"its footer does not decode: {error}") from None
+                raise undecodable_footer(error) from None
         return self._decoded
 
     def fetch(self, spans: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
