@@ -29,6 +29,9 @@ import pyarrow as pa
 
 from worker.query.local.parquet_one_group import (
     CHUNK_META,
+    DATA_PAGE,
+    DATA_PAGE_V2,
+    DICTIONARY_PAGE,
     FILE_ROW_GROUPS,
     GROUP_COLUMNS,
     GROUP_ROWS,
@@ -37,6 +40,12 @@ from worker.query.local.parquet_one_group import (
     META_DATA_PAGE,
     META_DICTIONARY_PAGE,
     META_UNCOMPRESSED,
+    PAGE_COMPRESSED_SIZE,
+    PAGE_CRC,
+    PAGE_HEADER_V2,
+    PAGE_SIZE,
+    PAGE_TYPE,
+    chunk_start,
     kept,
     one_group_footer,
 )
@@ -61,10 +70,8 @@ MAX_PAGES = 1 << 14
 # with statistics of long text may run to KiBs.
 HEADER_BYTES, MAX_HEADER_BYTES = 256, 64 << 10
 _UNCOMPRESSED, _SNAPPY = 0, 1
-# PageHeader: type, sizes, CRC; the V2 header and, in it, the levels' lengths and the flag.
-_TYPE, _SIZE, _COMPRESSED_SIZE, _CRC, _HEADER_V2 = 1, 2, 3, 4, 8
+# DataPageHeaderV2's levels' lengths and its flag (PageHeader's ids: :mod:`.parquet_one_group`).
 _V2_DEFINITIONS, _V2_REPETITIONS, _V2_IS_COMPRESSED = 5, 6, 7
-_DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 
 # One page of the new file: its type, its new header, then its bytes as read, the leading ones
 # copied as they are (all of them, uncompressed) and the rest inflated to the declared size.
@@ -101,7 +108,7 @@ def inflated(
         meta[META_CODEC] = (I32, _UNCOMPRESSED)
         start = at
         for kind, header, _, _, size in pages:
-            first_page = META_DICTIONARY_PAGE if kind == _DICTIONARY_PAGE else META_DATA_PAGE
+            first_page = META_DICTIONARY_PAGE if kind == DICTIONARY_PAGE else META_DATA_PAGE
             meta.setdefault(first_page, (I64, at))
             at += len(header) + size
         meta[META_COMPRESSED] = meta[META_UNCOMPRESSED] = (I64, at - start)
@@ -124,11 +131,7 @@ def inflated(
 
 def _pages(meta: Struct, view: Callable[[int, int], Any]) -> list[_Page]:
     """Return each page of a chunk: its new header, its bytes, how many to copy, its size."""
-    start = meta[META_DATA_PAGE][1]
-    dictionary = meta.get(META_DICTIONARY_PAGE, (I64, 0))[1]
-    if 0 < dictionary < start:
-        start = dictionary
-    chunk = view(start, meta[META_COMPRESSED][1])
+    chunk = view(chunk_start(meta), meta[META_COMPRESSED][1])
     snappy = meta[META_CODEC][1] == _SNAPPY
     pages: list[_Page] = []
     declared = 0
@@ -148,27 +151,27 @@ def _page(chunk: Any, at: int, snappy: bool) -> tuple[_Page, int]:
     """Return the page at ``at`` as :data:`_Page`, and where the next one starts."""
     header, after = _header(chunk, at)
     kind, size, stored = (
-        header.get(field, (I32, -1))[1] for field in (_TYPE, _SIZE, _COMPRESSED_SIZE)
+        header.get(field, (I32, -1))[1] for field in (PAGE_TYPE, PAGE_SIZE, PAGE_COMPRESSED_SIZE)
     )
     data = chunk[at + after : at + after + stored]
     if not (size >= 0 and 0 <= stored == len(data)):
         raise _Declined
     compressed = snappy
     copied = 0  # the bytes before the compressed ones: a V2 page's levels
-    if kind == _DATA_PAGE_V2:
-        v2 = dict(header[_HEADER_V2][1]) if _HEADER_V2 in header else {}
+    if kind == DATA_PAGE_V2:
+        v2 = dict(header[PAGE_HEADER_V2][1]) if PAGE_HEADER_V2 in header else {}
         copied = sum(v2.get(field, (I32, 0))[1] for field in (_V2_DEFINITIONS, _V2_REPETITIONS))
         compressed = snappy and v2.get(_V2_IS_COMPRESSED, (TRUE, True))[1]
         v2[_V2_IS_COMPRESSED] = (TRUE, False)
-        header[_HEADER_V2] = (STRUCT, v2)
-    elif kind not in (_DATA_PAGE, _DICTIONARY_PAGE):
+        header[PAGE_HEADER_V2] = (STRUCT, v2)
+    elif kind not in (DATA_PAGE, DICTIONARY_PAGE):
         raise _Declined
     if not compressed:
         copied = size  # all of it, as it is
     if not 0 <= copied <= min(size, stored) or (not compressed and stored != size):
         raise _Declined
-    header.pop(_CRC, None)
-    header[_COMPRESSED_SIZE] = (I32, size)
+    header.pop(PAGE_CRC, None)
+    header[PAGE_COMPRESSED_SIZE] = (I32, size)
     return (kind, write_struct(header), data, copied, size), at + after + stored
 
 

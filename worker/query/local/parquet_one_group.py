@@ -23,6 +23,10 @@ GROUP_COLUMNS, GROUP_BYTES, GROUP_ROWS = 1, 2, 3
 CHUNK_FILE_OFFSET, CHUNK_META = 2, 3
 META_CODEC, META_VALUES, META_UNCOMPRESSED, META_COMPRESSED = 4, 5, 6, 7
 META_DATA_PAGE, META_DICTIONARY_PAGE = 9, 11
+# PageHeader: its type, sizes and CRC, and the data pages' own headers (V1, V2); the types.
+PAGE_TYPE, PAGE_SIZE, PAGE_COMPRESSED_SIZE, PAGE_CRC = 1, 2, 3, 4
+PAGE_HEADER_V1, PAGE_HEADER_V2 = 5, 8
+DATA_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 2, 3
 # What a rewritten chunk's ColumnMetaData keeps: type, encodings, path, codec, sizes, key-value
 # metadata, encoding stats (statistics, page index and bloom filter describe the old chunk).
 _META_KEPT = (1, 2, 3, 4, 5, 6, 7, 8, 13)
@@ -32,6 +36,13 @@ _META_SHAPE = (1, 2, 3, 4)
 # ColumnMetaData's other required fields, for a chunk never read: no values, no bytes, its
 # first page just past the magic.
 _NEVER_READ = {5: (I64, 0), 6: (I64, 0), 7: (I64, 0), 9: (I64, len(MAGIC))}
+
+
+def chunk_start(meta: Struct) -> int:
+    """Return where a chunk's ColumnMetaData says it starts: its dictionary page, if first."""
+    start = meta[META_DATA_PAGE][1]
+    dictionary = meta.get(META_DICTIONARY_PAGE, (I64, 0))[1]
+    return dictionary if 0 < dictionary < start else start
 
 
 def kept(meta: Struct) -> Struct:
@@ -80,8 +91,7 @@ def one_group_footer(
         _unread(chunk.get(CHUNK_META, (STRUCT, {}))[1]) for chunk in group[GROUP_COLUMNS][1].items
     ]
     for leaf, meta in chunks.items():
-        start = meta.get(META_DICTIONARY_PAGE, meta[META_DATA_PAGE])[1]
-        columns[leaf] = {CHUNK_FILE_OFFSET: (I64, start), CHUNK_META: (STRUCT, meta)}
+        columns[leaf] = {CHUNK_FILE_OFFSET: (I64, chunk_start(meta)), CHUNK_META: (STRUCT, meta)}
     one_group = {
         GROUP_COLUMNS: (LIST, ThriftList(STRUCT, columns)),
         GROUP_BYTES: (I64, body_bytes),

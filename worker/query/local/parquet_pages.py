@@ -28,12 +28,19 @@ import pyarrow.parquet as pq
 
 from worker.query.local.parquet_one_group import (
     CHUNK_META,
+    DATA_PAGE,
+    DATA_PAGE_V2,
     FILE_ROW_GROUPS,
     GROUP_COLUMNS,
     META_COMPRESSED,
     META_DATA_PAGE,
     META_DICTIONARY_PAGE,
     META_VALUES,
+    PAGE_COMPRESSED_SIZE,
+    PAGE_HEADER_V1,
+    PAGE_HEADER_V2,
+    PAGE_TYPE,
+    chunk_start,
     kept,
     one_group_footer,
 )
@@ -63,8 +70,6 @@ MAX_SPAN_SHARE = 0.5
 _CHUNK_OFFSET_INDEX, _CHUNK_COLUMN_INDEX = 4, 6
 _META_TYPE = 1
 _INT32, _INT64, _FLOAT, _DOUBLE, _BYTE_ARRAY = 1, 2, 4, 5, 6
-# PageHeader: its type (DATA_PAGE 0, DATA_PAGE_V2 3) and each type's header field.
-_DATA_PAGE, _DATA_PAGE_V2, _HEADER_V1, _HEADER_V2 = 0, 3, 5, 8
 _PLAIN = {_INT32: "<i", _INT64: "<q", _FLOAT: "<f", _DOUBLE: "<d"}
 _UNSIGNED = {_INT32: "<I", _INT64: "<Q"}
 
@@ -293,10 +298,12 @@ def _check_page(page: Any, rows: int, where: str) -> None:
         header, length = read_struct(page)
     except ThriftInvalid as error:
         raise ParquetInvalid(f"{where} has no valid page header: {error}") from None
-    version = {_DATA_PAGE: _HEADER_V1, _DATA_PAGE_V2: _HEADER_V2}.get(header.get(1, (I32, -1))[1])
+    version = {DATA_PAGE: PAGE_HEADER_V1, DATA_PAGE_V2: PAGE_HEADER_V2}.get(
+        header.get(PAGE_TYPE, (I32, -1))[1]
+    )
     kind, data = header.get(version or 0, (None, None))
     values = data.get(1, (I32, None))[1] if kind == STRUCT else None
-    compressed = header.get(3, (I32, None))[1]
+    compressed = header.get(PAGE_COMPRESSED_SIZE, (I32, None))[1]
     if version is None or values != rows or compressed != len(page) - length:
         raise ParquetInvalid(
             f"{where} is not a data page of {rows} rows filling its {len(page)} bytes, as the "
@@ -351,10 +358,8 @@ def _extent(chunk: Struct, index: int, leaf: int, data_end: int) -> tuple[int, i
     """Return the chunk's bytes ``[start, end)`` as its metadata gives them, checked."""
     where = f"column {leaf} of row group {index}"
     meta = _field(chunk, CHUNK_META, STRUCT, where)
-    start = _field(meta, META_DATA_PAGE, I64, where)
-    dictionary = meta.get(META_DICTIONARY_PAGE, (I64, 0))[1]
-    if 0 < dictionary < start:
-        start = dictionary
+    _field(meta, META_DATA_PAGE, I64, where)
+    start = chunk_start(meta)
     end = start + _field(meta, META_COMPRESSED, I64, where)
     if not len(MAGIC) <= start < end <= data_end:
         raise ParquetInvalid(
