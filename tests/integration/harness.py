@@ -142,13 +142,12 @@ def read_object(s3: Any, bucket: str, key: str, attempts: int = 3) -> bytes:
     after the worker had exited 0). botocore's retries end with the response's headers; the
     worker's own reads fail such an item for a retry, and the checks read again likewise.
     """
-    for attempt in range(attempts):
+    for _ in range(attempts - 1):
         try:
             return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ResponseStreamingError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable: the last attempt returns or raises")
+            continue
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()  # its error, if any, raised
 
 
 def queue_depths(sqs: Any, queue_url: str) -> tuple[int, int]:
