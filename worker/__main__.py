@@ -28,6 +28,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from worker.long_lived import freeze_new_imports
 from worker.stopping import (
     SpotNoticeWatcher,
     StopSignal,
@@ -229,6 +230,7 @@ def main() -> int:
         watcher = SpotNoticeWatcher(stop, config.spot_notice_interval)
         watcher.start()
         worker = start_worker(config, stop)
+        freeze_new_imports()  # the clients, the handler and the modules: kept for life
     except ConfigError as error:
         # The processes of one container check the same queue and bucket: process 0 says why,
         # so the container's log holds the one sentence once.

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from worker.logs import brief, log
+from worker.long_lived import freeze_new_imports
 from worker.query import Deadline, QueryRequest, QueryResult, QueryTimeout
 from worker.query.local.evaluator import evaluate
 from worker.query.local.fastplan import Declined, refusal
@@ -99,9 +100,10 @@ def _chunks(
         return
     passed_on = 0
     try:
-        # pyarrow: ~80 MiB, loaded only by a query using it
+        # pyarrow: ~80 MiB, loaded only by a query using it, then kept out of full collections
         from worker.query.local import fast, fast_json
 
+        freeze_new_imports()
         scan = fast_json.chunks if request.input.kind == "JSON" else fast.chunks
         source.fetch_first()
         yield ""
@@ -149,6 +151,7 @@ def _parquet(plan: Plan, source: RangedObject, request: QueryRequest) -> Iterato
     """
     from worker.query.local import parquet  # pyarrow, as for the fast path
 
+    freeze_new_imports()
     _log_path(request, None)
     wait = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
     if not _OPEN_FAST_SCANS.acquire(timeout=wait):
