@@ -395,3 +395,70 @@ def test_a_damaged_file_gives_rows_or_one_clear_refusal(small_file, damage, from
         run(bytes(body), sql)
     except QueryError as error:
         assert str(error) and "\n" not in str(error)
+
+
+# --- a fold's text, read as its dictionary ---------------------------------------------------
+
+
+def dictionary_columns(monkeypatch, body: bytes, sql: str) -> tuple[str, list[list[str]]]:
+    """Run ``sql``; return its output and, per row group read whole, the columns read as
+    dictionary arrays."""
+    group_reader = parquet._group_reader
+    read_as: list[list[str]] = []
+
+    def spied(*args: Any) -> Any:
+        source, group = group_reader(*args)
+        schema = source.schema_arrow
+        read_as.append([f.name for f in schema if pa.types.is_dictionary(f.type)])
+        return source, group
+
+    monkeypatch.setattr(parquet, "_group_reader", spied)
+    return run(body, sql), read_as
+
+
+ZONES = [f"zone {n % 7}" if n % 5 else None for n in range(3000)]
+
+
+def test_a_folds_text_is_read_as_its_dictionary_where_every_page_uses_it(monkeypatch) -> None:
+    """Only the entries the rows kept use count: "zone 9" is in the dictionary, its row is not."""
+    zones = [*ZONES[:3], "zone 9", *ZONES[4:]]
+    body = parquet_file({"z": zones, "n": list(range(3000))}, row_group_size=1000)
+    sql = "SELECT MIN(s.z), MAX(s.z), COUNT(s.z) FROM S3Object s WHERE s.n >= 10"
+    text, read_as = dictionary_columns(monkeypatch, body, sql)
+    assert read_as == [["z"]] * 3
+    assert text == '{"_1":"zone 0","_2":"zone 6","_3":2392}\n'
+
+
+def test_text_whose_pages_are_not_all_dictionary_encoded_is_read_as_text(monkeypatch) -> None:
+    """Plain pages (a dictionary given up on, or none) would be hashed into one: slower."""
+    distinct = [f"value {n}" for n in range(3000)]
+    sql = "SELECT MAX(s.z) FROM S3Object s"
+    for body, answer in (
+        (parquet_file({"z": distinct}, dictionary_pagesize_limit=1024), "value 999"),  # gave up
+        (parquet_file({"z": ZONES}, use_dictionary=False), "zone 6"),
+    ):
+        assert dictionary_columns(monkeypatch, body, sql) == (f'{{"_1":"{answer}"}}\n', [[]])
+
+
+def test_a_term_column_is_read_as_text_though_its_pages_use_the_dictionary(monkeypatch) -> None:
+    body = parquet_file({"z": ZONES})
+    text, read_as = dictionary_columns(
+        monkeypatch, body, "SELECT MAX(s.z) FROM S3Object s WHERE s.z < 'zone 3'"
+    )
+    assert (text, read_as) == ('{"_1":"zone 2"}\n', [[]])
+
+
+def test_a_record_over_1_mib_read_through_the_dictionary_is_refused(monkeypatch) -> None:
+    body = parquet_file({"t": ["short", "x" * (1 << 20) + "x", "short"]})
+    with pytest.raises(QueryLimitExceeded, match=r"OverMaxRecordSize.*input row 2"):
+        dictionary_columns(monkeypatch, body, "SELECT MAX(s.t) FROM S3Object s")
+
+
+def test_a_dictionary_that_is_not_utf8_is_refused(monkeypatch) -> None:
+    # Snappy keeps text this short as it is: the dictionary page's copy is the one replaced.
+    good = parquet_file({"t": ["caf\u00e9", "ok", "ok"]}, write_statistics=False)
+    bad = good.replace("caf\u00e9".encode(), b"caf\xff\xfe")
+    assert bad.count(b"caf\xff\xfe") == 1
+    assert dictionary_columns(monkeypatch, good, "SELECT MAX(s.t) FROM S3Object s")[1] == [["t"]]
+    with pytest.raises(QueryUnsupported, match="rows 1-3 hold text that is not UTF-8"):
+        run(bad, "SELECT MAX(s.t) FROM S3Object s")

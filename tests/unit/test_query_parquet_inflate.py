@@ -175,6 +175,7 @@ QUERIES = [
     "SELECT MIN(s.big), AVG(s.i), COUNT(s.f) FROM S3Object s",
     "SELECT COUNT(*), MAX(s.f) FROM S3Object s WHERE s.s = 'text 4'",
     "SELECT SUM(s.i) FROM S3Object s WHERE s.f < 100.0 AND s.i >= 7",
+    "SELECT MIN(s.s), COUNT(s.s), MAX(s.big) FROM S3Object s WHERE s.f > 10.0",
 ]
 
 
@@ -203,8 +204,8 @@ def test_a_querys_output_is_the_same_inflated_or_read_by_pyarrow(
     codecs: list[set[str]] = []  # of the chunks pyarrow decoded, for each row group read whole
     group_reader = parquet._group_reader
 
-    def spied(reader, file, index, leaves) -> tuple[pq.ParquetFile, int]:
-        source, group = group_reader(reader, file, index, leaves)
+    def spied(reader, file, index, leaves, texts) -> tuple[pq.ParquetFile, int]:
+        source, group = group_reader(reader, file, index, leaves, texts)
         codecs.append({source.metadata.row_group(group).column(i).compression for i in leaves})
         return source, group
 

@@ -531,6 +531,13 @@ def _aggregate(
     yield from serialise([(names, [fold.result() for fold in folds])], rows_format)
 
 
+def _present(values: pa.Array) -> pa.Array:
+    """Return the values, or the entries of a dictionary array that its rows use (Parquet text)."""
+    if pa.types.is_dictionary(values.type):
+        return values.dictionary.take(pc.unique(values.indices))
+    return values
+
+
 class Fold:
     """One aggregate over batches, into the evaluator's own :class:`.evaluator.Accumulator`.
 
@@ -556,7 +563,8 @@ class Fold:
         if self._function in ("SUM", "AVG"):
             state.total = self._sum(values, state.total)
         elif self._function in ("MIN", "MAX"):
-            best = pc.min_max(values)["min" if self._function == "MIN" else "max"].as_py()
+            extremes = pc.min_max(_present(values))
+            best = extremes["min" if self._function == "MIN" else "max"].as_py()
             if best == 0 and pa.types.is_floating(values.type):
                 raise Declined("MIN / MAX of FLOAT at zero: 0.0 and -0.0 tie")
             better = state.best is None or (

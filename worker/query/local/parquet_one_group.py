@@ -22,14 +22,17 @@ FILE_NUM_ROWS, FILE_ROW_GROUPS = 3, 4
 GROUP_COLUMNS, GROUP_BYTES, GROUP_ROWS = 1, 2, 3
 CHUNK_FILE_OFFSET, CHUNK_META = 2, 3
 META_CODEC, META_VALUES, META_UNCOMPRESSED, META_COMPRESSED = 4, 5, 6, 7
-META_DATA_PAGE, META_DICTIONARY_PAGE = 9, 11
+META_DATA_PAGE, META_DICTIONARY_PAGE, META_ENCODING_STATS = 9, 11, 13
+# PageEncodingStats: a page type, an encoding, and how many pages; the dictionary encodings.
+STATS_PAGE_TYPE, STATS_ENCODING = 1, 2
+DICTIONARY_ENCODINGS = (2, 8)  # PLAIN_DICTIONARY, RLE_DICTIONARY
 # PageHeader: its type, sizes and CRC, and the data pages' own headers (V1, V2); the types.
 PAGE_TYPE, PAGE_SIZE, PAGE_COMPRESSED_SIZE, PAGE_CRC = 1, 2, 3, 4
 PAGE_HEADER_V1, PAGE_HEADER_V2 = 5, 8
 DATA_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 2, 3
 # What a rewritten chunk's ColumnMetaData keeps: type, encodings, path, codec, sizes, key-value
 # metadata, encoding stats (statistics, page index and bloom filter describe the old chunk).
-_META_KEPT = (1, 2, 3, 4, 5, 6, 7, 8, 13)
+_META_KEPT = (1, 2, 3, 4, 5, 6, 7, 8, META_ENCODING_STATS)
 _FILE_KEPT = (1, 2, 5, 6, 7)  # version, schema, key-value metadata, created_by, column orders
 # A column not read keeps only what says what it is: type, encodings, path, codec.
 _META_SHAPE = (1, 2, 3, 4)
