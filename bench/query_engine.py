@@ -209,9 +209,9 @@ def child(contender: str, sql: str, path: Path) -> None:
 
     With ``--warm`` the timed run is the second: what a worker pays for every item after its
     first (the first run pays one-off costs too: the C allocator's mmap threshold growing, a
-    kernel's first use). With ``--warm 2`` it is the third: the second may still pay the
-    process's first full collection of Python's cyclic garbage collector (~14 ms walking every
-    object the imports made), which later items share only every few items.
+    kernel's first use). With ``--warm 2`` it is the third. The engine freezes the imports'
+    objects out of the garbage collector's full passes at its first query, as in a worker
+    (:mod:`worker.long_lived`), so the second run no longer pays such a pass (17-24 ms).
     """
     for _ in range(1 + int(os.environ.get(WARM_VARIABLE, "0"))):
         if contender.startswith("duckdb"):
