@@ -132,7 +132,15 @@ def chunks(
     if fold is not None:
         try:
             batches = _batches(
-                reader, file, groups, read, terms or [], deadline, shown, FOLD_BATCH_VALUES, True
+                reader,
+                file,
+                groups,
+                read,
+                terms or [],
+                deadline,
+                shown,
+                batch_values=FOLD_BATCH_VALUES,
+                fold=True,
             )
             yield from vector.aggregate(plan, fold, batches, request.rows_format)
             return
@@ -446,17 +454,16 @@ def _batches(
     deadline: Deadline,
     shown: list[str] | None = None,
     batch_values: int = BATCH_VALUES,
-    inflate: bool = False,
+    fold: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Yield ``shown`` (default: all ``read``) of ``groups``' rows the terms keep, by batches.
 
-    A row group is fetched at a time, only its ``read`` columns; with ``inflate``, its Snappy
-    chunks are inflated whole first (:func:`_group_reader`): for folds, which read every row
-    and spend most of their time decoding (WHERE + SUM in the bench: 153 ms, not 179). Rows
-    output spends its time writing lines (``SELECT *``: no faster, 48 MiB more held), and a
-    ``LIMIT`` stops part way into a row group (inflating it whole took 91 ms, not 64). A fold's
-    text columns that no term reads then come as dictionary arrays where the chunk's pages are
-    all dictionary-encoded (:func:`_dictionary_encoded`).
+    A row group is fetched at a time, only its ``read`` columns. For a ``fold``, which reads
+    every row and spends most of its time decoding, its Snappy chunks are inflated whole first,
+    and its text columns that no term reads come as dictionary arrays where every page uses
+    the dictionary (:func:`_group_reader`; WHERE + SUM in the bench: 153 ms, not 179). Rows
+    output spends its time writing lines (``SELECT *``: no faster inflated, 48 MiB more held),
+    and a ``LIMIT`` stops part way into a row group (inflating it whole took 91 ms, not 64).
 
     Where the file has a page index and the terms rule out all but a few of a row group's
     pages, only those pages are read (:mod:`.parquet_pages`); otherwise whole chunks.
@@ -469,7 +476,7 @@ def _batches(
     texts = {
         leaf: name
         for leaf, name in named.items()
-        if inflate
+        if fold
         and leaf not in of_terms
         and vector.kind(reader.schema_arrow.field(name).type) == "text"
     }
@@ -490,7 +497,7 @@ def _batches(
         file.hold(spans)
         try:
             source, group = (
-                _group_reader(reader, file, index, leaves, texts) if inflate else (reader, index)
+                _group_reader(reader, file, index, leaves, texts) if fold else (reader, index)
             )
             wanted = _rows_to_read(source, group, leaves, terms) if terms else None
             batches = (
@@ -518,21 +525,33 @@ def _group_reader(
     leaves: list[int],
     texts: dict[int, str],
 ) -> tuple[pq.ParquetFile, int]:
-    """Return a reader of row group ``index``'s fetched chunks and the group's index in it.
+    """Return a fold's reader of row group ``index``'s fetched chunks, and the group's index.
 
-    Where :mod:`.parquet_inflate` inflates them, that copy (alone: the fetched chunks are
-    dropped) and 0, reading as dictionary arrays those of ``texts`` (leaf: name) whose pages
-    are all dictionary-encoded; otherwise the file's reader and ``index``.
+    It reads as dictionary arrays those of ``texts`` (leaf: name) whose pages all use their
+    dictionary. Where :mod:`.parquet_inflate` inflates the chunks, it reads that copy (alone:
+    the fetched chunks are dropped) as row group 0; otherwise the chunks as they are, through
+    the file's metadata (parsed once). Without the decoded footer, the file's reader.
     """
     footer = file.decoded_footer()
-    body = inflated(footer, index, leaves, file.view) if footer is not None else None
-    if body is None:
+    if footer is None:
         return reader, index
-    file.release()
     chunks = footer[FILE_ROW_GROUPS][1].items[index][GROUP_COLUMNS][1].items
     dictionaries = [
         name for leaf, name in texts.items() if _dictionary_encoded(chunks[leaf][CHUNK_META][1])
     ]
+    body = inflated(footer, index, leaves, file.view)
+    if body is None:
+        if not dictionaries:
+            return reader, index
+        dictionary_reader = pq.ParquetFile(
+            file,
+            metadata=reader.metadata,
+            read_dictionary=dictionaries,
+            pre_buffer=False,
+            buffer_size=0,
+        )
+        return dictionary_reader, index
+    file.release()
     copy = pa.BufferReader(body)
     return pq.ParquetFile(
         copy, pre_buffer=False, buffer_size=0, read_dictionary=dictionaries or None
