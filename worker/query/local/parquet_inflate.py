@@ -22,7 +22,7 @@ says, a chunk whose pages disagree with its metadata, more than :data:`MAX_PAGES
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import cramjam
 import pyarrow as pa
@@ -73,9 +73,19 @@ _UNCOMPRESSED, _SNAPPY = 0, 1
 # DataPageHeaderV2's levels' lengths and its flag (PageHeader's ids: :mod:`.parquet_one_group`).
 _V2_DEFINITIONS, _V2_REPETITIONS, _V2_IS_COMPRESSED = 5, 6, 7
 
-# One page of the new file: its type, its new header, then its bytes as read, the leading ones
-# copied as they are (all of them, uncompressed) and the rest inflated to the declared size.
-_Page = tuple[int, bytes, Any, int, int]
+
+class _Page(NamedTuple):
+    """One page of the new file, its header rewritten.
+
+    Of its bytes as read, the leading ``copied`` are copied as they are (all of them,
+    uncompressed), and the rest inflated to the declared ``size``.
+    """
+
+    kind: int
+    header: bytes
+    data: Any
+    copied: int
+    size: int
 
 
 class _Declined(Exception):
@@ -141,7 +151,7 @@ def _pages(meta: Struct, view: Callable[[int, int], Any]) -> list[_Page]:
         if len(pages) >= MAX_PAGES:
             raise _Declined
         pages.append(page)
-        declared += page[4]
+        declared += page.size
     if declared > meta[META_UNCOMPRESSED][1] or not pages:
         raise _Declined
     return pages
@@ -172,7 +182,7 @@ def _page(chunk: Any, at: int, snappy: bool) -> tuple[_Page, int]:
         raise _Declined
     header.pop(PAGE_CRC, None)
     header[PAGE_COMPRESSED_SIZE] = (I32, size)
-    return (kind, write_struct(header), data, copied, size), at + after + stored
+    return _Page(kind, write_struct(header), data, copied, size), at + after + stored
 
 
 def _header(chunk: Any, at: int) -> tuple[Struct, int]:
