@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import hashlib
 import io
 import json
 import re
@@ -433,12 +434,16 @@ def test_a_folds_text_is_read_as_its_dictionary_where_every_page_uses_it(monkeyp
 
 
 def test_text_whose_pages_are_not_all_dictionary_encoded_is_read_as_text(monkeypatch) -> None:
-    """Plain pages (a dictionary given up on, or none) would be hashed into one: slower."""
+    """Plain pages (a dictionary given up on, or none) would be hashed into one, and a
+    dictionary page past 1 MiB holds entries that few rows share: slower either way."""
     distinct = [f"value {n}" for n in range(3000)]
+    # 2.5 MB of entries that do not compress, in one dictionary page: past what writers make.
+    long = [hashlib.sha256(str(n % 20_000).encode()).hexdigest() * 2 for n in range(40_000)]
     sql = "SELECT MAX(s.z) FROM S3Object s"
     for body, answer in (
         (parquet_file({"z": distinct}, dictionary_pagesize_limit=1024), "value 999"),  # gave up
         (parquet_file({"z": ZONES}, use_dictionary=False), "zone 6"),
+        (parquet_file({"z": long}, dictionary_pagesize_limit=64 << 20), max(long)),
     ):
         assert dictionary_columns(monkeypatch, body, sql) == (f'{{"_1":"{answer}"}}\n', [[]])
 
