@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as arrow_csv
 
+from worker.logs import log
 from worker.messages import InputFormat
 from worker.query import Deadline, QueryError, QueryLimitExceeded
 from worker.query.local import sql
@@ -50,6 +51,9 @@ from worker.query.local.serialise import serialise
 BLOCK_BYTES = 512 << 10
 # The first record (header or row) is parsed from the object's first bytes, this many.
 PEEK_BYTES = 1 << 16
+# How long a stopped scan waits for Arrow's IO thread to drop its input: its read-ahead still
+# queued then ends at once (the input reads nothing more), in a millisecond or so.
+ARROW_RELEASE_SECONDS = 10.0
 # What the Python evaluator reads as a FLOAT (evaluator.py's _NUMBER_TEXT without its spaces).
 _FLOAT_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 # Summed per batch in int64: |value| under 10**12 times the ~260 000 rows a 512 KiB block can
@@ -199,7 +203,7 @@ def _batches(
         try:
             source.opened(
                 arrow_csv.open_csv(
-                    source,
+                    source.for_arrow(),
                     read_options=_read_options(BLOCK_BYTES),
                     parse_options=_parse_options(fmt),
                     convert_options=convert,
@@ -246,6 +250,11 @@ class _ArrowInput(io.RawIOBase):
       the input and takes the reader to its end, so the thread is out of Python when the scan
       ends; scans still open as the process exits (a result never read to its end) are
       stopped then, before the interpreter is torn down.
+    * Read-ahead still queued when the reader went away kept its reference to the input, and
+      Arrow's thread dropped it later, in Python (the file's ``close`` and deallocation): in
+      a process exiting by then, that aborted ("terminate called without an active
+      exception", 4 runs in 80 of a 64 MiB line, four processes at once). Arrow gets an
+      object of its own (:meth:`for_arrow`) and :meth:`stop` waits until Arrow has let it go.
     """
 
     def __init__(self, stream: io.BufferedIOBase) -> None:
@@ -257,6 +266,8 @@ class _ArrowInput(io.RawIOBase):
         self._reading = False
         self._reader: arrow_csv.CSVStreamingReader | None = None
         self._turn = threading.Lock()  # the scan's thread, or the process's exit, reads
+        self._released = threading.Event()
+        self._arrow_side: weakref.ref[_ArrowSide] | None = None
 
     def readable(self) -> bool:
         """Say yes: Arrow reads this."""
@@ -285,6 +296,13 @@ class _ArrowInput(io.RawIOBase):
             self._ended = True
             raise failure
 
+    def for_arrow(self) -> _ArrowSide:
+        """Return the file to give Arrow: this input's reads, in an object only Arrow holds."""
+        side = _ArrowSide(self)
+        released = self._released
+        self._arrow_side = weakref.ref(side, lambda _: released.set())
+        return side
+
     def opened(self, reader: arrow_csv.CSVStreamingReader) -> None:
         """Read batches from ``reader`` (over this input) until :meth:`stop`."""
         self._reader = reader
@@ -302,7 +320,8 @@ class _ArrowInput(io.RawIOBase):
 
         The reader is read to its end (the end of input is now immediate, so that costs only
         the blocks already read ahead), after which Arrow reads no more; then a read still
-        under way, if Arrow stopped on an error instead, is waited for.
+        under way, if Arrow stopped on an error instead, is waited for, and then Arrow's
+        release of the object it reads (:class:`_ArrowSide`).
         """
         with self._reads:
             self._ended = True
@@ -313,10 +332,32 @@ class _ArrowInput(io.RawIOBase):
                     while True:
                         reader.read_next_batch()
                 reader.close()
+            del reader  # Arrow's own reference to its input is dropped with the last task's
         with self._reads:
             self._reads.wait_for(lambda: not self._reading)
+        if self._arrow_side is not None and not self._released.wait(ARROW_RELEASE_SECONDS):
+            log("warning", reason=f"Arrow held a fast-path input {ARROW_RELEASE_SECONDS} s on")
         self._failure = None
         _OPEN_INPUTS.discard(self)
+
+
+class _ArrowSide(io.RawIOBase):
+    """The file Arrow reads: an :class:`_ArrowInput`'s reads, in an object only Arrow holds.
+
+    Its end tells the input's :meth:`~_ArrowInput.stop` that Arrow holds nothing of the scan.
+    """
+
+    def __init__(self, source: _ArrowInput) -> None:
+        """Read as ``source`` reads."""
+        super().__init__()
+        # The input's own method, not one of this class: no frame of this object's is made.
+        # A failure kept for the scan keeps its frames, and through their callers a frame of
+        # this object's would keep it from Arrow's release (the stop waited it out each time).
+        self.readinto = source.readinto
+
+    def readable(self) -> bool:
+        """Say yes: Arrow reads this."""
+        return True
 
 
 # The inputs of scans open in this process, each stopped at its end or, at the latest, on exit.
