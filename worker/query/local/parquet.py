@@ -53,16 +53,16 @@ from worker.query.local.parquet_one_group import (
     FILE_ROW_GROUPS,
     GROUP_COLUMNS,
     META_DATA_PAGE,
-    META_DICTIONARY_PAGE,
     META_ENCODING_STATS,
     STATS_ENCODING,
     STATS_PAGE_TYPE,
+    chunk_start,
 )
 from worker.query.local.parquet_pages import PageIndex
 from worker.query.local.parquet_ranges import ParquetInvalid, ParquetRanges
 from worker.query.local.reader import RangedObject, Records
 from worker.query.local.serialise import serialise
-from worker.query.local.thrift_compact import I32, I64, Struct, ThriftList
+from worker.query.local.thrift_compact import I32, Struct, ThriftList
 
 # S3 Select refuses row groups over 256 MB uncompressed; so does the local engine.
 MAX_ROW_GROUP_BYTES = 256 << 20
@@ -577,12 +577,8 @@ def _dictionary_encoded(meta: Struct) -> bool:
     pyarrow decodes the pages as their headers say.
     """
     stats = meta.get(META_ENCODING_STATS, (None, None))[1]
-    dictionary_page = meta.get(META_DICTIONARY_PAGE, (I64, 0))[1]
-    first_data_page = meta.get(META_DATA_PAGE, (I64, 0))[1]
-    stored = first_data_page - dictionary_page
-    if not isinstance(stats, ThriftList) or not (
-        dictionary_page > 0 and 0 < stored <= MAX_DICTIONARY_PAGE_BYTES
-    ):
+    stored = meta[META_DATA_PAGE][1] - chunk_start(meta)  # 0 without a dictionary page first
+    if not isinstance(stats, ThriftList) or not 0 < stored <= MAX_DICTIONARY_PAGE_BYTES:
         return False
     data_pages = [
         page
@@ -680,7 +676,7 @@ def _is_text(data_type: pa.DataType) -> bool:
     """Text, or text read as a dictionary array (a fold's, :func:`_dictionary_encoded`)."""
     if pa.types.is_dictionary(data_type):
         data_type = data_type.value_type
-    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+    return vector.kind(data_type) == "text"
 
 
 def _text_lengths(column: pa.Array) -> pa.Array:
